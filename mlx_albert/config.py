@@ -1,0 +1,177 @@
+"""AlbertConfig: the options of Bumblebee.Text.Albert (v0.5.3) with their defaults, and the one
+translation table to and from a Hugging Face transformers `config.json`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .activations import ACTIVATIONS
+
+# (our option, transformers config.json key) — the one translation table, read both ways.
+HF_NAMES: tuple[tuple[str, str], ...] = (
+    ("vocab_size", "vocab_size"),
+    ("max_positions", "max_position_embeddings"),
+    ("max_token_types", "type_vocab_size"),
+    ("embedding_size", "embedding_size"),
+    ("hidden_size", "hidden_size"),
+    ("num_blocks", "num_hidden_layers"),
+    ("num_groups", "num_hidden_groups"),
+    ("block_depth", "inner_group_num"),
+    ("num_attention_heads", "num_attention_heads"),
+    ("intermediate_size", "intermediate_size"),
+    ("activation", "hidden_act"),
+    ("dropout_rate", "hidden_dropout_prob"),
+    ("attention_dropout_rate", "attention_probs_dropout_prob"),
+    ("classifier_dropout_rate", "classifier_dropout_prob"),
+    ("layer_norm_epsilon", "layer_norm_eps"),
+    ("initializer_scale", "initializer_range"),
+    ("output_hidden_states", "output_hidden_states"),
+    ("output_attentions", "output_attentions"),
+    ("pad_token_id", "pad_token_id"),
+    ("problem_type", "problem_type"),
+    ("architectures", "architectures"),
+)
+PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+# transformers keys that carry no meaning here and are regenerated on export.
+_HF_IGNORED = {"model_type", "transformers_version", "torch_dtype", "dtype", "id2label", "label2id",
+               "num_labels", "position_embedding_type", "tie_word_embeddings", "return_dict"}
+
+
+@dataclass
+class AlbertConfig:
+    """ALBERT hyper-parameters, named as in Bumblebee.Text.Albert (see README for the HF names)."""
+
+    vocab_size: int = 30000  # token embedding rows
+    max_positions: int = 512  # position embedding rows = longest sequence
+    max_token_types: int = 2  # segment embedding rows
+    embedding_size: int = 128  # factorised embedding width (E), projected to hidden_size
+    hidden_size: int = 768  # transformer width (H)
+    num_blocks: int = 12  # encoder blocks run, each block_depth transformer layers deep
+    num_groups: int = 1  # groups of blocks; blocks of one group share parameters
+    block_depth: int = 1  # transformer layers inside each block
+    num_attention_heads: int = 12
+    intermediate_size: int = 16384  # FFN width
+    activation: str = "gelu"  # FFN and MLM-head activation (see activations.ACTIVATIONS)
+    dropout_rate: float = 0.0  # embeddings and encoder
+    attention_dropout_rate: float = 0.0  # attention probabilities
+    classifier_dropout_rate: float | None = None  # task heads; None -> dropout_rate
+    layer_norm_epsilon: float = 1e-12
+    initializer_scale: float = 0.02  # std of the normal initialiser for new weights
+    output_hidden_states: bool = False
+    output_attentions: bool = False
+    num_labels: int = 2  # classifier width (sequence/token classification, QA, SOP)
+    id_to_label: dict[int, str] = field(default_factory=dict)
+    # What transformers checkpoints also carry:
+    label_to_id: dict[str, int] = field(default_factory=dict)
+    pad_token_id: int | None = 0
+    problem_type: str | None = None  # regression | single_label_classification | multi_label_...
+    architectures: list[str] | None = None
+    quantization: dict[str, int] | None = None  # {"group_size": g, "bits": b} for quantized weights
+    extra: dict[str, Any] = field(default_factory=dict)  # other config.json keys, kept for export
+
+    def __post_init__(self):
+        self.id_to_label = {int(k): str(v) for k, v in self.id_to_label.items()}
+        if self.id_to_label and not self.label_to_id:
+            self.label_to_id = {v: k for k, v in self.id_to_label.items()}
+        for name in ("vocab_size", "max_positions", "max_token_types", "embedding_size", "hidden_size",
+                     "num_blocks", "num_groups", "block_depth", "num_attention_heads",
+                     "intermediate_size", "num_labels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"AlbertConfig.{name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"AlbertConfig.hidden_size ({self.hidden_size}) must be divisible by "
+                f"num_attention_heads ({self.num_attention_heads})")
+        if self.num_blocks % self.num_groups:
+            raise ValueError(
+                f"AlbertConfig.num_blocks ({self.num_blocks}) must be divisible by num_groups "
+                f"({self.num_groups}): each group shares the parameters of num_blocks/num_groups blocks")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"AlbertConfig.activation {self.activation!r} is unknown; "
+                             f"use one of {sorted(ACTIVATIONS)}")
+        for name in ("dropout_rate", "attention_dropout_rate", "classifier_dropout_rate"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"AlbertConfig.{name} must be in [0, 1), got {value!r}")
+        for name in ("layer_norm_epsilon", "initializer_scale"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"AlbertConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        if self.id_to_label and sorted(self.id_to_label) != list(range(self.num_labels)):
+            raise ValueError(f"AlbertConfig.id_to_label keys {sorted(self.id_to_label)} must be "
+                             f"0..num_labels-1 (num_labels={self.num_labels})")
+        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
+            raise ValueError(f"AlbertConfig.problem_type {self.problem_type!r} must be one of "
+                             f"{PROBLEM_TYPES} or None")
+        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"AlbertConfig.pad_token_id ({self.pad_token_id}) must be in "
+                             f"[0, vocab_size={self.vocab_size})")
+        if self.quantization is not None and set(self.quantization) - {"group_size", "bits", "mode"}:
+            raise ValueError(f"AlbertConfig.quantization {self.quantization} may only hold "
+                             "group_size, bits and mode")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def num_layers(self) -> int:
+        """Transformer layers run in one forward pass (num_blocks x block_depth)."""
+        return self.num_blocks * self.block_depth
+
+    @property
+    def classifier_dropout(self) -> float:
+        return self.dropout_rate if self.classifier_dropout_rate is None else self.classifier_dropout_rate
+
+    def replace(self, **changes) -> "AlbertConfig":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any]) -> "AlbertConfig":
+        """Reads a transformers `config.json` dict (unknown keys are kept in `extra`)."""
+        if hf.get("model_type", "albert") != "albert":
+            raise ValueError(f"config.json has model_type {hf['model_type']!r}, not 'albert'")
+        ours = {name: hf[key] for name, key in HF_NAMES if key in hf}
+        id2label = hf.get("id2label") or {}
+        ours["num_labels"] = int(hf.get("num_labels") or len(id2label) or 2)
+        # transformers writes LABEL_i names when none were given: keep only real names.
+        if any(str(v) != f"LABEL_{k}" for k, v in id2label.items()):
+            ours["id_to_label"] = {int(k): v for k, v in id2label.items()}
+            ours["label_to_id"] = {k: int(v) for k, v in (hf.get("label2id") or {}).items()}
+        if "quantization" in hf:
+            ours["quantization"] = dict(hf["quantization"])
+        known = {key for _, key in HF_NAMES} | _HF_IGNORED | {"quantization"}
+        ours["extra"] = {k: v for k, v in hf.items() if k not in known}
+        return cls(**ours)
+
+    def to_hf(self) -> dict[str, Any]:
+        """A transformers `config.json` dict (transformers' AlbertConfig loads it)."""
+        hf: dict[str, Any] = {"model_type": "albert"}
+        hf.update(self.extra)
+        for name, key in HF_NAMES:
+            value = getattr(self, name)
+            if value is not None or name == "classifier_dropout_rate":
+                hf[key] = value
+        if hf["classifier_dropout_prob"] is None:  # transformers' AlbertConfig wants a number
+            hf["classifier_dropout_prob"] = self.dropout_rate
+        names = self.id_to_label or {i: f"LABEL_{i}" for i in range(self.num_labels)}
+        hf["id2label"] = {str(i): names[i] for i in sorted(names)}
+        hf["label2id"] = self.label_to_id or {v: i for i, v in names.items()}
+        if self.quantization:
+            hf["quantization"] = dict(self.quantization)
+        return hf
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "AlbertConfig":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path} not found: a checkpoint folder needs its config.json") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON ({e}); re-download or re-convert the checkpoint") from None
+        return cls.from_hf(data)

@@ -1,0 +1,235 @@
+"""The ALBERT backbone in MLX: factorised embeddings, the shared-layer encoder and the pooler.
+Mirrors transformers' `modeling_albert.py` (post-LayerNorm layers, group index i // (L / G))."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from .activations import ACTIVATIONS, tanh
+from .config import AlbertConfig
+from .outputs import BaseModelOutputWithPooling
+from .pretrained import PreTrainedMixin
+
+
+class AlbertEmbeddings(nn.Module):
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.embedding_size)
+        self.position_embeddings = nn.Embedding(config.max_positions, config.embedding_size)
+        self.token_type_embeddings = nn.Embedding(config.max_token_types, config.embedding_size)
+        self.norm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_epsilon)
+        self.dropout = nn.Dropout(config.dropout_rate)
+
+    def __call__(self, input_ids: mx.array, token_type_ids: mx.array, position_ids: mx.array) -> mx.array:
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        x = x + self.position_embeddings(position_ids)
+        return self.dropout(self.norm(x))  # (B, L, E)
+
+
+class AlbertAttention(nn.Module):
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        h = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.scale = 1.0 / math.sqrt(config.head_dim)
+        self.query = nn.Linear(h, h)
+        self.key = nn.Linear(h, h)
+        self.value = nn.Linear(h, h)
+        self.out_proj = nn.Linear(h, h)
+        self.norm = nn.LayerNorm(h, eps=config.layer_norm_epsilon)
+        self.attention_dropout = nn.Dropout(config.attention_dropout_rate)
+        self.dropout = nn.Dropout(config.dropout_rate)
+        self.attention_dropout_rate = config.attention_dropout_rate
+
+    def __call__(self, x: mx.array, bias: mx.array, return_weights: bool = False):
+        B, L, H = x.shape
+        q, k, v = (proj(x).reshape(B, L, self.num_heads, -1).transpose(0, 2, 1, 3)
+                   for proj in (self.query, self.key, self.value))  # (B, nh, L, hd)
+        if return_weights or (self.training and self.attention_dropout_rate > 0):
+            scores = (q * self.scale) @ k.transpose(0, 1, 3, 2) + bias  # (B, nh, L, L)
+            weights = mx.softmax(scores, axis=-1, precise=True)
+            context = self.attention_dropout(weights) @ v
+        else:
+            weights = None
+            context = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=bias)
+        context = context.transpose(0, 2, 1, 3).reshape(B, L, H)
+        return self.norm(x + self.dropout(self.out_proj(context))), weights
+
+
+class AlbertLayer(nn.Module):
+    """One transformer layer: attention then FFN, each with residual + post-LayerNorm."""
+
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.attention = AlbertAttention(config)
+        self.ffn = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.ffn_output = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
+        self.activation = ACTIVATIONS[config.activation]
+
+    def __call__(self, x: mx.array, bias: mx.array, return_weights: bool = False):
+        x, weights = self.attention(x, bias, return_weights)
+        return self.norm(x + self.ffn_output(self.activation(self.ffn(x)))), weights
+
+
+class AlbertLayerGroup(nn.Module):
+    """The block_depth layers whose parameters a group's blocks share."""
+
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.layers = [AlbertLayer(config) for _ in range(config.block_depth)]
+
+
+class AlbertEncoder(nn.Module):
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.num_blocks = config.num_blocks
+        self.embedding_projection = nn.Linear(config.embedding_size, config.hidden_size)
+        self.groups = [AlbertLayerGroup(config) for _ in range(config.num_groups)]
+
+    def __call__(self, x: mx.array, bias: mx.array, output_hidden_states: bool = False,
+                 output_attentions: bool = False):
+        x = self.embedding_projection(x)  # (B, L, E) -> (B, L, H)
+        hidden_states = [x] if output_hidden_states else None
+        attentions = [] if output_attentions else None
+        blocks_per_group = self.num_blocks // len(self.groups)
+        # The shared-parameter loop: block i runs the layers of group i // (num_blocks / num_groups).
+        for i in range(self.num_blocks):
+            for layer in self.groups[i // blocks_per_group].layers:
+                x, weights = layer(x, bias, output_attentions)
+                if output_hidden_states:
+                    hidden_states.append(x)
+                if output_attentions:
+                    attentions.append(weights)
+        return x, hidden_states, attentions
+
+
+def _as_array(name: str, value: Any) -> mx.array:
+    if isinstance(value, mx.array):
+        return value
+    array = np.asarray(value)
+    if array.dtype == object:
+        raise TypeError(f"{name} must be an mx.array or a rectangular numeric array, got {type(value).__name__}")
+    return mx.array(array)
+
+
+def _is_integer(a: mx.array) -> bool:
+    return mx.issubdtype(a.dtype, mx.integer) or a.dtype == mx.bool_
+
+
+def prepare_inputs(config: AlbertConfig, input_ids, attention_mask=None, token_type_ids=None,
+                   position_ids=None, check: bool = True) -> tuple[mx.array, mx.array, mx.array, mx.array]:
+    """Converts inputs to mx.arrays, fills transformers' defaults and validates shapes and ranges."""
+    if input_ids is None:
+        raise ValueError("input_ids is required: a (batch, seq) array of token ids")
+    input_ids = _as_array("input_ids", input_ids)
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids must have shape (batch, seq), got {tuple(input_ids.shape)}; "
+                         "add a batch axis with input_ids[None] for one sequence")
+    B, L = input_ids.shape
+    if L > config.max_positions and position_ids is None:
+        raise ValueError(f"sequence length {L} exceeds max_positions={config.max_positions}: "
+                         "truncate the input (e.g. tokenizer(..., truncation=True, max_length="
+                         f"{config.max_positions}))")
+    arrays = {"input_ids": input_ids}
+    for name, value in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids),
+                        ("position_ids", position_ids)):
+        if value is None:
+            continue
+        value = _as_array(name, value)
+        if tuple(value.shape) != (B, L):
+            raise ValueError(f"{name} has shape {tuple(value.shape)} but input_ids has {(B, L)}: "
+                             "pass arrays of the same (batch, seq) shape")
+        arrays[name] = value
+    for name in ("input_ids", "token_type_ids", "position_ids"):
+        if name in arrays and not _is_integer(arrays[name]):
+            raise TypeError(f"{name} must hold integers, got dtype {arrays[name].dtype}")
+    if check:
+        limits = {"input_ids": ("vocab_size", config.vocab_size),
+                  "token_type_ids": ("max_token_types", config.max_token_types),
+                  "position_ids": ("max_positions", config.max_positions)}
+        names = [n for n in limits if n in arrays and arrays[n].size]
+        # One host sync for all range checks; the input arrays are usually already materialised.
+        bounds = mx.stack([mx.stack([arrays[n].min(), arrays[n].max()]).astype(mx.int64)
+                           for n in names]).tolist() if names else []
+        for n, (lo, hi) in zip(names, bounds):
+            field, limit = limits[n]
+            if lo < 0 or hi >= limit:
+                raise ValueError(f"{n} must be in [0, {limit}) ({field}={limit}), found values in "
+                                 f"[{lo}, {hi}]; check the tokenizer matches this checkpoint")
+    if "attention_mask" not in arrays:
+        arrays["attention_mask"] = mx.ones((B, L), dtype=mx.int32)
+    if "token_type_ids" not in arrays:
+        arrays["token_type_ids"] = mx.zeros((B, L), dtype=mx.int32)
+    if "position_ids" not in arrays:
+        arrays["position_ids"] = mx.broadcast_to(mx.arange(L), (B, L))
+    return (arrays["input_ids"], arrays["attention_mask"], arrays["token_type_ids"],
+            arrays["position_ids"])
+
+
+def attention_bias(attention_mask: mx.array, dtype: mx.Dtype) -> mx.array:
+    """(B, L) mask of 1 = attend / 0 = padding -> additive (B, 1, 1, L) bias, as transformers."""
+    keep = attention_mask.astype(dtype)
+    return ((1 - keep) * mx.finfo(dtype).min)[:, None, None, :]
+
+
+def init_weights(module: nn.Module, scale: float) -> None:
+    """transformers' _init_weights: N(0, scale) for linear and embedding weights, zero biases."""
+    def init(_, m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            m.weight = scale * mx.random.normal(m.weight.shape)
+            if "bias" in m:
+                m.bias = mx.zeros_like(m.bias)
+    module.apply_to_modules(init)
+
+
+class AlbertModel(nn.Module, PreTrainedMixin):
+    """The bare ALBERT encoder (`:base`): last hidden state and pooled [CLS] output."""
+
+    def __init__(self, config: AlbertConfig, add_pooling_layer: bool = True):
+        super().__init__()
+        self.config = config
+        self.check_inputs = True  # range-check ids (one host sync); trainers turn it off
+        self.embeddings = AlbertEmbeddings(config)
+        self.encoder = AlbertEncoder(config)
+        if add_pooling_layer:
+            self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
+        init_weights(self, config.initializer_scale)
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
+                 output_hidden_states: bool | None = None,
+                 output_attentions: bool | None = None) -> BaseModelOutputWithPooling:
+        """Runs the encoder.
+
+        Args:
+            input_ids: (batch, seq) token ids, mx.array or numpy.
+            attention_mask: (batch, seq), 1 for tokens and 0 for padding; default all ones.
+            token_type_ids: (batch, seq) segment ids; default 0.
+            position_ids: (batch, seq) positions; default 0..seq-1.
+            output_hidden_states / output_attentions: override the config's defaults.
+
+        Raises:
+            ValueError/TypeError: on wrong shapes, dtypes or out-of-range ids.
+        """
+        config = self.config
+        input_ids, attention_mask, token_type_ids, position_ids = prepare_inputs(
+            config, input_ids, attention_mask, token_type_ids, position_ids, self.check_inputs)
+        if output_hidden_states is None:
+            output_hidden_states = config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = config.output_attentions
+        x = self.embeddings(input_ids, token_type_ids, position_ids)
+        bias = attention_bias(attention_mask, x.dtype)
+        x, hidden_states, attentions = self.encoder(x, bias, output_hidden_states, output_attentions)
+        pooled = tanh(self.pooler(x[:, 0])) if "pooler" in self else None
+        return BaseModelOutputWithPooling(
+            last_hidden_state=x,
+            pooler_output=pooled,
+            hidden_states=tuple(hidden_states) if hidden_states is not None else None,
+            attentions=tuple(attentions) if attentions is not None else None,
+        )

@@ -1,0 +1,71 @@
+"""Shared test helpers: reference cases (live from transformers, or the committed golden files)
+and writing them out as transformers checkpoint folders."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+sys.path.insert(0, str(Path(__file__).parent))
+import oracle  # noqa: E402
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("transformers") is not None
+GOLDEN = Path(__file__).parent / "fixtures" / "golden"
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="transformers/torch not installed (golden tests cover this)")
+MODES = ["golden", pytest.param("live", marks=needs_torch)]
+_cache: dict = {}
+
+
+def golden_case(name: str, arch: str) -> dict:
+    from safetensors import safe_open
+
+    path = GOLDEN / f"{name}-{arch}.safetensors"
+    case = {"weights": {}, "inputs": {}, "outputs": {}}
+    with safe_open(str(path), "np") as f:
+        case["hf_config"] = json.loads(f.metadata()["hf_config"])
+        for key in f.keys():
+            group, _, k = key.partition("/")
+            case[group][k] = f.get_tensor(key)
+    return case
+
+
+def get_case(name: str, arch: str, mode: str) -> dict:
+    key = (name, arch, mode)
+    if key not in _cache:
+        _cache[key] = oracle.make_case(name, arch) if mode == "live" else golden_case(name, arch)
+    return _cache[key]
+
+
+def write_hf_folder(folder: Path, hf_config: dict, weights: dict[str, np.ndarray]) -> Path:
+    """A transformers-layout checkpoint folder (config.json + model.safetensors)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(hf_config))
+    save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(folder / "model.safetensors"),
+              metadata={"format": "pt"})
+    return folder
+
+
+def case_folder(case: dict, folder: Path, regression: bool = False) -> Path:
+    weights = {k: v for k, v in case["weights"].items() if not k.startswith("regression.")}
+    config = dict(case["hf_config"])
+    if regression:
+        weights = {k: v for k, v in weights.items() if "classifier" not in k}
+        weights.update({k.removeprefix("regression."): v for k, v in case["weights"].items()
+                        if k.startswith("regression.")})
+        config["id2label"] = {"0": "LABEL_0"}
+        config["label2id"] = {"LABEL_0": 0}
+    return write_hf_folder(folder, config, weights)
+
+
+@pytest.fixture
+def tiny_config():
+    from mlx_albert import AlbertConfig
+
+    return AlbertConfig(vocab_size=50, embedding_size=8, hidden_size=16, num_blocks=2, num_attention_heads=2,
+                        intermediate_size=20, max_positions=16)

@@ -33,7 +33,8 @@ def _model_card(hf_path: str, model: nn.Module, dtype: str, quantization: dict |
 
 def convert(hf_path: str, mlx_path: str = "mlx_model", dtype: str | None = None, quantize: bool = False,
             q_bits: int = 4, q_group_size: int = 64, upload_repo: str | None = None, force: bool = False,
-            revision: str | None = None, architecture: str | None = None) -> Path:
+            revision: str | None = None, architecture: str | None = None,
+            cache_dir: str | None = None) -> Path:
     """Converts a transformers ALBERT checkpoint (folder or repo id) into an MLX folder.
 
     The folder is assembled beside `mlx_path` and renamed into place, so an interrupted run
@@ -44,7 +45,7 @@ def convert(hf_path: str, mlx_path: str = "mlx_model", dtype: str | None = None,
         raise FileExistsError(f"{out} exists and is not empty; pass --force to replace it")
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}")
-    src = resolve(hf_path, revision)
+    src = resolve(hf_path, revision, cache_dir)
     model = load(src, architecture, dtype=DTYPES[dtype] if dtype else None)
     config = model.config
     if quantize:
@@ -74,7 +75,7 @@ def convert(hf_path: str, mlx_path: str = "mlx_model", dtype: str | None = None,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    logger.info("wrote %s", out)
+    logger.debug("wrote %s", out)
     if upload_repo:
         from huggingface_hub import HfApi
 

@@ -1,0 +1,160 @@
+"""convert.py: transformers folder -> MLX folder -> same outputs, for each dtype and quantization;
+save_pretrained output loads in transformers; safe overwrites; Hub cache loading."""
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+from conftest import needs_torch
+
+import mlx_albert
+from mlx_albert import AlbertConfig, AlbertForMaskedLM
+from mlx_albert.convert import convert, main
+
+CONFIG = AlbertConfig(vocab_size=256, embedding_size=64, hidden_size=128, num_blocks=2, num_attention_heads=4,
+                      intermediate_size=256, max_positions=32)
+IDS = np.random.default_rng(0).integers(5, 256, (2, 12))
+MASK = np.ones_like(IDS)
+MASK[1, 9:] = 0
+
+
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory):
+    mx.random.seed(0)
+    model = AlbertForMaskedLM(CONFIG)
+    folder = tmp_path_factory.mktemp("hf")
+    model.save_pretrained(folder)
+    (folder / "spiece.model").write_bytes(b"sentencepiece model bytes")
+    (folder / "tokenizer_config.json").write_text("{}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reference(hf_folder):
+    return np.array(mlx_albert.load(hf_folder)(IDS, attention_mask=MASK).logits)
+
+
+def cosine(a, b):
+    a, b = a.ravel(), b.ravel()
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+# (flags, max abs error allowed relative to the logits' scale, min cosine similarity).
+# float16 keeps 11 mantissa bits (~5e-4 relative per op), bfloat16 8 bits (~4e-3); quantization
+# error is a few percent per weight at 4 bits, so only the direction of the output is held.
+CASES = {
+    "float32": ([], 1e-6, 1 - 1e-7),
+    "float16": (["--dtype", "float16"], 5e-3, 0.9999),
+    "bfloat16": (["--dtype", "bfloat16"], 4e-2, 0.999),
+    "q8": (["-q", "--q-bits", "8"], 5e-2, 0.999),
+    "q4": (["-q", "--q-bits", "4", "--q-group-size", "32"], None, 0.97),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_round_trip(name, hf_folder, reference, tmp_path):
+    flags, rel, min_cos = CASES[name]
+    assert main(["--hf-path", str(hf_folder), "--mlx-path", str(tmp_path / "out"), *flags]) == 0
+    model = mlx_albert.load(tmp_path / "out")
+    assert isinstance(model, AlbertForMaskedLM)
+    logits = np.array(model(IDS, attention_mask=MASK).logits.astype(mx.float32))
+    if rel is not None:
+        assert np.abs(logits - reference).max() <= rel * np.abs(reference).max()
+    assert cosine(logits, reference) >= min_cos
+    assert (tmp_path / "out" / "spiece.model").read_bytes() == b"sentencepiece model bytes"
+    assert "AlbertForMaskedLM" in (tmp_path / "out" / "README.md").read_text()
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    if name.startswith("q"):
+        assert config["quantization"]["bits"] == int(flags[2])
+        size = (tmp_path / "out" / "model.safetensors").stat().st_size
+        assert size < 0.45 * (hf_folder / "model.safetensors").stat().st_size
+        assert isinstance(model.albert.encoder.groups[0].layers[0].ffn, nn.QuantizedLinear)
+        assert isinstance(model.albert.embeddings.word_embeddings, nn.QuantizedEmbedding)
+
+
+def test_refuses_to_overwrite_without_force(hf_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    assert main(["--hf-path", str(hf_folder), "--mlx-path", str(out)]) == 1
+    assert "--force" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "precious"
+    assert main(["--hf-path", str(hf_folder), "--mlx-path", str(out), "--force"]) == 0
+    assert not (out / "keep.txt").exists() and (out / "model.safetensors").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temp folders left
+
+
+def test_interrupted_conversion_leaves_nothing(hf_folder, tmp_path, monkeypatch):
+    def boom(self, path):
+        (path / "model.safetensors").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(AlbertForMaskedLM, "save_pretrained", boom)
+    with pytest.raises(KeyboardInterrupt):
+        convert(str(hf_folder), str(tmp_path / "out"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_requantizing_is_refused(hf_folder, tmp_path):
+    convert(str(hf_folder), str(tmp_path / "q"), quantize=True)
+    with pytest.raises(ValueError, match="already quantized"):
+        convert(str(tmp_path / "q"), str(tmp_path / "qq"), quantize=True)
+
+
+def test_missing_source_is_one_line_error(tmp_path, capsys):
+    assert main(["--hf-path", str(tmp_path / "missing"), "--mlx-path", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err
+
+
+def test_upload(hf_folder, tmp_path, monkeypatch):
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, exist_ok):
+            calls.append(("create", repo_id))
+
+        def upload_folder(self, folder_path, repo_id):
+            calls.append(("upload", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+
+    monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
+    convert(str(hf_folder), str(tmp_path / "out"), upload_repo="me/tiny-mlx")
+    assert calls[0] == ("create", "me/tiny-mlx")
+    assert calls[1][1] == "me/tiny-mlx" and "model.safetensors" in calls[1][2]
+
+
+@needs_torch
+@pytest.mark.parametrize("dtype", [None, "bfloat16"])
+def test_save_pretrained_loads_in_transformers(hf_folder, reference, tmp_path, dtype):
+    import torch
+    import transformers
+
+    convert(str(hf_folder), str(tmp_path / "out"), dtype=dtype)
+    hf = transformers.AlbertForMaskedLM.from_pretrained(tmp_path / "out", dtype=torch.float32).eval()
+    with torch.no_grad():
+        logits = hf(torch.tensor(IDS), attention_mask=torch.tensor(MASK)).logits.numpy()
+    tol = 1e-4 if dtype is None else 4e-2 * np.abs(reference).max()
+    assert np.abs(logits - reference).max() <= tol
+
+
+def _fake_cache(cache, repo, source):
+    snapshot = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / "0123456789abcdef"
+    snapshot.mkdir(parents=True)
+    for f in source.iterdir():
+        (snapshot / f.name).write_bytes(f.read_bytes())
+    (cache / f"models--{repo.replace('/', '--')}" / "refs").mkdir()
+    (cache / f"models--{repo.replace('/', '--')}" / "refs" / "main").write_text("0123456789abcdef")
+
+
+def test_hub_repo_id_from_local_cache(hf_folder, reference, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _fake_cache(tmp_path, "someone/tiny-albert", hf_folder)
+    model = mlx_albert.load("someone/tiny-albert", cache_dir=tmp_path)
+    assert np.abs(np.array(model(IDS, attention_mask=MASK).logits) - reference).max() == 0
+    convert("someone/tiny-albert", str(tmp_path / "out"), cache_dir=str(tmp_path))  # convert.py takes repo ids too
+    assert (tmp_path / "out" / "model.safetensors").exists()
+    with pytest.raises(FileNotFoundError, match="not-cached.*offline"):
+        mlx_albert.load("someone/not-cached", cache_dir=tmp_path)

@@ -1,0 +1,84 @@
+"""Bad inputs get errors that name the problem and the fix; good ones in any array type work."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_albert import AlbertConfig, AlbertForMultipleChoice, AlbertForQuestionAnswering, AlbertModel
+from mlx_albert import AlbertForSequenceClassification, AlbertForTokenClassification
+
+
+@pytest.fixture(scope="module")
+def model():
+    return AlbertModel(AlbertConfig(vocab_size=50, embedding_size=8, hidden_size=16, num_blocks=2,
+                                    num_attention_heads=2, intermediate_size=20, max_positions=16))
+
+
+IDS = np.array([[2, 5, 9, 3], [2, 7, 3, 0]])
+
+
+@pytest.mark.parametrize("ids, match", [
+    (np.array([[2, 50, 3]]), r"input_ids must be in \[0, 50\).*\[2, 50\]"),
+    (np.array([[2, -1, 3]]), r"input_ids must be in \[0, 50\)"),
+    (np.ones((1, 17), int), "exceeds max_positions=16: truncate"),
+    (np.array([2, 5, 3]), r"shape \(batch, seq\).*input_ids\[None\]"),
+    (np.array([[2.0, 5.0]]), "must hold integers"),
+    (None, "input_ids is required"),
+])
+def test_bad_input_ids(model, ids, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        model(ids)
+
+
+@pytest.mark.parametrize("name", ["attention_mask", "token_type_ids", "position_ids"])
+def test_mismatched_shapes(model, name):
+    with pytest.raises(ValueError, match=rf"{name} has shape \(2, 3\) but input_ids has \(2, 4\)"):
+        model(IDS, **{name: np.zeros((2, 3), int)})
+
+
+def test_out_of_range_types_and_positions(model):
+    with pytest.raises(ValueError, match="token_type_ids must be in .*max_token_types=2"):
+        model(IDS, token_type_ids=np.full(IDS.shape, 2))
+    with pytest.raises(ValueError, match="position_ids must be in .*max_positions=16"):
+        model(IDS, position_ids=np.full(IDS.shape, 16))
+
+
+def test_array_types_agree(model):
+    ref = np.array(model(mx.array(IDS)).last_hidden_state)
+    for ids in (IDS, IDS.tolist(), IDS.astype(np.int32), mx.array(IDS, dtype=mx.uint16)):
+        assert np.array_equal(np.array(model(ids).last_hidden_state), ref)
+    mask = np.array([[1, 1, 1, 1], [1, 1, 1, 0]])
+    as_bool = np.array(model(IDS, attention_mask=mask.astype(bool)).last_hidden_state)
+    assert np.array_equal(as_bool, np.array(model(IDS, attention_mask=mask).last_hidden_state))
+
+
+def test_padding_does_not_leak(model):
+    """Padded positions must not change the real tokens' outputs."""
+    short = np.array(model(np.array([[2, 7, 3]])).last_hidden_state)[0]
+    padded = np.array(model(np.array([[2, 7, 3, 0, 0]]), attention_mask=np.array([[1, 1, 1, 0, 0]]))
+                      .last_hidden_state)[0, :3]
+    assert np.abs(short - padded).max() < 1e-5
+
+
+def test_multiple_choice_rank():
+    config = AlbertConfig(vocab_size=50, embedding_size=8, hidden_size=16, num_blocks=1, num_attention_heads=2,
+                          intermediate_size=20)
+    mc = AlbertForMultipleChoice(config)
+    with pytest.raises(ValueError, match=r"\(batch, num_choices, seq\)"):
+        mc(IDS)
+    with pytest.raises(ValueError, match="attention_mask has shape"):
+        mc(IDS[None], attention_mask=np.ones((1, 2, 3), int))
+    assert mc(np.stack([IDS, IDS])).logits.shape == (2, 2)
+
+
+def test_label_ranges():
+    config = AlbertConfig(vocab_size=50, embedding_size=8, hidden_size=16, num_blocks=1, num_attention_heads=2,
+                          intermediate_size=20, num_labels=3)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+        AlbertForSequenceClassification(config)(IDS, labels=np.array([0, 3]))
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\) or -100"):
+        AlbertForTokenClassification(config)(IDS, labels=np.full(IDS.shape, 7))
+    with pytest.raises(ValueError, match="multi-label labels must have shape"):
+        AlbertForSequenceClassification(config)(IDS, labels=np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match="num_labels=2"):
+        AlbertForQuestionAnswering(config)

@@ -1,0 +1,197 @@
+"""The weight-name table, checkpoint formats and every way a checkpoint can be wrong."""
+
+import builtins
+import json
+import logging
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from conftest import case_folder, get_case, needs_torch, write_hf_folder
+from mlx.utils import tree_flatten
+from safetensors.numpy import save_file
+
+import mlx_albert
+from mlx_albert import ARCHITECTURES, AlbertConfig
+from mlx_albert.weights import atomic_write, hf_to_mlx, mlx_to_hf
+from oracle import ARCHITECTURES as HF_ARCHITECTURES
+
+
+@pytest.mark.parametrize("arch", HF_ARCHITECTURES)
+def test_every_checkpoint_key_maps_once_and_round_trips(arch, tmp_path):
+    case = get_case("grouped_deep", arch, "golden")
+    hf = {k: mx.array(v) for k, v in case["weights"].items() if not k.startswith("regression.")}
+    ours, unknown = hf_to_mlx(hf)
+    assert unknown == []
+    tied = {k for k in hf if k.startswith("predictions.decoder.")}
+    assert len(ours) == len(hf) - len(tied)  # nothing merged, nothing lost but the tied copies
+    assert set(mlx_to_hf(ours)) == set(hf) - tied
+    model = mlx_albert.load(case_folder(case, tmp_path))
+    assert set(dict(tree_flatten(model.parameters()))) == set(ours)
+
+
+@pytest.mark.parametrize("cls", ARCHITECTURES.values())
+def test_every_parameter_has_a_transformers_name(cls):
+    model = cls(AlbertConfig(vocab_size=40, embedding_size=8, hidden_size=16, num_blocks=4, num_groups=2,
+                             block_depth=2, num_attention_heads=2, intermediate_size=12))
+    names = dict(tree_flatten(model.parameters()))
+    assert hf_to_mlx(mlx_to_hf(names))[0].keys() == names.keys()
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return case_folder(get_case("factorised", "AlbertForSequenceClassification", "golden"), tmp_path / "m")
+
+
+def test_truncated_safetensors(folder):
+    path = folder / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])
+    with pytest.raises(ValueError, match="truncated"):
+        mlx_albert.load(folder)
+    path.write_bytes(data[:5])
+    with pytest.raises(ValueError, match="truncated"):
+        mlx_albert.load(folder)
+
+
+def test_corrupt_safetensors(folder):
+    path = folder / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[8:20] = b"not json!!!!"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="corrupt"):
+        mlx_albert.load(folder)
+
+
+def test_missing_config(folder):
+    (folder / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        mlx_albert.load(folder)
+
+
+def test_invalid_config_json(folder):
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        mlx_albert.load(folder)
+
+
+def test_missing_weights(folder):
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        mlx_albert.load(folder)
+
+
+def test_folder_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        mlx_albert.load(tmp_path / "nowhere")
+
+
+def test_config_weight_shape_mismatch(folder):
+    config = json.loads((folder / "config.json").read_text())
+    config["intermediate_size"] = 99
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"shape mismatches: .*ffn\.weight: checkpoint \(24, 16\) vs model \(99, 16\)"):
+        mlx_albert.load(folder)
+
+
+def test_num_labels_override_mismatch_names_the_fix(folder):
+    with pytest.raises(ValueError, match="num_labels"):
+        mlx_albert.AlbertForSequenceClassification.from_pretrained(folder, num_labels=5)
+
+
+def test_unexpected_and_missing_backbone_weights(folder, tmp_path):
+    case = get_case("factorised", "AlbertForSequenceClassification", "golden")
+    weights = {k: v for k, v in case["weights"].items() if not k.startswith("regression.")}
+    extra = dict(weights, **{"albert.encoder.albert_layer_groups.1.albert_layers.0.ffn.weight": np.zeros((24, 16), np.float32)})
+    write_hf_folder(tmp_path / "extra", case["hf_config"], extra)
+    with pytest.raises(ValueError, match=r"not in the model: \['albert\.encoder\.groups\.1"):
+        mlx_albert.load(tmp_path / "extra")
+    missing = {k: v for k, v in weights.items() if "attention.query" not in k}
+    write_hf_folder(tmp_path / "missing", case["hf_config"], missing)
+    with pytest.raises(ValueError, match=r"missing from the checkpoint: .*attention\.query\.bias"):
+        mlx_albert.load(tmp_path / "missing")
+    foreign = dict(weights, **{"bert.pooler.dense.weight": np.zeros((2, 2), np.float32)})
+    write_hf_folder(tmp_path / "foreign", case["hf_config"], foreign)
+    with pytest.raises(ValueError, match="not ALBERT's"):
+        mlx_albert.load(tmp_path / "foreign")
+
+
+def test_base_checkpoint_into_head_initialises_the_head(tmp_path, caplog):
+    case = get_case("factorised", "AlbertModel", "golden")
+    folder = case_folder(case, tmp_path)
+    base = mlx_albert.load(folder)
+    with caplog.at_level(logging.WARNING):
+        head = mlx_albert.load(folder, "for_sequence_classification")
+    assert "newly initialised" in caplog.text and "classifier.weight" in caplog.text
+    assert np.array_equal(np.array(head.albert.encoder.embedding_projection.weight),
+                          np.array(base.encoder.embedding_projection.weight))
+    std = float(np.array(head.classifier.weight).std())
+    assert 0.01 < std < 0.03  # N(0, initializer_scale=0.02)
+    # And a head checkpoint loads into the bare model, dropping the head (with a warning).
+    head.save_pretrained(tmp_path / "head")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again = mlx_albert.load(tmp_path / "head", "base")
+    assert "not used" in caplog.text
+    assert np.allclose(np.array(again(case["inputs"]["input_ids"]).last_hidden_state),
+                       np.array(base(case["inputs"]["input_ids"]).last_hidden_state))
+
+
+def test_sharded_safetensors(tmp_path):
+    case = get_case("grouped_deep", "AlbertForMaskedLM", "golden")
+    weights = case["weights"]
+    names = sorted(weights)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "config.json").write_text(json.dumps(case["hf_config"]))
+    for file, keys in shards.items():
+        save_file({k: np.ascontiguousarray(weights[k]) for k in keys}, str(tmp_path / file))
+    index = {"weight_map": {k: f for f, keys in shards.items() for k in keys}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    model = mlx_albert.load(tmp_path)
+    out = model(**{k: case["inputs"][k] for k in ("input_ids", "attention_mask")})
+    single = mlx_albert.load(case_folder(case, tmp_path / "single"))
+    assert np.array_equal(np.array(out.logits),
+                          np.array(single(**{k: case["inputs"][k] for k in ("input_ids", "attention_mask")}).logits))
+    (tmp_path / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="00002"):
+        mlx_albert.load(tmp_path)
+
+
+@needs_torch
+def test_pytorch_bin(tmp_path):
+    import torch
+
+    case = get_case("factorised", "AlbertForTokenClassification", "golden")
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "config.json").write_text(json.dumps(case["hf_config"]))
+    torch.save({k: torch.tensor(v) for k, v in case["weights"].items()}, tmp_path / "pytorch_model.bin")
+    model = mlx_albert.load(tmp_path)
+    out = model(**{k: case["inputs"][k] for k in ("input_ids", "attention_mask", "token_type_ids", "position_ids")})
+    assert np.abs(np.array(out.logits) - case["outputs"]["logits"]).max() < 1e-4
+
+
+def test_pytorch_bin_without_torch(tmp_path, monkeypatch):
+    case = get_case("factorised", "AlbertModel", "golden")
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "config.json").write_text(json.dumps(case["hf_config"]))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"PK")
+    real_import = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError())
+                        if name == "torch" else real_import(name, *a, **k))
+    with pytest.raises(ImportError, match="needs torch"):
+        mlx_albert.load(tmp_path)
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text("old")
+
+    def crash(tmp):
+        tmp.write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, crash)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]  # no temp file left behind

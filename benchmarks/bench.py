@@ -1,0 +1,280 @@
+"""Forward latency/throughput and a fine-tuning step: mlx_albert vs transformers, same run, same
+device. Prints a Markdown table and writes JSON + Markdown under --out.
+
+    python benchmarks/bench.py                          # CPU defaults: base, batch 1 and 8, seq 128
+    python benchmarks/bench.py --models base,large --batch 1,8,32 --seq 128,512 --dtypes float32,bfloat16 --quant 4,8
+    python benchmarks/bench.py --device gpu --dtypes bfloat16 --batch 1,32,256"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+if __name__ == "__main__" and "--torch-worker" in sys.argv:
+    # transformers runs in its own process: no MLX, no preloaded BLAS threads competing with it.
+    mx = nn = optim = None
+else:
+    import mlx_albert  # first: preloads an optimised cblas on Linux before mlx.core initialises
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+
+    from mlx_albert import AlbertConfig, AlbertForSequenceClassification, AlbertModel
+
+# The real configs of albert-{base,large,xlarge,xxlarge}-v2 (vocab 30000, embedding 128).
+SHAPES = {
+    "base": dict(hidden_size=768, num_attention_heads=12, intermediate_size=3072, num_blocks=12),
+    "large": dict(hidden_size=1024, num_attention_heads=16, intermediate_size=4096, num_blocks=24),
+    "xlarge": dict(hidden_size=2048, num_attention_heads=16, intermediate_size=8192, num_blocks=24),
+    "xxlarge": dict(hidden_size=4096, num_attention_heads=64, intermediate_size=16384, num_blocks=12),
+}
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def config_for(shape: str) -> AlbertConfig:
+    return AlbertConfig(vocab_size=30000, embedding_size=128, activation="gelu_new", **SHAPES[shape])
+
+
+def timeit(fn, warmup: int, repeats: int) -> float:
+    """Median seconds of fn() (fn must block until its result is ready)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def inputs(batch: int, seq: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, 30000, (batch, seq)).astype(np.int32)
+    mask = np.ones((batch, seq), np.int32)
+    mask[batch // 2:, seq * 3 // 4:] = 0  # a realistic padded half
+    return ids, mask
+
+
+def activation_bound(model, config, batch: int, seq: int, itemsize: int) -> int:
+    """Bytes no forward can go below: the weights + one layer's input, FFN activation and output."""
+    from mlx.utils import tree_flatten
+
+    weights = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+    return weights + batch * seq * (2 * config.hidden_size + config.intermediate_size) * itemsize
+
+
+def mlx_forward(config, batch, seq, dtype, bits, args):
+    mx.random.seed(0)
+    model = AlbertModel(config)
+    model.check_inputs = False
+    if bits:
+        nn.quantize(model, group_size=64, bits=bits)
+    model.set_dtype(getattr(mx, dtype))
+    model.eval()
+    mx.eval(model.parameters())
+    ids, mask = (mx.array(a) for a in inputs(batch, seq))
+    fn = lambda: mx.eval(model(ids, attention_mask=mask).last_hidden_state)  # noqa: E731
+    mx.reset_peak_memory()
+    seconds = timeit(fn, args.warmup, args.repeats)
+    bound = activation_bound(model, config, batch, seq, getattr(mx, dtype).size)
+    return seconds, mx.get_peak_memory(), bound
+
+
+def mlx_train_step(config, batch, seq, dtype, args):
+    mx.random.seed(0)
+    model = AlbertForSequenceClassification(config)
+    model.albert.check_inputs = False
+    model.set_dtype(getattr(mx, dtype))
+    model.train()
+    optimizer = optim.AdamW(learning_rate=1e-5)
+    ids, mask = (mx.array(a) for a in inputs(batch, seq))
+    labels = mx.array(np.arange(batch) % 2)
+    loss_and_grad = nn.value_and_grad(model, lambda m: m(ids, attention_mask=mask, labels=labels).loss)
+
+    def step():
+        loss, grads = loss_and_grad(model)
+        optimizer.update(model, grads)
+        mx.eval(loss, model.parameters(), optimizer.state)
+
+    mx.reset_peak_memory()
+    seconds = timeit(step, 1, max(2, args.repeats // 2))
+    return seconds, mx.get_peak_memory()
+
+
+def torch_setup(hf_config, dtype, impl, device, head=False):
+    import torch
+    import transformers
+
+    hf = transformers.AlbertConfig(**hf_config, attn_implementation=impl)
+    torch.manual_seed(0)
+    cls = transformers.AlbertForSequenceClassification if head else transformers.AlbertModel
+    model = cls(hf).to(device=device, dtype=getattr(torch, dtype))
+    return model
+
+
+def torch_forward(config, batch, seq, dtype, impl, device, args):
+    import torch
+
+    compiled = impl.endswith("+compile")
+    model = torch_setup(config, dtype, impl.removesuffix("+compile"), device).eval()
+    if compiled:
+        model = torch.compile(model)
+    ids, mask = (torch.tensor(a, dtype=torch.long, device=device) for a in inputs(batch, seq))
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def fn():
+        with torch.inference_mode():
+            model(input_ids=ids, attention_mask=mask)
+        sync()
+
+    return timeit(fn, args.warmup + (2 if compiled else 0), args.repeats)
+
+
+def torch_train_step(config, batch, seq, dtype, impl, device, args):
+    import torch
+
+    model = torch_setup(config, dtype, impl, device, head=True).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    ids, mask = (torch.tensor(a, dtype=torch.long, device=device) for a in inputs(batch, seq))
+    labels = torch.tensor(np.arange(batch) % 2, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def step():
+        optimizer.zero_grad()
+        model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+        optimizer.step()
+        sync()
+
+    return timeit(step, 1, max(2, args.repeats // 2))
+
+
+def torch_worker(spec: str) -> None:
+    """Runs one transformers measurement described by a JSON spec; prints seconds."""
+    job = json.loads(spec)
+    args = argparse.Namespace(warmup=job["warmup"], repeats=job["repeats"])
+    fn = torch_train_step if job["train"] else torch_forward
+    print(json.dumps(fn(job["config"], job["batch"], job["seq"], job["dtype"], job["impl"], job["device"], args)))
+
+
+def run_torch(config, batch, seq, dtype, impl, device, args, train=False) -> float:
+    spec = dict(config=config.to_hf(), batch=batch, seq=seq, dtype=dtype, impl=impl, device=device,
+                warmup=args.warmup, repeats=args.repeats, train=train)
+    env = dict(os.environ, MLX_ALBERT_BLAS="0")
+    done = subprocess.run([sys.executable, __file__, "--torch-worker", json.dumps(spec)], env=env,
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"transformers worker failed: {done.stderr[-2000:]}")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--models", default="base")
+    p.add_argument("--batch", default="1,8")
+    p.add_argument("--seq", default="128")
+    p.add_argument("--dtypes", default="float32")
+    p.add_argument("--quant", default="", help="comma-separated bits to also run quantized, e.g. 4,8")
+    p.add_argument("--torch", default="eager,sdpa", help="transformers attention implementations "
+                   "(add +compile for torch.compile, '' to skip transformers)")
+    p.add_argument("--train", action="store_true", help="also time one fine-tuning step")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--out", default="bench_results")
+    args = p.parse_args(argv)
+    mx.set_default_device(mx.gpu if args.device == "gpu" else mx.cpu)
+    tdev = "cuda" if args.device == "gpu" else "cpu"
+    impls = [i for i in args.torch.split(",") if i]
+    rows = []
+    for shape in args.models.split(","):
+        config = config_for(shape)
+        for seq in map(int, args.seq.split(",")):
+            for batch in map(int, args.batch.split(",")):
+                variants = [(d, None) for d in args.dtypes.split(",")]
+                variants += [(args.dtypes.split(",")[0], int(b)) for b in args.quant.split(",") if b]
+                for dtype, bits in variants:
+                    seconds, peak, bound = mlx_forward(config, batch, seq, dtype, bits, args)
+                    row = dict(model=shape, batch=batch, seq=seq, dtype=dtype, quant=bits, task="forward",
+                               mlx_ms=seconds * 1e3, tokens_per_s=batch * seq / seconds, peak_mb=peak / 2**20,
+                               bound_mb=bound / 2**20)
+                    if bits is None:
+                        for impl in impls:
+                            row[f"torch_{impl}_ms"] = run_torch(config, batch, seq, dtype, impl, tdev, args) * 1e3
+                    rows.append(row)
+                    print(_fmt(row), flush=True)
+                if args.train:
+                    dtype = args.dtypes.split(",")[0]
+                    seconds, peak = mlx_train_step(config, batch, seq, dtype, args)
+                    row = dict(model=shape, batch=batch, seq=seq, dtype=dtype, quant=None, task="train step",
+                               mlx_ms=seconds * 1e3, tokens_per_s=batch * seq / seconds, peak_mb=peak / 2**20)
+                    if impls:
+                        row["torch_eager_ms"] = run_torch(config, batch, seq, dtype, "eager", tdev, args, True) * 1e3
+                    rows.append(row)
+                    print(_fmt(row), flush=True)
+    write(rows, args)
+
+
+def _fmt(row):
+    torch_cols = " ".join(f"{k[6:-3]}={v:.1f}ms ({v / row['mlx_ms']:.2f}x)" for k, v in row.items()
+                          if k.startswith("torch_"))
+    q = f" q{row['quant']}" if row["quant"] else ""
+    return (f"{row['model']} {row['task']} B={row['batch']} L={row['seq']} {row['dtype']}{q}: "
+            f"mlx {row['mlx_ms']:.1f} ms, peak {row['peak_mb']:.0f} MB | {torch_cols}")
+
+
+def environment(args) -> dict:
+    import mlx_albert._blas as blas
+
+    env = dict(date=str(date.today()), machine=platform.machine(), processor=platform.processor(),
+               system=platform.platform(), python=platform.python_version(), mlx=mx.__version__,
+               device=str(mx.default_device()), blas=blas.loaded or "bundled/system default")
+    try:
+        import torch
+        import transformers
+
+        env.update(torch=torch.__version__, transformers=transformers.__version__,
+                   torch_threads=torch.get_num_threads())
+        if args.device == "gpu":
+            env["gpu"] = torch.cuda.get_device_name()
+    except ImportError:
+        pass
+    return env
+
+
+def write(rows, args):
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    env = environment(args)
+    (out / f"bench-{args.device}.json").write_text(json.dumps(dict(environment=env, rows=rows), indent=2))
+    torch_keys = sorted({k for r in rows for k in r if k.startswith("torch_")})
+    head = ["model", "task", "batch", "seq", "dtype", "mlx ms", "tokens/s", "peak MB", "bound MB"]
+    head += [f"{k[6:-3]} ms" for k in torch_keys] + [f"speed-up vs {k[6:-3]}" for k in torch_keys]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in rows:
+        dtype = r["dtype"] + (f" q{r['quant']}" if r["quant"] else "")
+        cells = [r["model"], r["task"], r["batch"], r["seq"], dtype, f"{r['mlx_ms']:.1f}",
+                 f"{r['tokens_per_s']:.0f}", f"{r['peak_mb']:.0f}", f"{r['bound_mb']:.0f}" if "bound_mb" in r else ""]
+        cells += [f"{r[k]:.1f}" if k in r else "" for k in torch_keys]
+        cells += [f"{r[k] / r['mlx_ms']:.2f}x" if k in r else "" for k in torch_keys]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    table = "\n".join(lines)
+    text = "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()) + "\n\n" + table + "\n"
+    (out / f"bench-{args.device}.md").write_text(text)
+    print("\n" + text)
+
+
+if __name__ == "__main__":
+    if "--torch-worker" in sys.argv:
+        torch_worker(sys.argv[sys.argv.index("--torch-worker") + 1])
+    else:
+        main()

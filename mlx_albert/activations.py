@@ -57,12 +57,21 @@ def exp_nonpositive(x: mx.array) -> mx.array:
 _shifted_exp = mx.compile(lambda x, m: exp_nonpositive(x - m))
 
 
+@mx.custom_function
 def softmax(x: mx.array) -> mx.array:
     """Softmax over the last axis in float32; on the CPU backend ~2.5x faster than mx.softmax,
     whose exp dominates attention there. Within 2e-6 of the exact softmax."""
     x = x.astype(mx.float32)
     e = _shifted_exp(x, mx.max(x, axis=-1, keepdims=True))
     return e * (1.0 / e.sum(axis=-1, keepdims=True))
+
+
+@softmax.vjp
+def _softmax_vjp(primals, cotangent, output):
+    # The bit-built exponent has no derivative of its own; softmax's is p * (g - <g, p>).
+    x, p = primals, output  # one input and one output: passed as arrays, not tuples
+    g = cotangent.astype(mx.float32)
+    return (p * (g - (g * p).sum(axis=-1, keepdims=True))).astype(x.dtype)
 
 
 def gelu(x: mx.array) -> mx.array:

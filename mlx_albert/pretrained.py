@@ -122,6 +122,9 @@ class PreTrainedMixin:
         """
         folder = resolve(path_or_repo_id, revision, cache_dir)
         config = AlbertConfig.from_json(folder / "config.json")
+        if config_changes.get("num_labels", config.num_labels) != config.num_labels \
+                and "id_to_label" not in config_changes:  # new label count: old names no longer apply
+            config_changes = {**config_changes, "id_to_label": {}, "label_to_id": {}}
         if config_changes:
             config = config.replace(**config_changes)
         model = cls(config)

@@ -195,3 +195,14 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
         atomic_write(path, crash)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]  # no temp file left behind
+
+
+def test_num_labels_override_on_a_base_checkpoint(tmp_path):
+    case = get_case("grouped_deep", "AlbertModel", "golden")  # config has 3 named labels
+    folder = case_folder(case, tmp_path)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["id2label"], cfg["label2id"] = {"0": "a", "1": "b", "2": "c"}, {"a": 0, "b": 1, "c": 2}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    model = mlx_albert.AlbertForSequenceClassification.from_pretrained(folder, num_labels=5)
+    assert model.config.num_labels == 5 and model.config.id_to_label == {}
+    assert model(case["inputs"]["input_ids"]).logits.shape == (3, 5)

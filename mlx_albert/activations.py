@@ -6,6 +6,7 @@ of erf/tanh in float32 and fuse into one kernel under `mx.compile` on every back
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Callable
 
 import mlx.core as mx
@@ -104,8 +105,42 @@ def relu(x: mx.array) -> mx.array:
     return mx.maximum(x, 0)
 
 
-# transformers' hidden_act names (and Bumblebee's) -> function, compiled into one fused kernel.
-_FUNCTIONS = {"gelu": gelu, "gelu_new": gelu_new, "gelu_pytorch_tanh": gelu_new,
-              "gelu_approx_tanh": gelu_new, "gelu_fast": gelu_fast, "quick_gelu": quick_gelu,
-              "relu": relu, "silu": silu, "swish": silu, "sigmoid": sigmoid, "tanh": tanh}
-ACTIVATIONS: dict[str, Callable[[mx.array], mx.array]] = {k: mx.compile(f) for k, f in _FUNCTIONS.items()}
+def _gelu_grad(x: mx.array) -> mx.array:
+    return 0.5 * (1.0 + erf(x * (1.0 / math.sqrt(2.0)))) + x * (
+        (1.0 / math.sqrt(2.0 * math.pi)) * exp_nonpositive(-0.5 * x * x))
+
+
+def _tanh_gelu_grad(c: float, x: mx.array) -> mx.array:
+    x2 = x * x
+    t = tanh(c * x * (1.0 + 0.044715 * x2))
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * c * (1.0 + 3 * 0.044715 * x2)
+
+
+def _fused(f: Callable, df: Callable | None = None) -> Callable:
+    """f compiled into one kernel; with df, a VJP that keeps only x (autodiff through the
+    rational forms would store every polynomial step: ~30 (B, L, intermediate) arrays a layer)."""
+    forward = mx.compile(f)
+    if df is None:
+        return forward
+    backward = mx.compile(lambda x, g: (g * df(x.astype(mx.float32))).astype(x.dtype))
+
+    @mx.custom_function
+    def activation(x):
+        return forward(x)
+
+    @activation.vjp
+    def activation_vjp(x, cotangent, output):
+        return backward(x, cotangent)
+
+    return activation
+
+
+_gelu = _fused(gelu, _gelu_grad)
+_gelu_new = _fused(gelu_new, partial(_tanh_gelu_grad, math.sqrt(2.0 / math.pi)))
+_gelu_fast = _fused(gelu_fast, partial(_tanh_gelu_grad, 0.7978845608))
+_silu = _fused(silu)
+# transformers' hidden_act names (and Bumblebee's) -> function.
+ACTIVATIONS: dict[str, Callable[[mx.array], mx.array]] = {
+    "gelu": _gelu, "gelu_new": _gelu_new, "gelu_pytorch_tanh": _gelu_new, "gelu_approx_tanh": _gelu_new,
+    "gelu_fast": _gelu_fast, "quick_gelu": _fused(quick_gelu), "relu": _fused(relu), "silu": _silu,
+    "swish": _silu, "sigmoid": _fused(sigmoid), "tanh": _fused(tanh)}

@@ -25,7 +25,8 @@ def test_softmax_and_activation_gradients_match_exact_ops(name):
     ref = mx.grad(lambda v: (mx.softmax(v, axis=-1, precise=True) * mx.arange(7)).sum())(x)
     assert mx.abs(ours - ref).max().item() < 1e-5
     for act, exact in (("gelu", lambda v: nn.gelu(v)), ("gelu_new", lambda v: nn.gelu_approx(v)),
-                       ("silu", nn.silu)):
+                       ("gelu_fast", lambda v: nn.gelu_approx(v)), ("silu", nn.silu),
+                       ("relu", nn.relu), ("quick_gelu", lambda v: v * mx.sigmoid(1.702 * v))):
         g = mx.grad(lambda v: A.ACTIVATIONS[act](v).sum())(x)
         assert mx.abs(g - mx.grad(lambda v: exact(v).sum())(x)).max().item() < 1e-4, act
 

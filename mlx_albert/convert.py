@@ -55,8 +55,7 @@ def convert(hf_path: str, mlx_path: str = "mlx_model", dtype: str | None = None,
         nn.quantize(model, group_size=q_group_size, bits=q_bits,
                     class_predicate=lambda p, m: quantizable(p, m, q_group_size))
         model.config = config.replace(quantization={"group_size": q_group_size, "bits": q_bits})
-    stored = dtype or str(model.albert.embeddings.norm.weight.dtype if "albert" in model
-                          else model.embeddings.norm.weight.dtype).removeprefix("mlx.core.")
+    stored = str(model.dtype).removeprefix("mlx.core.")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:

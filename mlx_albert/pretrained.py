@@ -17,7 +17,8 @@ from .weights import BACKBONE, hf_to_mlx, mlx_to_hf, read_weights, write_json, w
 
 logger = logging.getLogger(__name__)
 M = TypeVar("M", bound="PreTrainedMixin")
-_BACKBONE_PARTS = ("embeddings.", "encoder.", "pooler.")
+_ENCODER_PARTS = ("embeddings.", "encoder.")  # always in a checkpoint
+_BACKBONE_PARTS = (*_ENCODER_PARTS, "pooler.")  # the pooler is optional, initialised like a head
 HUB_PATTERNS = ["*.json", "*.safetensors", "spiece.model", "*.txt", "*.md"]
 
 
@@ -69,7 +70,8 @@ def _align_prefix(weights: dict[str, mx.array], model_has_backbone_prefix: bool)
 
 
 def _is_head(name: str) -> bool:
-    return not name.removeprefix(BACKBONE).startswith(_BACKBONE_PARTS[:2])
+    """Weights a checkpoint may lack (new task heads, the pooler) or carry unused (other heads)."""
+    return not name.removeprefix(BACKBONE).startswith(_ENCODER_PARTS)
 
 
 def match_weights(model: nn.Module, weights: dict[str, mx.array], source: str) -> dict[str, mx.array]:
@@ -102,6 +104,12 @@ class PreTrainedMixin:
     """Loading and saving for AlbertModel and the task models (transformers' checkpoint layout)."""
 
     config: AlbertConfig
+
+    @property
+    def dtype(self) -> mx.Dtype:
+        """The float dtype of the weights (of the embeddings' LayerNorm, never quantized)."""
+        backbone = self["albert"] if "albert" in self else self
+        return backbone.embeddings.norm.weight.dtype
 
     @classmethod
     def from_pretrained(cls: type[M], path_or_repo_id: str | os.PathLike, *, dtype: mx.Dtype | None = None,
@@ -154,8 +162,7 @@ class PreTrainedMixin:
         path.mkdir(parents=True, exist_ok=True)
         weights = mlx_to_hf(dict(tree_flatten(self.parameters())))
         config = self.config.replace(architectures=[type(self).__name__]).to_hf()
-        dtype = self.albert.embeddings.norm.weight.dtype if "albert" in self else self.embeddings.norm.weight.dtype
-        config["torch_dtype"] = str(dtype).removeprefix("mlx.core.")
+        config["torch_dtype"] = str(self.dtype).removeprefix("mlx.core.")
         # "pt" layout: transformers reads unquantized files directly.
         fmt = "mlx" if self.config.quantization else "pt"
         write_safetensors(path / "model.safetensors", weights, {"format": fmt})

@@ -2,7 +2,7 @@
 device. Prints a Markdown table and writes JSON + Markdown under --out.
 
     python benchmarks/bench.py                          # CPU defaults: base, batch 1 and 8, seq 128
-    python benchmarks/bench.py --models base,large --batch 1,8,32 --seq 128,512 --dtypes float32,bfloat16 --quant 4,8
+    python benchmarks/bench.py --models base,large --batch 1,8,32 --seq 128,512 --quant 4,8
     python benchmarks/bench.py --device gpu --dtypes bfloat16 --batch 1,32,256"""
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ if __name__ == "__main__" and "--torch-worker" in sys.argv:
     # transformers runs in its own process: no MLX, no preloaded BLAS threads competing with it.
     mx = nn = optim = None
 else:
-    import mlx_albert  # first: preloads an optimised cblas on Linux before mlx.core initialises
+    import mlx_albert  # noqa: F401  first: preloads an optimised cblas before mlx.core initialises
+
+    # isort: split
     import mlx.core as mx
     import mlx.nn as nn
     import mlx.optimizers as optim
@@ -61,7 +63,7 @@ def inputs(batch: int, seq: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     ids = rng.integers(5, 30000, (batch, seq)).astype(np.int32)
     mask = np.ones((batch, seq), np.int32)
-    mask[batch // 2:, seq * 3 // 4:] = 0  # a realistic padded half
+    mask[batch // 2 :, seq * 3 // 4 :] = 0  # a realistic padded half
     return ids, mask
 
 
@@ -163,15 +165,32 @@ def torch_worker(spec: str) -> None:
     job = json.loads(spec)
     args = argparse.Namespace(warmup=job["warmup"], repeats=job["repeats"])
     fn = torch_train_step if job["train"] else torch_forward
-    print(json.dumps(fn(job["config"], job["batch"], job["seq"], job["dtype"], job["impl"], job["device"], args)))
+    print(
+        json.dumps(
+            fn(job["config"], job["batch"], job["seq"], job["dtype"], job["impl"], job["device"], args)
+        )
+    )
 
 
 def run_torch(config, batch, seq, dtype, impl, device, args, train=False) -> float:
-    spec = dict(config=config.to_hf(), batch=batch, seq=seq, dtype=dtype, impl=impl, device=device,
-                warmup=args.warmup, repeats=args.repeats, train=train)
+    spec = dict(
+        config=config.to_hf(),
+        batch=batch,
+        seq=seq,
+        dtype=dtype,
+        impl=impl,
+        device=device,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        train=train,
+    )
     env = dict(os.environ, MLX_ALBERT_BLAS="0")
-    done = subprocess.run([sys.executable, __file__, "--torch-worker", json.dumps(spec)], env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, __file__, "--torch-worker", json.dumps(spec)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode:
         raise RuntimeError(f"transformers worker failed: {done.stderr[-2000:]}")
     return float(done.stdout.strip().splitlines()[-1])
@@ -185,8 +204,12 @@ def main(argv=None):
     p.add_argument("--seq", default="128")
     p.add_argument("--dtypes", default="float32")
     p.add_argument("--quant", default="", help="comma-separated bits to also run quantized, e.g. 4,8")
-    p.add_argument("--torch", default="eager,sdpa", help="transformers attention implementations "
-                   "(add +compile for torch.compile, '' to skip transformers)")
+    p.add_argument(
+        "--torch",
+        default="eager,sdpa",
+        help="transformers attention implementations "
+        "(add +compile for torch.compile, '' to skip transformers)",
+    )
     p.add_argument("--train", action="store_true", help="also time one fine-tuning step")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
@@ -204,46 +227,81 @@ def main(argv=None):
                 variants += [(args.dtypes.split(",")[0], int(b)) for b in args.quant.split(",") if b]
                 for dtype, bits in variants:
                     seconds, peak, bound = mlx_forward(config, batch, seq, dtype, bits, args)
-                    row = dict(model=shape, batch=batch, seq=seq, dtype=dtype, quant=bits, task="forward",
-                               mlx_ms=seconds * 1e3, tokens_per_s=batch * seq / seconds, peak_mb=peak / 2**20,
-                               bound_mb=bound / 2**20)
+                    row = dict(
+                        model=shape,
+                        batch=batch,
+                        seq=seq,
+                        dtype=dtype,
+                        quant=bits,
+                        task="forward",
+                        mlx_ms=seconds * 1e3,
+                        tokens_per_s=batch * seq / seconds,
+                        peak_mb=peak / 2**20,
+                        bound_mb=bound / 2**20,
+                    )
                     if bits is None:
                         for impl in impls:
-                            row[f"torch_{impl}_ms"] = run_torch(config, batch, seq, dtype, impl, tdev, args) * 1e3
+                            row[f"torch_{impl}_ms"] = (
+                                run_torch(config, batch, seq, dtype, impl, tdev, args) * 1e3
+                            )
                     rows.append(row)
                     print(_fmt(row), flush=True)
                 if args.train:
                     dtype = args.dtypes.split(",")[0]
                     seconds, peak = mlx_train_step(config, batch, seq, dtype, args)
-                    row = dict(model=shape, batch=batch, seq=seq, dtype=dtype, quant=None, task="train step",
-                               mlx_ms=seconds * 1e3, tokens_per_s=batch * seq / seconds, peak_mb=peak / 2**20)
+                    row = dict(
+                        model=shape,
+                        batch=batch,
+                        seq=seq,
+                        dtype=dtype,
+                        quant=None,
+                        task="train step",
+                        mlx_ms=seconds * 1e3,
+                        tokens_per_s=batch * seq / seconds,
+                        peak_mb=peak / 2**20,
+                    )
                     if impls:
-                        row["torch_eager_ms"] = run_torch(config, batch, seq, dtype, "eager", tdev, args, True) * 1e3
+                        row["torch_eager_ms"] = (
+                            run_torch(config, batch, seq, dtype, "eager", tdev, args, True) * 1e3
+                        )
                     rows.append(row)
                     print(_fmt(row), flush=True)
     write(rows, args)
 
 
 def _fmt(row):
-    torch_cols = " ".join(f"{k[6:-3]}={v:.1f}ms ({v / row['mlx_ms']:.2f}x)" for k, v in row.items()
-                          if k.startswith("torch_"))
+    torch_cols = " ".join(
+        f"{k[6:-3]}={v:.1f}ms ({v / row['mlx_ms']:.2f}x)" for k, v in row.items() if k.startswith("torch_")
+    )
     q = f" q{row['quant']}" if row["quant"] else ""
-    return (f"{row['model']} {row['task']} B={row['batch']} L={row['seq']} {row['dtype']}{q}: "
-            f"mlx {row['mlx_ms']:.1f} ms, peak {row['peak_mb']:.0f} MB | {torch_cols}")
+    return (
+        f"{row['model']} {row['task']} B={row['batch']} L={row['seq']} {row['dtype']}{q}: "
+        f"mlx {row['mlx_ms']:.1f} ms, peak {row['peak_mb']:.0f} MB | {torch_cols}"
+    )
 
 
 def environment(args) -> dict:
     import mlx_albert._blas as blas
 
-    env = dict(date=str(date.today()), machine=platform.machine(), processor=platform.processor(),
-               system=platform.platform(), python=platform.python_version(), mlx=mx.__version__,
-               device=str(mx.default_device()), blas=blas.loaded or "bundled/system default")
+    env = dict(
+        date=str(date.today()),
+        machine=platform.machine(),
+        processor=platform.processor(),
+        system=platform.platform(),
+        python=platform.python_version(),
+        mlx=mx.__version__,
+        device=str(mx.default_device()),
+        blas=blas.loaded or "bundled/system default",
+    )
     try:
         import torch
         import transformers
 
-        env.update(torch=torch.__version__, transformers=transformers.__version__,
-                   torch_threads=torch.get_num_threads())
+        env.update(
+            torch=torch.__version__,
+            transformers=transformers.__version__,
+            torch_threads=torch.get_num_threads(),
+        )
         if args.device == "gpu":
             env["gpu"] = torch.cuda.get_device_name()
     except ImportError:
@@ -262,8 +320,17 @@ def write(rows, args):
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
         dtype = r["dtype"] + (f" q{r['quant']}" if r["quant"] else "")
-        cells = [r["model"], r["task"], r["batch"], r["seq"], dtype, f"{r['mlx_ms']:.1f}",
-                 f"{r['tokens_per_s']:.0f}", f"{r['peak_mb']:.0f}", f"{r['bound_mb']:.0f}" if "bound_mb" in r else ""]
+        cells = [
+            r["model"],
+            r["task"],
+            r["batch"],
+            r["seq"],
+            dtype,
+            f"{r['mlx_ms']:.1f}",
+            f"{r['tokens_per_s']:.0f}",
+            f"{r['peak_mb']:.0f}",
+            f"{r['bound_mb']:.0f}" if "bound_mb" in r else "",
+        ]
         cells += [f"{r[k]:.1f}" if k in r else "" for k in torch_keys]
         cells += [f"{r[k] / r['mlx_ms']:.2f}x" if k in r else "" for k in torch_keys]
         lines.append("| " + " | ".join(map(str, cells)) + " |")

@@ -9,7 +9,9 @@ import json
 import tempfile
 from pathlib import Path
 
-import mlx_albert  # noqa: F401  (preloads an optimised cblas before mlx.core)
+import mlx_albert  # first: preloads an optimised cblas before mlx.core initialises
+
+# isort: split
 import mlx.core as mx
 import numpy as np
 from bench import config_for, inputs
@@ -36,11 +38,22 @@ def main():
             pooled = np.array(mlx_albert.load(out)(ids, attention_mask=mask).pooler_output)
             cos = (pooled * ref).sum(-1) / np.linalg.norm(pooled, axis=-1) / np.linalg.norm(ref, axis=-1)
             size = (out / "model.safetensors").stat().st_size
-            rows.append(dict(model=args.model, bits=bits, size_mb=size / 2**20, f32_mb=f32_size / 2**20,
-                             ratio=size / f32_size, min_cosine=float(cos.min())))
+            rows.append(
+                dict(
+                    model=args.model,
+                    bits=bits,
+                    size_mb=size / 2**20,
+                    f32_mb=f32_size / 2**20,
+                    ratio=size / f32_size,
+                    min_cosine=float(cos.min()),
+                )
+            )
     lines = ["| model | bits | file MB | float32 MB | ratio | min pooled cosine |", "|" + " --- |" * 6]
-    lines += [f"| {r['model']} | {r['bits']} | {r['size_mb']:.1f} | {r['f32_mb']:.1f} | {r['ratio']:.1%} | "
-              f"{r['min_cosine']:.5f} |" for r in rows]
+    lines += [
+        f"| {r['model']} | {r['bits']} | {r['size_mb']:.1f} | {r['f32_mb']:.1f} | {r['ratio']:.1%} | "
+        f"{r['min_cosine']:.5f} |"
+        for r in rows
+    ]
     print("\n".join(lines))
     Path(args.out).mkdir(exist_ok=True)
     (Path(args.out) / "quantization.json").write_text(json.dumps(rows, indent=2))

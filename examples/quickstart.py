@@ -1,6 +1,6 @@
 """Load an ALBERT checkpoint (MLX or transformers folder, or Hub repo id) and run it.
 
-    python examples/quickstart.py [mlx_model]"""
+python examples/quickstart.py [mlx_model]"""
 
 import sys
 
@@ -11,8 +11,10 @@ import mlx_albert
 path = sys.argv[1] if len(sys.argv) > 1 else "models/tiny-albert"
 model = mlx_albert.load(path)  # the class comes from config.json's `architectures`
 config = model.config
-print(f"{type(model).__name__}: {config.num_blocks} blocks x {config.block_depth} layer(s) sharing "
-      f"{config.num_groups} group(s), hidden {config.hidden_size}, embedding {config.embedding_size}")
+print(
+    f"{type(model).__name__}: {config.num_blocks} blocks x {config.block_depth} layer(s) sharing "
+    f"{config.num_groups} group(s), hidden {config.hidden_size}, embedding {config.embedding_size}"
+)
 
 ids = np.array([[2, 10, 11, 12, 4, 13, 3, 0], [2, 14, 15, 4, 3, 0, 0, 0]])  # [CLS] ... [MASK] ... [SEP]
 mask = (np.arange(8) < np.array([[7], [5]])).astype(np.int32)

@@ -7,12 +7,28 @@ from . import _blas  # noqa: E402  (must run before mlx.core is imported)
 _blas.preload()
 
 from .config import AlbertConfig  # noqa: E402
-from .heads import (ARCHITECTURES, AlbertForMaskedLM, AlbertForMultipleChoice,  # noqa: E402
-                    AlbertForPreTraining, AlbertForQuestionAnswering,
-                    AlbertForSequenceClassification, AlbertForTokenClassification)
+from .heads import (  # noqa: E402
+    ARCHITECTURES,
+    AlbertForMaskedLM,
+    AlbertForMultipleChoice,
+    AlbertForPreTraining,
+    AlbertForQuestionAnswering,
+    AlbertForSequenceClassification,
+    AlbertForTokenClassification,
+)
 from .model import AlbertModel  # noqa: E402
 from .pretrained import load  # noqa: E402
 
-__all__ = ["AlbertConfig", "AlbertModel", "AlbertForMaskedLM", "AlbertForSequenceClassification",
-           "AlbertForTokenClassification", "AlbertForQuestionAnswering", "AlbertForMultipleChoice",
-           "AlbertForPreTraining", "ARCHITECTURES", "load", "__version__"]
+__all__ = [
+    "AlbertConfig",
+    "AlbertModel",
+    "AlbertForMaskedLM",
+    "AlbertForSequenceClassification",
+    "AlbertForTokenClassification",
+    "AlbertForQuestionAnswering",
+    "AlbertForMultipleChoice",
+    "AlbertForPreTraining",
+    "ARCHITECTURES",
+    "load",
+    "__version__",
+]

@@ -12,19 +12,45 @@ from typing import Callable
 import mlx.core as mx
 
 # Eigen's ptanh_float: odd 13/6 rational approximation, exact to float32 rounding on [-7.9, 7.9].
-_TANH_NUM = (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11,
-             5.12229709037114e-08, 1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03)
+_TANH_NUM = (
+    -2.76076847742355e-16,
+    2.00018790482477e-13,
+    -8.60467152213735e-11,
+    5.12229709037114e-08,
+    1.48572235717979e-05,
+    6.37261928875436e-04,
+    4.89352455891786e-03,
+)
 _TANH_DEN = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03)
 # Eigen's generic_fast_erf_float: odd 13/8 rational approximation on [-4, 4].
-_ERF_NUM = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
-            -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02)
-_ERF_DEN = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
-            -7.37332916720468e-03, -1.42647390514189e-02)
+_ERF_NUM = (
+    -2.72614225801306e-10,
+    2.77068142495902e-08,
+    -2.10102402082508e-06,
+    -5.69250639462346e-05,
+    -7.34990630326855e-04,
+    -2.95459980854025e-03,
+    -1.60960333262415e-02,
+)
+_ERF_DEN = (
+    -1.45660718464996e-05,
+    -2.13374055278905e-04,
+    -1.68282697438203e-03,
+    -7.37332916720468e-03,
+    -1.42647390514189e-02,
+)
 
 
 # 2^f on [0, 1): degree-6 polynomial (Cephes exp2f), relative error < 6e-6 for exp(x), x <= 0.
-_EXP2 = (1.535336188319500e-4, 1.339887440266574e-3, 9.618437357674640e-3, 5.550332471162809e-2,
-         2.402264791363012e-1, 6.931472028550421e-1, 1.0)
+_EXP2 = (
+    1.535336188319500e-4,
+    1.339887440266574e-3,
+    9.618437357674640e-3,
+    5.550332471162809e-2,
+    2.402264791363012e-1,
+    6.931472028550421e-1,
+    1.0,
+)
 
 
 def _horner(x2: mx.array, coefficients: tuple[float, ...]) -> mx.array:
@@ -107,7 +133,8 @@ def relu(x: mx.array) -> mx.array:
 
 def _gelu_grad(x: mx.array) -> mx.array:
     return 0.5 * (1.0 + erf(x * (1.0 / math.sqrt(2.0)))) + x * (
-        (1.0 / math.sqrt(2.0 * math.pi)) * exp_nonpositive(-0.5 * x * x))
+        (1.0 / math.sqrt(2.0 * math.pi)) * exp_nonpositive(-0.5 * x * x)
+    )
 
 
 def _tanh_gelu_grad(c: float, x: mx.array) -> mx.array:
@@ -141,6 +168,15 @@ _gelu_fast = _fused(gelu_fast, partial(_tanh_gelu_grad, 0.7978845608))
 _silu = _fused(silu)
 # transformers' hidden_act names (and Bumblebee's) -> function.
 ACTIVATIONS: dict[str, Callable[[mx.array], mx.array]] = {
-    "gelu": _gelu, "gelu_new": _gelu_new, "gelu_pytorch_tanh": _gelu_new, "gelu_approx_tanh": _gelu_new,
-    "gelu_fast": _gelu_fast, "quick_gelu": _fused(quick_gelu), "relu": _fused(relu), "silu": _silu,
-    "swish": _silu, "sigmoid": _fused(sigmoid), "tanh": _fused(tanh)}
+    "gelu": _gelu,
+    "gelu_new": _gelu_new,
+    "gelu_pytorch_tanh": _gelu_new,
+    "gelu_approx_tanh": _gelu_new,
+    "gelu_fast": _gelu_fast,
+    "quick_gelu": _fused(quick_gelu),
+    "relu": _fused(relu),
+    "silu": _silu,
+    "swish": _silu,
+    "sigmoid": _fused(sigmoid),
+    "tanh": _fused(tanh),
+}

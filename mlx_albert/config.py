@@ -37,8 +37,18 @@ HF_NAMES: tuple[tuple[str, str], ...] = (
 )
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 # transformers keys that carry no meaning here and are regenerated on export.
-_HF_IGNORED = {"model_type", "transformers_version", "torch_dtype", "dtype", "id2label", "label2id",
-               "num_labels", "position_embedding_type", "tie_word_embeddings", "return_dict"}
+_HF_IGNORED = {
+    "model_type",
+    "transformers_version",
+    "torch_dtype",
+    "dtype",
+    "id2label",
+    "label2id",
+    "num_labels",
+    "position_embedding_type",
+    "tie_word_embeddings",
+    "return_dict",
+}
 
 
 @dataclass
@@ -77,23 +87,36 @@ class AlbertConfig:
         self.id_to_label = {int(k): str(v) for k, v in self.id_to_label.items()}
         if self.id_to_label and not self.label_to_id:
             self.label_to_id = {v: k for k, v in self.id_to_label.items()}
-        for name in ("vocab_size", "max_positions", "max_token_types", "embedding_size", "hidden_size",
-                     "num_blocks", "num_groups", "block_depth", "num_attention_heads",
-                     "intermediate_size", "num_labels"):
+        for name in (
+            "vocab_size",
+            "max_positions",
+            "max_token_types",
+            "embedding_size",
+            "hidden_size",
+            "num_blocks",
+            "num_groups",
+            "block_depth",
+            "num_attention_heads",
+            "intermediate_size",
+            "num_labels",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"AlbertConfig.{name} must be a positive integer, got {value!r}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"AlbertConfig.hidden_size ({self.hidden_size}) must be divisible by "
-                f"num_attention_heads ({self.num_attention_heads})")
+                f"num_attention_heads ({self.num_attention_heads})"
+            )
         if self.num_blocks % self.num_groups:
             raise ValueError(
                 f"AlbertConfig.num_blocks ({self.num_blocks}) must be divisible by num_groups "
-                f"({self.num_groups}): each group shares the parameters of num_blocks/num_groups blocks")
+                f"({self.num_groups}): each group shares the parameters of num_blocks/num_groups blocks"
+            )
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"AlbertConfig.activation {self.activation!r} is unknown; "
-                             f"use one of {sorted(ACTIVATIONS)}")
+            raise ValueError(
+                f"AlbertConfig.activation {self.activation!r} is unknown; use one of {sorted(ACTIVATIONS)}"
+            )
         for name in ("dropout_rate", "attention_dropout_rate", "classifier_dropout_rate"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
@@ -102,17 +125,23 @@ class AlbertConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"AlbertConfig.{name} must be > 0, got {getattr(self, name)!r}")
         if self.id_to_label and sorted(self.id_to_label) != list(range(self.num_labels)):
-            raise ValueError(f"AlbertConfig.id_to_label keys {sorted(self.id_to_label)} must be "
-                             f"0..num_labels-1 (num_labels={self.num_labels})")
+            raise ValueError(
+                f"AlbertConfig.id_to_label keys {sorted(self.id_to_label)} must be "
+                f"0..num_labels-1 (num_labels={self.num_labels})"
+            )
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
-            raise ValueError(f"AlbertConfig.problem_type {self.problem_type!r} must be one of "
-                             f"{PROBLEM_TYPES} or None")
+            raise ValueError(
+                f"AlbertConfig.problem_type {self.problem_type!r} must be one of {PROBLEM_TYPES} or None"
+            )
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"AlbertConfig.pad_token_id ({self.pad_token_id}) must be in "
-                             f"[0, vocab_size={self.vocab_size})")
+            raise ValueError(
+                f"AlbertConfig.pad_token_id ({self.pad_token_id}) must be in "
+                f"[0, vocab_size={self.vocab_size})"
+            )
         if self.quantization is not None and set(self.quantization) - {"group_size", "bits", "mode"}:
-            raise ValueError(f"AlbertConfig.quantization {self.quantization} may only hold "
-                             "group_size, bits and mode")
+            raise ValueError(
+                f"AlbertConfig.quantization {self.quantization} may only hold group_size, bits and mode"
+            )
 
     @property
     def head_dim(self) -> int:
@@ -173,5 +202,7 @@ class AlbertConfig:
         except FileNotFoundError:
             raise FileNotFoundError(f"{path} not found: a checkpoint folder needs its config.json") from None
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON ({e}); re-download or re-convert the checkpoint") from None
+            raise ValueError(
+                f"{path} is not valid JSON ({e}); re-download or re-convert the checkpoint"
+            ) from None
         return cls.from_hf(data)

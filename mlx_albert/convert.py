@@ -18,23 +18,39 @@ from .pretrained import load, quantizable, resolve
 
 logger = logging.getLogger(__name__)
 DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
-TOKENIZER_FILES = ("spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json")
+TOKENIZER_FILES = (
+    "spiece.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+)
 
 
 def _model_card(hf_path: str, model: nn.Module, dtype: str, quantization: dict | None) -> str:
     n = sum(v.size for _, v in tree_flatten(model.parameters()))
     q = f"{quantization['bits']}-bit (group size {quantization['group_size']})" if quantization else "none"
-    return (f"---\nlibrary_name: mlx\ntags: [mlx, albert]\nbase_model: {hf_path}\n---\n\n"
-            f"# {type(model).__name__} for MLX\n\nConverted from `{hf_path}` with mlx_albert.\n\n"
-            f"- dtype: {dtype}\n- quantization: {q}\n- stored parameters: {n:,}\n\n"
-            "```python\nimport mlx_albert\nmodel = mlx_albert.load(\"path/to/this/folder\")\n```\n")
+    return (
+        f"---\nlibrary_name: mlx\ntags: [mlx, albert]\nbase_model: {hf_path}\n---\n\n"
+        f"# {type(model).__name__} for MLX\n\nConverted from `{hf_path}` with mlx_albert.\n\n"
+        f"- dtype: {dtype}\n- quantization: {q}\n- stored parameters: {n:,}\n\n"
+        '```python\nimport mlx_albert\nmodel = mlx_albert.load("path/to/this/folder")\n```\n'
+    )
 
 
-def convert(hf_path: str, mlx_path: str = "mlx_model", dtype: str | None = None, quantize: bool = False,
-            q_bits: int = 4, q_group_size: int = 64, upload_repo: str | None = None, force: bool = False,
-            revision: str | None = None, architecture: str | None = None,
-            cache_dir: str | None = None) -> Path:
+def convert(
+    hf_path: str,
+    mlx_path: str = "mlx_model",
+    dtype: str | None = None,
+    quantize: bool = False,
+    q_bits: int = 4,
+    q_group_size: int = 64,
+    upload_repo: str | None = None,
+    force: bool = False,
+    revision: str | None = None,
+    architecture: str | None = None,
+    cache_dir: str | None = None,
+) -> Path:
     """Converts a transformers ALBERT checkpoint (folder or repo id) into an MLX folder.
 
     The folder is assembled beside `mlx_path` and renamed into place, so an interrupted run
@@ -50,10 +66,16 @@ def convert(hf_path: str, mlx_path: str = "mlx_model", dtype: str | None = None,
     config = model.config
     if quantize:
         if config.quantization:
-            raise ValueError(f"{hf_path} is already quantized ({config.quantization}); convert from "
-                             "the float checkpoint instead")
-        nn.quantize(model, group_size=q_group_size, bits=q_bits,
-                    class_predicate=lambda p, m: quantizable(p, m, q_group_size))
+            raise ValueError(
+                f"{hf_path} is already quantized ({config.quantization}); convert from "
+                "the float checkpoint instead"
+            )
+        nn.quantize(
+            model,
+            group_size=q_group_size,
+            bits=q_bits,
+            class_predicate=lambda p, m: quantizable(p, m, q_group_size),
+        )
         model.config = config.replace(quantization={"group_size": q_group_size, "bits": q_bits})
     stored = str(model.dtype).removeprefix("mlx.core.")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -88,17 +110,29 @@ def configure_parser(parser: argparse.ArgumentParser | None = None) -> argparse.
     parser = parser or argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hf-path", required=True, help="transformers checkpoint folder or Hub repo id")
     parser.add_argument("--mlx-path", default="mlx_model", help="output folder (default: mlx_model)")
-    parser.add_argument("--dtype", choices=list(DTYPES), default=None,
-                        help="cast float weights (default: keep the checkpoint's; float32 is fastest on CPU)")
+    parser.add_argument(
+        "--dtype",
+        choices=list(DTYPES),
+        default=None,
+        help="cast float weights (default: keep the checkpoint's; float32 is fastest on CPU)",
+    )
     parser.add_argument("-q", "--quantize", action="store_true", help="quantize linear and embedding layers")
     parser.add_argument("--q-bits", type=int, choices=[2, 3, 4, 5, 6, 8], default=4, help="bits per weight")
-    parser.add_argument("--q-group-size", type=int, choices=[32, 64, 128], default=64,
-                        help="weights sharing one scale and bias")
+    parser.add_argument(
+        "--q-group-size",
+        type=int,
+        choices=[32, 64, 128],
+        default=64,
+        help="weights sharing one scale and bias",
+    )
     parser.add_argument("--upload-repo", default=None, help="Hub repo id to upload the result to")
     parser.add_argument("--force", action="store_true", help="replace a non-empty --mlx-path")
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
-    parser.add_argument("--architecture", default=None,
-                        help="spec architecture name (default: the checkpoint's `architectures`)")
+    parser.add_argument(
+        "--architecture",
+        default=None,
+        help="spec architecture name (default: the checkpoint's `architectures`)",
+    )
     return parser
 
 

@@ -9,8 +9,14 @@ from .activations import ACTIVATIONS
 from .config import AlbertConfig
 from .losses import binary_cross_entropy_with_logits, check_labels, cross_entropy, mse
 from .model import AlbertModel, _as_array, init_weights
-from .outputs import (AlbertForPreTrainingOutput, MaskedLMOutput, MultipleChoiceModelOutput,
-                      QuestionAnsweringModelOutput, SequenceClassifierOutput, TokenClassifierOutput)
+from .outputs import (
+    AlbertForPreTrainingOutput,
+    MaskedLMOutput,
+    MultipleChoiceModelOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
 from .pretrained import PreTrainedMixin
 
 
@@ -44,11 +50,17 @@ class _AlbertHeadModel(nn.Module, PreTrainedMixin):
             if name != "albert":
                 init_weights(child, self.config.initializer_scale)
 
-    def _backbone(self, input_ids, attention_mask, token_type_ids, position_ids,
-                  output_hidden_states, output_attentions):
-        return self.albert(input_ids, attention_mask, token_type_ids, position_ids,
-                           output_hidden_states=output_hidden_states,
-                           output_attentions=output_attentions)
+    def _backbone(
+        self, input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states, output_attentions
+    ):
+        return self.albert(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            position_ids,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
 
     def _labels(self, name: str, labels, num_classes: int | None = None) -> mx.array:
         labels = _as_array(name, labels)
@@ -65,10 +77,19 @@ class AlbertForMaskedLM(_AlbertHeadModel):
         self.predictions = AlbertMLMHead(config)
         self._init_head()
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-                 labels=None, output_hidden_states=None, output_attentions=None) -> MaskedLMOutput:
-        out = self._backbone(input_ids, attention_mask, token_type_ids, position_ids,
-                             output_hidden_states, output_attentions)
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        labels=None,
+        output_hidden_states=None,
+        output_attentions=None,
+    ) -> MaskedLMOutput:
+        out = self._backbone(
+            input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states, output_attentions
+        )
         logits = self.predictions(out.last_hidden_state, self.albert.embeddings.word_embeddings)
         loss = None
         if labels is not None:
@@ -93,26 +114,40 @@ class AlbertForSequenceClassification(_AlbertHeadModel):
             return "single_label_classification"
         return "multi_label_classification"
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-                 labels=None, output_hidden_states=None, output_attentions=None) -> SequenceClassifierOutput:
-        out = self._backbone(input_ids, attention_mask, token_type_ids, position_ids,
-                             output_hidden_states, output_attentions)
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        labels=None,
+        output_hidden_states=None,
+        output_attentions=None,
+    ) -> SequenceClassifierOutput:
+        out = self._backbone(
+            input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states, output_attentions
+        )
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
         loss = None
         if labels is not None:
             labels = self._labels("labels", labels)
             problem = self.problem_type(labels)
             if problem == "regression":
-                loss = mse(logits.squeeze(), labels.squeeze()) if self.config.num_labels == 1 \
+                loss = (
+                    mse(logits.squeeze(), labels.squeeze())
+                    if self.config.num_labels == 1
                     else mse(logits, labels)
+                )
             elif problem == "single_label_classification":
                 if self.albert.check_inputs:
                     check_labels("labels", labels, self.config.num_labels)
                 loss = cross_entropy(logits, labels)
             else:
                 if labels.shape != logits.shape:
-                    raise ValueError(f"multi-label labels must have shape {tuple(logits.shape)} "
-                                     f"(one 0/1 column per label), got {tuple(labels.shape)}")
+                    raise ValueError(
+                        f"multi-label labels must have shape {tuple(logits.shape)} "
+                        f"(one 0/1 column per label), got {tuple(labels.shape)}"
+                    )
                 loss = binary_cross_entropy_with_logits(logits, labels)
         return SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
 
@@ -126,10 +161,19 @@ class AlbertForTokenClassification(_AlbertHeadModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self._init_head()
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-                 labels=None, output_hidden_states=None, output_attentions=None) -> TokenClassifierOutput:
-        out = self._backbone(input_ids, attention_mask, token_type_ids, position_ids,
-                             output_hidden_states, output_attentions)
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        labels=None,
+        output_hidden_states=None,
+        output_attentions=None,
+    ) -> TokenClassifierOutput:
+        out = self._backbone(
+            input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states, output_attentions
+        )
         logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, L, num_labels)
         loss = None
         if labels is not None:
@@ -147,11 +191,20 @@ class AlbertForQuestionAnswering(_AlbertHeadModel):
         self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
         self._init_head()
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-                 start_positions=None, end_positions=None, output_hidden_states=None,
-                 output_attentions=None) -> QuestionAnsweringModelOutput:
-        out = self._backbone(input_ids, attention_mask, token_type_ids, position_ids,
-                             output_hidden_states, output_attentions)
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        start_positions=None,
+        end_positions=None,
+        output_hidden_states=None,
+        output_attentions=None,
+    ) -> QuestionAnsweringModelOutput:
+        out = self._backbone(
+            input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states, output_attentions
+        )
         logits = self.qa_outputs(out.last_hidden_state)  # (B, L, 2)
         start_logits, end_logits = logits[..., 0], logits[..., 1]
         loss = None
@@ -160,10 +213,8 @@ class AlbertForQuestionAnswering(_AlbertHeadModel):
             ignored = start_logits.shape[1]
             start = mx.clip(self._labels("start_positions", start_positions).reshape(-1), 0, ignored)
             end = mx.clip(self._labels("end_positions", end_positions).reshape(-1), 0, ignored)
-            loss = (cross_entropy(start_logits, start, ignored)
-                    + cross_entropy(end_logits, end, ignored)) / 2
-        return QuestionAnsweringModelOutput(loss, start_logits, end_logits, out.hidden_states,
-                                            out.attentions)
+            loss = (cross_entropy(start_logits, start, ignored) + cross_entropy(end_logits, end, ignored)) / 2
+        return QuestionAnsweringModelOutput(loss, start_logits, end_logits, out.hidden_states, out.attentions)
 
 
 class AlbertForMultipleChoice(_AlbertHeadModel):
@@ -173,12 +224,22 @@ class AlbertForMultipleChoice(_AlbertHeadModel):
         self.classifier = nn.Linear(config.hidden_size, 1)
         self._init_head()
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-                 labels=None, output_hidden_states=None, output_attentions=None) -> MultipleChoiceModelOutput:
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        labels=None,
+        output_hidden_states=None,
+        output_attentions=None,
+    ) -> MultipleChoiceModelOutput:
         input_ids = _as_array("input_ids", input_ids)
         if input_ids.ndim != 3:
-            raise ValueError(f"multiple choice input_ids must have shape (batch, num_choices, seq), "
-                             f"got {tuple(input_ids.shape)}")
+            raise ValueError(
+                f"multiple choice input_ids must have shape (batch, num_choices, seq), "
+                f"got {tuple(input_ids.shape)}"
+            )
         B, C, L = input_ids.shape
 
         def flat(name, value):
@@ -189,9 +250,14 @@ class AlbertForMultipleChoice(_AlbertHeadModel):
                 raise ValueError(f"{name} has shape {tuple(value.shape)} but input_ids has {(B, C, L)}")
             return value.reshape(B * C, L)
 
-        out = self._backbone(input_ids.reshape(B * C, L), flat("attention_mask", attention_mask),
-                             flat("token_type_ids", token_type_ids), flat("position_ids", position_ids),
-                             output_hidden_states, output_attentions)
+        out = self._backbone(
+            input_ids.reshape(B * C, L),
+            flat("attention_mask", attention_mask),
+            flat("token_type_ids", token_type_ids),
+            flat("position_ids", position_ids),
+            output_hidden_states,
+            output_attentions,
+        )
         logits = self.classifier(self.dropout(out.pooler_output)).reshape(B, C)
         loss = None
         if labels is not None:
@@ -216,21 +282,32 @@ class AlbertForPreTraining(_AlbertHeadModel):
         self.sop_classifier = AlbertSOPHead(config)
         self._init_head()
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-                 labels=None, sentence_order_label=None, output_hidden_states=None,
-                 output_attentions=None) -> AlbertForPreTrainingOutput:
-        out = self._backbone(input_ids, attention_mask, token_type_ids, position_ids,
-                             output_hidden_states, output_attentions)
-        prediction_logits = self.predictions(out.last_hidden_state,
-                                             self.albert.embeddings.word_embeddings)
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        labels=None,
+        sentence_order_label=None,
+        output_hidden_states=None,
+        output_attentions=None,
+    ) -> AlbertForPreTrainingOutput:
+        out = self._backbone(
+            input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states, output_attentions
+        )
+        prediction_logits = self.predictions(out.last_hidden_state, self.albert.embeddings.word_embeddings)
         sop_logits = self.sop_classifier(out.pooler_output)
         loss = None
         if labels is not None and sentence_order_label is not None:  # as transformers: both or none
-            loss = (cross_entropy(prediction_logits, self._labels("labels", labels, self.config.vocab_size))
-                    + cross_entropy(sop_logits, self._labels("sentence_order_label", sentence_order_label,
-                                                             self.config.num_labels)))
-        return AlbertForPreTrainingOutput(loss, prediction_logits, sop_logits, out.hidden_states,
-                                          out.attentions)
+            loss = cross_entropy(
+                prediction_logits, self._labels("labels", labels, self.config.vocab_size)
+            ) + cross_entropy(
+                sop_logits, self._labels("sentence_order_label", sentence_order_label, self.config.num_labels)
+            )
+        return AlbertForPreTrainingOutput(
+            loss, prediction_logits, sop_logits, out.hidden_states, out.attentions
+        )
 
 
 # The spec's architecture names, with transformers' class names.

@@ -48,8 +48,10 @@ class AlbertAttention(nn.Module):
 
     def __call__(self, x: mx.array, bias: mx.array, return_weights: bool = False):
         B, L, H = x.shape
-        q, k, v = (proj(x).reshape(B, L, self.num_heads, -1).transpose(0, 2, 1, 3)
-                   for proj in (self.query, self.key, self.value))  # (B, nh, L, hd)
+        q, k, v = (
+            proj(x).reshape(B, L, self.num_heads, -1).transpose(0, 2, 1, 3)
+            for proj in (self.query, self.key, self.value)
+        )  # (B, nh, L, hd)
         # The fused kernel serves GPUs (Metal, CUDA); on the CPU backend it falls back to unfused ops
         # with a slow exp, so there the explicit path with our softmax is faster.
         explicit = return_weights or (self.training and self.attention_dropout_rate > 0)
@@ -96,8 +98,9 @@ class AlbertEncoder(nn.Module):
         self.embedding_projection = nn.Linear(config.embedding_size, config.hidden_size)
         self.groups = [AlbertLayerGroup(config) for _ in range(config.num_groups)]
 
-    def __call__(self, x: mx.array, bias: mx.array, output_hidden_states: bool = False,
-                 output_attentions: bool = False):
+    def __call__(
+        self, x: mx.array, bias: mx.array, output_hidden_states: bool = False, output_attentions: bool = False
+    ):
         x = self.embedding_projection(x)  # (B, L, E) -> (B, L, H)
         hidden_states = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
@@ -118,7 +121,9 @@ def _as_array(name: str, value: Any) -> mx.array:
         return value
     array = np.asarray(value)
     if array.dtype == object:
-        raise TypeError(f"{name} must be an mx.array or a rectangular numeric array, got {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be an mx.array or a rectangular numeric array, got {type(value).__name__}"
+        )
     return mx.array(array)
 
 
@@ -126,54 +131,75 @@ def _is_integer(a: mx.array) -> bool:
     return mx.issubdtype(a.dtype, mx.integer) or a.dtype == mx.bool_
 
 
-def prepare_inputs(config: AlbertConfig, input_ids, attention_mask=None, token_type_ids=None,
-                   position_ids=None, check: bool = True) -> tuple[mx.array, mx.array, mx.array, mx.array]:
+def prepare_inputs(
+    config: AlbertConfig,
+    input_ids,
+    attention_mask=None,
+    token_type_ids=None,
+    position_ids=None,
+    check: bool = True,
+) -> tuple[mx.array, mx.array, mx.array, mx.array]:
     """Converts inputs to mx.arrays, fills transformers' defaults and validates shapes and ranges."""
     if input_ids is None:
         raise ValueError("input_ids is required: a (batch, seq) array of token ids")
     input_ids = _as_array("input_ids", input_ids)
     if input_ids.ndim != 2:
-        raise ValueError(f"input_ids must have shape (batch, seq), got {tuple(input_ids.shape)}; "
-                         "add a batch axis with input_ids[None] for one sequence")
+        raise ValueError(
+            f"input_ids must have shape (batch, seq), got {tuple(input_ids.shape)}; "
+            "add a batch axis with input_ids[None] for one sequence"
+        )
     B, L = input_ids.shape
     if L > config.max_positions and position_ids is None:
-        raise ValueError(f"sequence length {L} exceeds max_positions={config.max_positions}: "
-                         "truncate the input (e.g. tokenizer(..., truncation=True, max_length="
-                         f"{config.max_positions}))")
+        raise ValueError(
+            f"sequence length {L} exceeds max_positions={config.max_positions}: "
+            "truncate the input (e.g. tokenizer(..., truncation=True, max_length="
+            f"{config.max_positions}))"
+        )
     arrays = {"input_ids": input_ids}
-    for name, value in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids),
-                        ("position_ids", position_ids)):
+    for name, value in (
+        ("attention_mask", attention_mask),
+        ("token_type_ids", token_type_ids),
+        ("position_ids", position_ids),
+    ):
         if value is None:
             continue
         value = _as_array(name, value)
         if tuple(value.shape) != (B, L):
-            raise ValueError(f"{name} has shape {tuple(value.shape)} but input_ids has {(B, L)}: "
-                             "pass arrays of the same (batch, seq) shape")
+            raise ValueError(
+                f"{name} has shape {tuple(value.shape)} but input_ids has {(B, L)}: "
+                "pass arrays of the same (batch, seq) shape"
+            )
         arrays[name] = value
     for name in ("input_ids", "token_type_ids", "position_ids"):
         if name in arrays and not _is_integer(arrays[name]):
             raise TypeError(f"{name} must hold integers, got dtype {arrays[name].dtype}")
     if check:
-        limits = {"input_ids": ("vocab_size", config.vocab_size),
-                  "token_type_ids": ("max_token_types", config.max_token_types),
-                  "position_ids": ("max_positions", config.max_positions)}
+        limits = {
+            "input_ids": ("vocab_size", config.vocab_size),
+            "token_type_ids": ("max_token_types", config.max_token_types),
+            "position_ids": ("max_positions", config.max_positions),
+        }
         names = [n for n in limits if n in arrays and arrays[n].size]
         # One host sync for all range checks; the input arrays are usually already materialised.
-        bounds = mx.stack([mx.stack([arrays[n].min(), arrays[n].max()]).astype(mx.int64)
-                           for n in names]).tolist() if names else []
-        for n, (lo, hi) in zip(names, bounds):
+        bounds = (
+            mx.stack([mx.stack([arrays[n].min(), arrays[n].max()]).astype(mx.int64) for n in names]).tolist()
+            if names
+            else []
+        )
+        for n, (lo, hi) in zip(names, bounds, strict=True):
             field, limit = limits[n]
             if lo < 0 or hi >= limit:
-                raise ValueError(f"{n} must be in [0, {limit}) ({field}={limit}), found values in "
-                                 f"[{lo}, {hi}]; check the tokenizer matches this checkpoint")
+                raise ValueError(
+                    f"{n} must be in [0, {limit}) ({field}={limit}), found values in "
+                    f"[{lo}, {hi}]; check the tokenizer matches this checkpoint"
+                )
     if "attention_mask" not in arrays:
         arrays["attention_mask"] = mx.ones((B, L), dtype=mx.int32)
     if "token_type_ids" not in arrays:
         arrays["token_type_ids"] = mx.zeros((B, L), dtype=mx.int32)
     if "position_ids" not in arrays:
         arrays["position_ids"] = mx.broadcast_to(mx.arange(L), (B, L))
-    return (arrays["input_ids"], arrays["attention_mask"], arrays["token_type_ids"],
-            arrays["position_ids"])
+    return (arrays["input_ids"], arrays["attention_mask"], arrays["token_type_ids"], arrays["position_ids"])
 
 
 def attention_bias(attention_mask: mx.array, dtype: mx.Dtype) -> mx.array:
@@ -184,11 +210,13 @@ def attention_bias(attention_mask: mx.array, dtype: mx.Dtype) -> mx.array:
 
 def init_weights(module: nn.Module, scale: float) -> None:
     """transformers' _init_weights: N(0, scale) for linear and embedding weights, zero biases."""
+
     def init(_, m):
         if isinstance(m, (nn.Linear, nn.Embedding)):
             m.weight = scale * mx.random.normal(m.weight.shape)
             if "bias" in m:
                 m.bias = mx.zeros_like(m.bias)
+
     module.apply_to_modules(init)
 
 
@@ -205,9 +233,15 @@ class AlbertModel(nn.Module, PreTrainedMixin):
             self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
         init_weights(self, config.initializer_scale)
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-                 output_hidden_states: bool | None = None,
-                 output_attentions: bool | None = None) -> BaseModelOutputWithPooling:
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+    ) -> BaseModelOutputWithPooling:
         """Runs the encoder.
 
         Args:
@@ -222,7 +256,8 @@ class AlbertModel(nn.Module, PreTrainedMixin):
         """
         config = self.config
         input_ids, attention_mask, token_type_ids, position_ids = prepare_inputs(
-            config, input_ids, attention_mask, token_type_ids, position_ids, self.check_inputs)
+            config, input_ids, attention_mask, token_type_ids, position_ids, self.check_inputs
+        )
         if output_hidden_states is None:
             output_hidden_states = config.output_hidden_states
         if output_attentions is None:

@@ -22,8 +22,11 @@ _BACKBONE_PARTS = (*_ENCODER_PARTS, "pooler.")  # the pooler is optional, initia
 HUB_PATTERNS = ["*.json", "*.safetensors", "spiece.model", "*.txt", "*.md"]
 
 
-def resolve(path_or_repo_id: str | os.PathLike, revision: str | None = None,
-            cache_dir: str | os.PathLike | None = None) -> Path:
+def resolve(
+    path_or_repo_id: str | os.PathLike,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
     """A local checkpoint folder, or a Hub repo id downloaded (or found in the local cache)."""
     path = Path(path_or_repo_id).expanduser()
     if path.is_dir():
@@ -46,17 +49,24 @@ def resolve(path_or_repo_id: str | os.PathLike, revision: str | None = None,
             where = "the local Hugging Face cache (offline)" if offline else "the Hub or the local cache"
             raise FileNotFoundError(
                 f"{text!r} is neither a local folder nor a repo id found in {where} "
-                f"({type(first).__name__}); check the name, or download it while online") from None
+                f"({type(first).__name__}); check the name, or download it while online"
+            ) from None
     if not any(folder.glob("*.safetensors")) and not offline:  # only a PyTorch checkpoint
-        folder = Path(snapshot_download(repo_id=text, revision=revision, cache_dir=cache_dir,
-                                        allow_patterns=["pytorch_model*.bin*"]))
+        folder = Path(
+            snapshot_download(
+                repo_id=text, revision=revision, cache_dir=cache_dir, allow_patterns=["pytorch_model*.bin*"]
+            )
+        )
     return folder
 
 
 def quantizable(path: str, module: nn.Module, group_size: int = 64) -> bool:
     """Linear and embedding layers whose rows split into groups; tiny heads stay in float."""
-    return (isinstance(module, (nn.Linear, nn.Embedding)) and module.weight.shape[-1] % group_size == 0
-            and module.weight.shape[0] >= 32)
+    return (
+        isinstance(module, (nn.Linear, nn.Embedding))
+        and module.weight.shape[-1] % group_size == 0
+        and module.weight.shape[0] >= 32
+    )
 
 
 def _align_prefix(weights: dict[str, mx.array], model_has_backbone_prefix: bool) -> dict[str, mx.array]:
@@ -79,8 +89,11 @@ def match_weights(model: nn.Module, weights: dict[str, mx.array], source: str) -
     expected = dict(tree_flatten(model.parameters()))
     unused = sorted(k for k in weights if k not in expected)
     missing = sorted(k for k in expected if k not in weights)
-    mis_shaped = [f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(v.shape)}"
-                  for k, v in expected.items() if k in weights and weights[k].shape != v.shape]
+    mis_shaped = [
+        f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in weights and weights[k].shape != v.shape
+    ]
     problems = []
     if [k for k in missing if not _is_head(k)]:
         problems.append(f"missing from the checkpoint: {[k for k in missing if not _is_head(k)]}")
@@ -89,14 +102,21 @@ def match_weights(model: nn.Module, weights: dict[str, mx.array], source: str) -
     if mis_shaped:
         problems.append(f"shape mismatches: {mis_shaped}")
     if problems:
-        raise ValueError(f"weights of {source} do not fit {type(model).__name__} with its config.json: "
-                         + "; ".join(problems) + ". Check that config.json belongs to these weights "
-                         "(or pass matching overrides such as num_labels=...).")
+        raise ValueError(
+            f"weights of {source} do not fit {type(model).__name__} with its config.json: "
+            + "; ".join(problems)
+            + ". Check that config.json belongs to these weights "
+            "(or pass matching overrides such as num_labels=...)."
+        )
     if unused:
         logger.warning("%s: weights not used by %s: %s", source, type(model).__name__, unused)
     if missing:
-        logger.warning("%s: newly initialised weights of %s (train them before use): %s",
-                       source, type(model).__name__, missing)
+        logger.warning(
+            "%s: newly initialised weights of %s (train them before use): %s",
+            source,
+            type(model).__name__,
+            missing,
+        )
     return {k: v for k, v in weights.items() if k in expected}
 
 
@@ -112,9 +132,16 @@ class PreTrainedMixin:
         return backbone.embeddings.norm.weight.dtype
 
     @classmethod
-    def from_pretrained(cls: type[M], path_or_repo_id: str | os.PathLike, *, dtype: mx.Dtype | None = None,
-                        revision: str | None = None, cache_dir: str | os.PathLike | None = None,
-                        lazy: bool = False, **config_changes) -> M:
+    def from_pretrained(
+        cls: type[M],
+        path_or_repo_id: str | os.PathLike,
+        *,
+        dtype: mx.Dtype | None = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        lazy: bool = False,
+        **config_changes,
+    ) -> M:
         """Loads a transformers or mlx_albert checkpoint folder, or a Hub repo id.
 
         Args:
@@ -130,8 +157,10 @@ class PreTrainedMixin:
         """
         folder = resolve(path_or_repo_id, revision, cache_dir)
         config = AlbertConfig.from_json(folder / "config.json")
-        if config_changes.get("num_labels", config.num_labels) != config.num_labels \
-                and "id_to_label" not in config_changes:  # new label count: old names no longer apply
+        if (
+            config_changes.get("num_labels", config.num_labels) != config.num_labels
+            and "id_to_label" not in config_changes
+        ):  # new label count: old names no longer apply
             config_changes = {**config_changes, "id_to_label": {}, "label_to_id": {}}
         if config_changes:
             config = config.replace(**config_changes)
@@ -142,12 +171,23 @@ class PreTrainedMixin:
         weights = _align_prefix(weights, "albert" in model)
         if config.quantization:
             q = config.quantization
-            nn.quantize(model, group_size=q["group_size"], bits=q["bits"], mode=q.get("mode", "affine"),
-                        class_predicate=lambda p, m: f"{p}.scales" in weights)
+            nn.quantize(
+                model,
+                group_size=q["group_size"],
+                bits=q["bits"],
+                mode=q.get("mode", "affine"),
+                class_predicate=lambda p, m: f"{p}.scales" in weights,
+            )
         weights = match_weights(model, weights, str(path_or_repo_id))
         if dtype is None:  # new head weights take the checkpoint's float dtype
-            dtype = next((v.dtype for k, v in weights.items() if k.endswith("word_embeddings.weight")
-                          and mx.issubdtype(v.dtype, mx.floating)), None)
+            dtype = next(
+                (
+                    v.dtype
+                    for k, v in weights.items()
+                    if k.endswith("word_embeddings.weight") and mx.issubdtype(v.dtype, mx.floating)
+                ),
+                None,
+            )
         model.update(tree_unflatten(list(weights.items())))
         if dtype is not None:
             model.set_dtype(dtype)
@@ -185,8 +225,10 @@ def load(path_or_repo_id: str | os.PathLike, architecture: str | None = None, **
         folder = resolve(path_or_repo_id, kwargs.get("revision"), kwargs.get("cache_dir"))
         names = AlbertConfig.from_json(folder / "config.json").architectures or ["AlbertModel"]
         if names[0] not in by_class:
-            raise ValueError(f"unknown architecture {names[0]!r} in {folder / 'config.json'}; "
-                             f"pass architecture= one of {list(ARCHITECTURES)}")
+            raise ValueError(
+                f"unknown architecture {names[0]!r} in {folder / 'config.json'}; "
+                f"pass architecture= one of {list(ARCHITECTURES)}"
+            )
         cls = by_class[names[0]]
         path_or_repo_id = folder
     else:

@@ -21,21 +21,35 @@ WEIGHT_NAMES: tuple[tuple[str, str | None], ...] = (
     ("embeddings.token_type_embeddings.{p}", "embeddings.token_type_embeddings.{p}"),
     ("embeddings.LayerNorm.{p}", "embeddings.norm.{p}"),
     ("encoder.embedding_hidden_mapping_in.{p}", "encoder.embedding_projection.{p}"),
-    ("encoder.albert_layer_groups.{g}.albert_layers.{d}.attention.query.{p}",
-     "encoder.groups.{g}.layers.{d}.attention.query.{p}"),
-    ("encoder.albert_layer_groups.{g}.albert_layers.{d}.attention.key.{p}",
-     "encoder.groups.{g}.layers.{d}.attention.key.{p}"),
-    ("encoder.albert_layer_groups.{g}.albert_layers.{d}.attention.value.{p}",
-     "encoder.groups.{g}.layers.{d}.attention.value.{p}"),
-    ("encoder.albert_layer_groups.{g}.albert_layers.{d}.attention.dense.{p}",
-     "encoder.groups.{g}.layers.{d}.attention.out_proj.{p}"),
-    ("encoder.albert_layer_groups.{g}.albert_layers.{d}.attention.LayerNorm.{p}",
-     "encoder.groups.{g}.layers.{d}.attention.norm.{p}"),
+    (
+        "encoder.albert_layer_groups.{g}.albert_layers.{d}.attention.query.{p}",
+        "encoder.groups.{g}.layers.{d}.attention.query.{p}",
+    ),
+    (
+        "encoder.albert_layer_groups.{g}.albert_layers.{d}.attention.key.{p}",
+        "encoder.groups.{g}.layers.{d}.attention.key.{p}",
+    ),
+    (
+        "encoder.albert_layer_groups.{g}.albert_layers.{d}.attention.value.{p}",
+        "encoder.groups.{g}.layers.{d}.attention.value.{p}",
+    ),
+    (
+        "encoder.albert_layer_groups.{g}.albert_layers.{d}.attention.dense.{p}",
+        "encoder.groups.{g}.layers.{d}.attention.out_proj.{p}",
+    ),
+    (
+        "encoder.albert_layer_groups.{g}.albert_layers.{d}.attention.LayerNorm.{p}",
+        "encoder.groups.{g}.layers.{d}.attention.norm.{p}",
+    ),
     ("encoder.albert_layer_groups.{g}.albert_layers.{d}.ffn.{p}", "encoder.groups.{g}.layers.{d}.ffn.{p}"),
-    ("encoder.albert_layer_groups.{g}.albert_layers.{d}.ffn_output.{p}",
-     "encoder.groups.{g}.layers.{d}.ffn_output.{p}"),
-    ("encoder.albert_layer_groups.{g}.albert_layers.{d}.full_layer_layer_norm.{p}",
-     "encoder.groups.{g}.layers.{d}.norm.{p}"),
+    (
+        "encoder.albert_layer_groups.{g}.albert_layers.{d}.ffn_output.{p}",
+        "encoder.groups.{g}.layers.{d}.ffn_output.{p}",
+    ),
+    (
+        "encoder.albert_layer_groups.{g}.albert_layers.{d}.full_layer_layer_norm.{p}",
+        "encoder.groups.{g}.layers.{d}.norm.{p}",
+    ),
     ("pooler.{p}", "pooler.{p}"),
     ("predictions.dense.{p}", "predictions.dense.{p}"),
     ("predictions.LayerNorm.{p}", "predictions.norm.{p}"),
@@ -104,16 +118,22 @@ def check_safetensors(path: Path) -> None:
             raise ValueError(f"{path} is truncated ({size} bytes): re-download or re-convert it")
         (n,) = struct.unpack("<Q", head)
         if n > size - 8:
-            raise ValueError(f"{path} is truncated or corrupt (header of {n} bytes in a {size}-byte "
-                             "file): re-download or re-convert it")
+            raise ValueError(
+                f"{path} is truncated or corrupt (header of {n} bytes in a {size}-byte "
+                "file): re-download or re-convert it"
+            )
         try:
             header = json.loads(f.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ValueError(f"{path} has a corrupt safetensors header: re-download or re-convert it") from None
+            raise ValueError(
+                f"{path} has a corrupt safetensors header: re-download or re-convert it"
+            ) from None
     end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
     if 8 + n + end != size:
-        raise ValueError(f"{path} is truncated or corrupt: the header describes {8 + n + end} bytes, "
-                         f"the file has {size}; re-download or re-convert it")
+        raise ValueError(
+            f"{path} is truncated or corrupt: the header describes {8 + n + end} bytes, "
+            f"the file has {size}; re-download or re-convert it"
+        )
 
 
 def _load_safetensors(path: Path) -> dict[str, mx.array]:
@@ -128,15 +148,21 @@ def _load_torch_bin(path: Path) -> dict[str, mx.array]:
     try:
         import torch
     except ImportError:
-        raise ImportError(f"{path} is a PyTorch .bin checkpoint and reading it needs torch "
-                          "(pip install torch), or convert it to safetensors first") from None
+        raise ImportError(
+            f"{path} is a PyTorch .bin checkpoint and reading it needs torch "
+            "(pip install torch), or convert it to safetensors first"
+        ) from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(f"could not read {path} ({e}): re-download it") from None
     # bfloat16 has no numpy dtype: go through float32 and cast back in MLX.
-    return {k: mx.array(v.float().numpy()).astype(mx.bfloat16) if v.dtype == torch.bfloat16
-            else mx.array(v.numpy()) for k, v in state.items()}
+    return {
+        k: mx.array(v.float().numpy()).astype(mx.bfloat16)
+        if v.dtype == torch.bfloat16
+        else mx.array(v.numpy())
+        for k, v in state.items()
+    }
 
 
 def _shards(folder: Path, index_name: str) -> list[Path]:
@@ -154,8 +180,10 @@ def _shards(folder: Path, index_name: str) -> list[Path]:
 
 def read_weights(folder: Path) -> dict[str, mx.array]:
     """All tensors of a checkpoint folder: safetensors (single or sharded), else pytorch_model.bin."""
-    for single, index, reader in (("model.safetensors", "model.safetensors.index.json", _load_safetensors),
-                                  ("pytorch_model.bin", "pytorch_model.bin.index.json", _load_torch_bin)):
+    for single, index, reader in (
+        ("model.safetensors", "model.safetensors.index.json", _load_safetensors),
+        ("pytorch_model.bin", "pytorch_model.bin.index.json", _load_torch_bin),
+    ):
         if (folder / index).exists():
             files = _shards(folder, index)
         elif (folder / single).exists():
@@ -166,8 +194,10 @@ def read_weights(folder: Path) -> dict[str, mx.array]:
         for f in files:
             weights.update(reader(f))
         return weights
-    raise FileNotFoundError(f"no weights in {folder}: expected model.safetensors, "
-                            "model.safetensors.index.json or pytorch_model.bin")
+    raise FileNotFoundError(
+        f"no weights in {folder}: expected model.safetensors, "
+        "model.safetensors.index.json or pytorch_model.bin"
+    )
 
 
 def atomic_write(path: Path, write) -> None:

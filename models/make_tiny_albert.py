@@ -16,19 +16,54 @@ import mlx.core as mx  # noqa: E402
 
 from mlx_albert import AlbertConfig, AlbertForMaskedLM  # noqa: E402
 
-SUBJECTS = ["the cat", "a dog", "my friend", "the teacher", "our neighbour", "the old man", "a child",
-            "the engineer", "paris", "the river", "a small bird", "the company"]
+SUBJECTS = [
+    "the cat",
+    "a dog",
+    "my friend",
+    "the teacher",
+    "our neighbour",
+    "the old man",
+    "a child",
+    "the engineer",
+    "paris",
+    "the river",
+    "a small bird",
+    "the company",
+]
 VERBS = ["likes", "sees", "builds", "finds", "visits", "paints", "follows", "remembers", "answers"]
-OBJECTS = ["the house", "a red car", "the garden", "many books", "the city of london", "fresh bread",
-           "a long letter", "the blue sea", "music", "the mountains", "an apple", "the question"]
-TAILS = ["every morning.", "in the summer.", "with great care.", "after school.", "near the station.",
-         "because it is beautiful.", "again and again.", "before dinner.", "\u2014 or so they say."]
+OBJECTS = [
+    "the house",
+    "a red car",
+    "the garden",
+    "many books",
+    "the city of london",
+    "fresh bread",
+    "a long letter",
+    "the blue sea",
+    "music",
+    "the mountains",
+    "an apple",
+    "the question",
+]
+TAILS = [
+    "every morning.",
+    "in the summer.",
+    "with great care.",
+    "after school.",
+    "near the station.",
+    "because it is beautiful.",
+    "again and again.",
+    "before dinner.",
+    "\u2014 or so they say.",
+]
 
 
 def corpus(n: int = 3000, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
-    return [f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(TAILS)}".capitalize()
-            for _ in range(n)]
+    return [
+        f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(TAILS)}".capitalize()
+        for _ in range(n)
+    ]
 
 
 def main(out: Path = HERE / "tiny-albert") -> None:
@@ -37,20 +72,54 @@ def main(out: Path = HERE / "tiny-albert") -> None:
     out.mkdir(parents=True, exist_ok=True)
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(corpus()), model_writer=model, vocab_size=160, model_type="unigram", hard_vocab_limit=False,
-        pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, control_symbols=["[CLS]", "[SEP]", "[MASK]"],
-        character_coverage=1.0, minloglevel=2)
+        sentence_iterator=iter(corpus()),
+        model_writer=model,
+        vocab_size=160,
+        model_type="unigram",
+        hard_vocab_limit=False,
+        pad_id=0,
+        unk_id=1,
+        bos_id=-1,
+        eos_id=-1,
+        control_symbols=["[CLS]", "[SEP]", "[MASK]"],
+        character_coverage=1.0,
+        minloglevel=2,
+    )
     (out / "spiece.model").write_bytes(model.getvalue())
     vocab_size = spm.SentencePieceProcessor(model_proto=model.getvalue()).get_piece_size()
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "AlbertTokenizer", "do_lower_case": True, "remove_space": True,
-        "keep_accents": False, "model_max_length": 128, "bos_token": "[CLS]", "eos_token": "[SEP]",
-        "unk_token": "<unk>", "sep_token": "[SEP]", "pad_token": "<pad>", "cls_token": "[CLS]",
-        "mask_token": "[MASK]"}, indent=2) + "\n")
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "AlbertTokenizer",
+                "do_lower_case": True,
+                "remove_space": True,
+                "keep_accents": False,
+                "model_max_length": 128,
+                "bos_token": "[CLS]",
+                "eos_token": "[SEP]",
+                "unk_token": "<unk>",
+                "sep_token": "[SEP]",
+                "pad_token": "<pad>",
+                "cls_token": "[CLS]",
+                "mask_token": "[MASK]",
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     mx.random.seed(0)
-    config = AlbertConfig(vocab_size=vocab_size, embedding_size=32, hidden_size=64, num_blocks=4, num_groups=1,
-                          num_attention_heads=4, intermediate_size=128, max_positions=128,
-                          activation="gelu_new", extra={"bos_token_id": 2, "eos_token_id": 3})
+    config = AlbertConfig(
+        vocab_size=vocab_size,
+        embedding_size=32,
+        hidden_size=64,
+        num_blocks=4,
+        num_groups=1,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_positions=128,
+        activation="gelu_new",
+        extra={"bos_token_id": 2, "eos_token_id": 3},
+    )
     AlbertForMaskedLM(config).save_pretrained(out)
     print(f"wrote {out}")
 

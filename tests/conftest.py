@@ -8,6 +8,9 @@ import json
 import sys
 from pathlib import Path
 
+import mlx_albert  # noqa: F401  first, so its optimised-BLAS preload precedes mlx.core
+
+# isort: split
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
@@ -15,9 +18,13 @@ from safetensors.numpy import save_file
 sys.path.insert(0, str(Path(__file__).parent))
 import oracle  # noqa: E402
 
-HAS_TORCH = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("transformers") is not None
+HAS_TORCH = (
+    importlib.util.find_spec("torch") is not None and importlib.util.find_spec("transformers") is not None
+)
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
-needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="transformers/torch not installed (golden tests cover this)")
+needs_torch = pytest.mark.skipif(
+    not HAS_TORCH, reason="transformers/torch not installed (golden tests cover this)"
+)
 MODES = ["golden", pytest.param("live", marks=needs_torch)]
 _cache: dict = {}
 
@@ -46,8 +53,11 @@ def write_hf_folder(folder: Path, hf_config: dict, weights: dict[str, np.ndarray
     """A transformers-layout checkpoint folder (config.json + model.safetensors)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(hf_config))
-    save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(folder / "model.safetensors"),
-              metadata={"format": "pt"})
+    save_file(
+        {k: np.ascontiguousarray(v) for k, v in weights.items()},
+        str(folder / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     return folder
 
 
@@ -56,8 +66,13 @@ def case_folder(case: dict, folder: Path, regression: bool = False) -> Path:
     config = dict(case["hf_config"])
     if regression:
         weights = {k: v for k, v in weights.items() if "classifier" not in k}
-        weights.update({k.removeprefix("regression."): v for k, v in case["weights"].items()
-                        if k.startswith("regression.")})
+        weights.update(
+            {
+                k.removeprefix("regression."): v
+                for k, v in case["weights"].items()
+                if k.startswith("regression.")
+            }
+        )
         config["id2label"] = {"0": "LABEL_0"}
         config["label2id"] = {"LABEL_0": 0}
     return write_hf_folder(folder, config, weights)
@@ -67,5 +82,12 @@ def case_folder(case: dict, folder: Path, regression: bool = False) -> Path:
 def tiny_config():
     from mlx_albert import AlbertConfig
 
-    return AlbertConfig(vocab_size=50, embedding_size=8, hidden_size=16, num_blocks=2, num_attention_heads=2,
-                        intermediate_size=20, max_positions=16)
+    return AlbertConfig(
+        vocab_size=50,
+        embedding_size=8,
+        hidden_size=16,
+        num_blocks=2,
+        num_attention_heads=2,
+        intermediate_size=20,
+        max_positions=16,
+    )

@@ -7,20 +7,56 @@ import numpy as np
 
 # Small configs that exercise the spec's options (transformers names).
 CONFIGS = {
-    "factorised": dict(vocab_size=64, embedding_size=8, hidden_size=16, num_hidden_layers=3,
-                       num_attention_heads=2, intermediate_size=24, hidden_act="gelu_new",
-                       max_position_embeddings=24, type_vocab_size=2, num_labels=2),
-    "grouped_deep": dict(vocab_size=64, embedding_size=12, hidden_size=24, num_hidden_layers=4,
-                         num_hidden_groups=2, inner_group_num=2, num_attention_heads=4,
-                         intermediate_size=20, hidden_act="gelu", max_position_embeddings=24,
-                         type_vocab_size=3, num_labels=3, layer_norm_eps=1e-5),
-    "relu_groups": dict(vocab_size=48, embedding_size=16, hidden_size=16, num_hidden_layers=3,
-                        num_hidden_groups=3, num_attention_heads=4, intermediate_size=32,
-                        hidden_act="relu", max_position_embeddings=16, type_vocab_size=2, num_labels=2),
+    "factorised": dict(
+        vocab_size=64,
+        embedding_size=8,
+        hidden_size=16,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=24,
+        hidden_act="gelu_new",
+        max_position_embeddings=24,
+        type_vocab_size=2,
+        num_labels=2,
+    ),
+    "grouped_deep": dict(
+        vocab_size=64,
+        embedding_size=12,
+        hidden_size=24,
+        num_hidden_layers=4,
+        num_hidden_groups=2,
+        inner_group_num=2,
+        num_attention_heads=4,
+        intermediate_size=20,
+        hidden_act="gelu",
+        max_position_embeddings=24,
+        type_vocab_size=3,
+        num_labels=3,
+        layer_norm_eps=1e-5,
+    ),
+    "relu_groups": dict(
+        vocab_size=48,
+        embedding_size=16,
+        hidden_size=16,
+        num_hidden_layers=3,
+        num_hidden_groups=3,
+        num_attention_heads=4,
+        intermediate_size=32,
+        hidden_act="relu",
+        max_position_embeddings=16,
+        type_vocab_size=2,
+        num_labels=2,
+    ),
 }
-ARCHITECTURES = ("AlbertModel", "AlbertForMaskedLM", "AlbertForSequenceClassification",
-                 "AlbertForTokenClassification", "AlbertForQuestionAnswering", "AlbertForMultipleChoice",
-                 "AlbertForPreTraining")
+ARCHITECTURES = (
+    "AlbertModel",
+    "AlbertForMaskedLM",
+    "AlbertForSequenceClassification",
+    "AlbertForTokenClassification",
+    "AlbertForQuestionAnswering",
+    "AlbertForMultipleChoice",
+    "AlbertForPreTraining",
+)
 B, C, L = 3, 2, 9  # batch, choices, sequence
 
 
@@ -75,8 +111,9 @@ def make_case(name: str, arch: str, seed: int = 0) -> dict:
     base = {k: t[k] for k in ("input_ids", "attention_mask", "token_type_ids", "position_ids")}
     outputs = {}
     with torch.no_grad():
-        label_args = {k: t[k] for k in ("labels", "sentence_order_label", "start_positions",
-                                        "end_positions") if k in t}
+        label_args = {
+            k: t[k] for k in ("labels", "sentence_order_label", "start_positions", "end_positions") if k in t
+        }
         out = model(**base, **label_args, output_hidden_states=True, output_attentions=True)
         for key, value in out.items():
             if isinstance(value, tuple):
@@ -88,13 +125,14 @@ def make_case(name: str, arch: str, seed: int = 0) -> dict:
             model.config.problem_type = None  # transformers caches the first call's problem type
             outputs["loss_multi"] = model(**base, labels=t["labels_multi"]).loss.numpy()
             reg = transformers.AlbertForSequenceClassification(
-                transformers.AlbertConfig(**{**hf, "num_labels": 1}, attn_implementation="eager")).eval()
-            reg.load_state_dict({k: v for k, v in model.state_dict().items() if "classifier" not in k},
-                                strict=False)
+                transformers.AlbertConfig(**{**hf, "num_labels": 1}, attn_implementation="eager")
+            ).eval()
+            reg.load_state_dict(
+                {k: v for k, v in model.state_dict().items() if "classifier" not in k}, strict=False
+            )
             outputs["regression.logits"] = reg(**base).logits.numpy()
             outputs["regression.loss"] = reg(**base, labels=t["labels_regression"]).loss.numpy()
-            weights = {f"regression.{k}": v.numpy() for k, v in reg.state_dict().items()
-                       if "classifier" in k}
+            weights = {f"regression.{k}": v.numpy() for k, v in reg.state_dict().items() if "classifier" in k}
         else:
             weights = {}
     weights.update({k: v.numpy() for k, v in model.state_dict().items()})

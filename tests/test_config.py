@@ -11,12 +11,28 @@ from conftest import needs_torch
 from mlx_albert import AlbertConfig, AlbertForSequenceClassification, AlbertModel
 from mlx_albert.config import HF_NAMES
 
-SPEC_DEFAULTS = dict(vocab_size=30000, max_positions=512, max_token_types=2, embedding_size=128,
-                     hidden_size=768, num_blocks=12, num_groups=1, block_depth=1, num_attention_heads=12,
-                     intermediate_size=16384, activation="gelu", dropout_rate=0.0,
-                     attention_dropout_rate=0.0, classifier_dropout_rate=None, layer_norm_epsilon=1e-12,
-                     initializer_scale=0.02, output_hidden_states=False, output_attentions=False,
-                     num_labels=2, id_to_label={})
+SPEC_DEFAULTS = dict(
+    vocab_size=30000,
+    max_positions=512,
+    max_token_types=2,
+    embedding_size=128,
+    hidden_size=768,
+    num_blocks=12,
+    num_groups=1,
+    block_depth=1,
+    num_attention_heads=12,
+    intermediate_size=16384,
+    activation="gelu",
+    dropout_rate=0.0,
+    attention_dropout_rate=0.0,
+    classifier_dropout_rate=None,
+    layer_norm_epsilon=1e-12,
+    initializer_scale=0.02,
+    output_hidden_states=False,
+    output_attentions=False,
+    num_labels=2,
+    id_to_label={},
+)
 
 
 def test_spec_defaults():
@@ -27,14 +43,31 @@ def test_spec_defaults():
 
 
 def test_hf_round_trip():
-    hf = {"model_type": "albert", "vocab_size": 99, "embedding_size": 16, "hidden_size": 32,
-          "num_hidden_layers": 4, "num_hidden_groups": 2, "inner_group_num": 2, "num_attention_heads": 4,
-          "intermediate_size": 37, "hidden_act": "gelu_new", "hidden_dropout_prob": 0.1,
-          "attention_probs_dropout_prob": 0.05, "classifier_dropout_prob": 0.2,
-          "max_position_embeddings": 64, "type_vocab_size": 3, "layer_norm_eps": 1e-5,
-          "initializer_range": 0.01, "id2label": {"0": "neg", "1": "neu", "2": "pos"},
-          "label2id": {"neg": 0, "neu": 1, "pos": 2}, "pad_token_id": 0, "bos_token_id": 2,
-          "eos_token_id": 3, "architectures": ["AlbertForSequenceClassification"]}
+    hf = {
+        "model_type": "albert",
+        "vocab_size": 99,
+        "embedding_size": 16,
+        "hidden_size": 32,
+        "num_hidden_layers": 4,
+        "num_hidden_groups": 2,
+        "inner_group_num": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 37,
+        "hidden_act": "gelu_new",
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.05,
+        "classifier_dropout_prob": 0.2,
+        "max_position_embeddings": 64,
+        "type_vocab_size": 3,
+        "layer_norm_eps": 1e-5,
+        "initializer_range": 0.01,
+        "id2label": {"0": "neg", "1": "neu", "2": "pos"},
+        "label2id": {"neg": 0, "neu": 1, "pos": 2},
+        "pad_token_id": 0,
+        "bos_token_id": 2,
+        "eos_token_id": 3,
+        "architectures": ["AlbertForSequenceClassification"],
+    }
     config = AlbertConfig.from_hf(hf)
     assert (config.num_blocks, config.num_groups, config.block_depth) == (4, 2, 2)
     assert (config.max_positions, config.max_token_types, config.activation) == (64, 3, "gelu_new")
@@ -56,26 +89,37 @@ def test_generic_labels_are_not_names():
 def test_to_hf_loads_in_transformers(tmp_path):
     import transformers
 
-    config = AlbertConfig(vocab_size=99, hidden_size=32, num_attention_heads=4, num_blocks=4, num_groups=2,
-                          block_depth=2, num_labels=3, id_to_label={0: "a", 1: "b", 2: "c"})
+    config = AlbertConfig(
+        vocab_size=99,
+        hidden_size=32,
+        num_attention_heads=4,
+        num_blocks=4,
+        num_groups=2,
+        block_depth=2,
+        num_labels=3,
+        id_to_label={0: "a", 1: "b", 2: "c"},
+    )
     (tmp_path / "config.json").write_text(json.dumps(config.to_hf()))
     hf = transformers.AlbertConfig.from_pretrained(tmp_path)
     assert (hf.num_hidden_layers, hf.num_hidden_groups, hf.inner_group_num, hf.num_labels) == (4, 2, 2, 3)
     assert hf.id2label == {0: "a", 1: "b", 2: "c"} and hf.hidden_act == "gelu"
 
 
-@pytest.mark.parametrize("changes, field", [
-    (dict(hidden_size=30, num_attention_heads=4), "hidden_size"),
-    (dict(num_blocks=5, num_groups=2), "num_blocks"),
-    (dict(activation="gelu_magic"), "activation"),
-    (dict(num_blocks=0), "num_blocks"),
-    (dict(vocab_size=-3), "vocab_size"),
-    (dict(dropout_rate=1.5), "dropout_rate"),
-    (dict(layer_norm_epsilon=0.0), "layer_norm_epsilon"),
-    (dict(num_labels=2, id_to_label={0: "a", 5: "b"}), "id_to_label"),
-    (dict(problem_type="ranking"), "problem_type"),
-    (dict(pad_token_id=30000), "pad_token_id"),
-])
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        (dict(hidden_size=30, num_attention_heads=4), "hidden_size"),
+        (dict(num_blocks=5, num_groups=2), "num_blocks"),
+        (dict(activation="gelu_magic"), "activation"),
+        (dict(num_blocks=0), "num_blocks"),
+        (dict(vocab_size=-3), "vocab_size"),
+        (dict(dropout_rate=1.5), "dropout_rate"),
+        (dict(layer_norm_epsilon=0.0), "layer_norm_epsilon"),
+        (dict(num_labels=2, id_to_label={0: "a", 5: "b"}), "id_to_label"),
+        (dict(problem_type="ranking"), "problem_type"),
+        (dict(pad_token_id=30000), "pad_token_id"),
+    ],
+)
 def test_invalid_config_names_the_field(changes, field):
     with pytest.raises(ValueError, match=field):
         AlbertConfig(**changes)
@@ -87,8 +131,15 @@ def test_wrong_model_type():
 
 
 def _small(**changes):
-    base = dict(vocab_size=40, embedding_size=8, hidden_size=16, num_blocks=2, num_attention_heads=2,
-                intermediate_size=12, max_positions=12)
+    base = dict(
+        vocab_size=40,
+        embedding_size=8,
+        hidden_size=16,
+        num_blocks=2,
+        num_attention_heads=2,
+        intermediate_size=12,
+        max_positions=12,
+    )
     return AlbertConfig(**{**base, **changes})
 
 
@@ -105,17 +156,29 @@ def test_every_option_is_used():
 
     ref = run(_small())
     shapes = {f.name: None for f in dataclasses.fields(AlbertConfig)}
-    structural = dict(vocab_size=41, max_positions=13, max_token_types=3, embedding_size=9, hidden_size=20,
-                      num_blocks=4, num_groups=2, block_depth=2, num_attention_heads=4, intermediate_size=13)
+    structural = dict(
+        vocab_size=41,
+        max_positions=13,
+        max_token_types=3,
+        embedding_size=9,
+        hidden_size=20,
+        num_blocks=4,
+        num_groups=2,
+        block_depth=2,
+        num_attention_heads=4,
+        intermediate_size=13,
+    )
     for name, value in structural.items():
         out = run(_small(**{name: value}))
         differs = out.last_hidden_state.shape != ref.last_hidden_state.shape or not np.allclose(
-            np.array(out.last_hidden_state), np.array(ref.last_hidden_state))
+            np.array(out.last_hidden_state), np.array(ref.last_hidden_state)
+        )
         assert differs, name
         shapes.pop(name)
     for name, value in dict(activation="relu", layer_norm_epsilon=1.0, initializer_scale=0.5).items():
-        assert not np.allclose(np.array(run(_small(**{name: value})).last_hidden_state),
-                               np.array(ref.last_hidden_state)), name
+        assert not np.allclose(
+            np.array(run(_small(**{name: value})).last_hidden_state), np.array(ref.last_hidden_state)
+        ), name
         shapes.pop(name)
     assert len(run(_small(output_hidden_states=True)).hidden_states) == 3
     assert len(run(_small(output_attentions=True)).attentions) == 2
@@ -129,12 +192,25 @@ def test_every_option_is_used():
         model.eval()
         assert np.array_equal(np.array(model(ids).logits), np.array(model(ids).logits))
     assert run(_small(num_labels=5), cls=AlbertForSequenceClassification).logits.shape == (1, 5)
-    for name in ("output_hidden_states", "output_attentions", "num_labels", "dropout_rate",
-                 "attention_dropout_rate", "classifier_dropout_rate"):
+    for name in (
+        "output_hidden_states",
+        "output_attentions",
+        "num_labels",
+        "dropout_rate",
+        "attention_dropout_rate",
+        "classifier_dropout_rate",
+    ):
         shapes.pop(name)
     # Metadata options, checked by the config and HF tests above.
-    for name in ("id_to_label", "label_to_id", "pad_token_id", "problem_type", "architectures",
-                 "quantization", "extra"):
+    for name in (
+        "id_to_label",
+        "label_to_id",
+        "pad_token_id",
+        "problem_type",
+        "architectures",
+        "quantization",
+        "extra",
+    ):
         shapes.pop(name)
     assert not shapes, f"options without a test: {list(shapes)}"
 
@@ -143,3 +219,17 @@ def test_every_hf_name_is_a_field():
     names = {f.name for f in dataclasses.fields(AlbertConfig)}
     assert all(ours in names for ours, _ in HF_NAMES)
     assert len({hf for _, hf in HF_NAMES}) == len(HF_NAMES)
+
+
+def test_optimised_blas_was_preloaded_for_this_session():
+    """conftest imports mlx_albert before mlx.core, so the suite runs on the fast BLAS when one is
+    installed (CI installs OpenBLAS or MKL); where none is, there is nothing to check."""
+    import glob
+    import os
+    import sys
+
+    import mlx_albert._blas as blas
+
+    candidates = [p for pattern in blas._CANDIDATES for p in glob.glob(pattern)]
+    if candidates and sys.platform.startswith("linux") and os.environ.get("MLX_ALBERT_BLAS") is None:
+        assert blas.loaded in candidates

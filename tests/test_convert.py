@@ -14,8 +14,15 @@ import mlx_albert
 from mlx_albert import AlbertConfig, AlbertForMaskedLM
 from mlx_albert.convert import convert, main
 
-CONFIG = AlbertConfig(vocab_size=256, embedding_size=64, hidden_size=128, num_blocks=2, num_attention_heads=4,
-                      intermediate_size=256, max_positions=32)
+CONFIG = AlbertConfig(
+    vocab_size=256,
+    embedding_size=64,
+    hidden_size=128,
+    num_blocks=2,
+    num_attention_heads=4,
+    intermediate_size=256,
+    max_positions=32,
+)
 IDS = np.random.default_rng(0).integers(5, 256, (2, 12))
 MASK = np.ones_like(IDS)
 MASK[1, 9:] = 0
@@ -154,7 +161,9 @@ def test_hub_repo_id_from_local_cache(hf_folder, reference, tmp_path, monkeypatc
     _fake_cache(tmp_path, "someone/tiny-albert", hf_folder)
     model = mlx_albert.load("someone/tiny-albert", cache_dir=tmp_path)
     assert np.abs(np.array(model(IDS, attention_mask=MASK).logits) - reference).max() == 0
-    convert("someone/tiny-albert", str(tmp_path / "out"), cache_dir=str(tmp_path))  # convert.py takes repo ids too
+    convert(
+        "someone/tiny-albert", str(tmp_path / "out"), cache_dir=str(tmp_path)
+    )  # convert.py takes repo ids too
     assert (tmp_path / "out" / "model.safetensors").exists()
     with pytest.raises(FileNotFoundError, match="not-cached.*offline"):
         mlx_albert.load("someone/not-cached", cache_dir=tmp_path)

@@ -4,27 +4,45 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_albert import AlbertConfig, AlbertForMultipleChoice, AlbertForQuestionAnswering, AlbertModel
-from mlx_albert import AlbertForSequenceClassification, AlbertForTokenClassification
+from mlx_albert import (
+    AlbertConfig,
+    AlbertForMultipleChoice,
+    AlbertForQuestionAnswering,
+    AlbertForSequenceClassification,
+    AlbertForTokenClassification,
+    AlbertModel,
+)
 
 
 @pytest.fixture(scope="module")
 def model():
-    return AlbertModel(AlbertConfig(vocab_size=50, embedding_size=8, hidden_size=16, num_blocks=2,
-                                    num_attention_heads=2, intermediate_size=20, max_positions=16))
+    return AlbertModel(
+        AlbertConfig(
+            vocab_size=50,
+            embedding_size=8,
+            hidden_size=16,
+            num_blocks=2,
+            num_attention_heads=2,
+            intermediate_size=20,
+            max_positions=16,
+        )
+    )
 
 
 IDS = np.array([[2, 5, 9, 3], [2, 7, 3, 0]])
 
 
-@pytest.mark.parametrize("ids, match", [
-    (np.array([[2, 50, 3]]), r"input_ids must be in \[0, 50\).*\[2, 50\]"),
-    (np.array([[2, -1, 3]]), r"input_ids must be in \[0, 50\)"),
-    (np.ones((1, 17), int), "exceeds max_positions=16: truncate"),
-    (np.array([2, 5, 3]), r"shape \(batch, seq\).*input_ids\[None\]"),
-    (np.array([[2.0, 5.0]]), "must hold integers"),
-    (None, "input_ids is required"),
-])
+@pytest.mark.parametrize(
+    "ids, match",
+    [
+        (np.array([[2, 50, 3]]), r"input_ids must be in \[0, 50\).*\[2, 50\]"),
+        (np.array([[2, -1, 3]]), r"input_ids must be in \[0, 50\)"),
+        (np.ones((1, 17), int), "exceeds max_positions=16: truncate"),
+        (np.array([2, 5, 3]), r"shape \(batch, seq\).*input_ids\[None\]"),
+        (np.array([[2.0, 5.0]]), "must hold integers"),
+        (None, "input_ids is required"),
+    ],
+)
 def test_bad_input_ids(model, ids, match):
     with pytest.raises((ValueError, TypeError), match=match):
         model(ids)
@@ -55,14 +73,21 @@ def test_array_types_agree(model):
 def test_padding_does_not_leak(model):
     """Padded positions must not change the real tokens' outputs."""
     short = np.array(model(np.array([[2, 7, 3]])).last_hidden_state)[0]
-    padded = np.array(model(np.array([[2, 7, 3, 0, 0]]), attention_mask=np.array([[1, 1, 1, 0, 0]]))
-                      .last_hidden_state)[0, :3]
+    padded = np.array(
+        model(np.array([[2, 7, 3, 0, 0]]), attention_mask=np.array([[1, 1, 1, 0, 0]])).last_hidden_state
+    )[0, :3]
     assert np.abs(short - padded).max() < 1e-5
 
 
 def test_multiple_choice_rank():
-    config = AlbertConfig(vocab_size=50, embedding_size=8, hidden_size=16, num_blocks=1, num_attention_heads=2,
-                          intermediate_size=20)
+    config = AlbertConfig(
+        vocab_size=50,
+        embedding_size=8,
+        hidden_size=16,
+        num_blocks=1,
+        num_attention_heads=2,
+        intermediate_size=20,
+    )
     mc = AlbertForMultipleChoice(config)
     with pytest.raises(ValueError, match=r"\(batch, num_choices, seq\)"):
         mc(IDS)
@@ -72,8 +97,15 @@ def test_multiple_choice_rank():
 
 
 def test_label_ranges():
-    config = AlbertConfig(vocab_size=50, embedding_size=8, hidden_size=16, num_blocks=1, num_attention_heads=2,
-                          intermediate_size=20, num_labels=3)
+    config = AlbertConfig(
+        vocab_size=50,
+        embedding_size=8,
+        hidden_size=16,
+        num_blocks=1,
+        num_attention_heads=2,
+        intermediate_size=20,
+        num_labels=3,
+    )
     with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
         AlbertForSequenceClassification(config)(IDS, labels=np.array([0, 3]))
     with pytest.raises(ValueError, match=r"labels must be in \[0, 3\) or -100"):

@@ -7,9 +7,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from conftest import MODES, case_folder, get_case
+from oracle import ARCHITECTURES, CONFIGS
 
 import mlx_albert
-from oracle import ARCHITECTURES, CONFIGS
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 LABEL_INPUTS = ("labels", "sentence_order_label", "start_positions", "end_positions")
@@ -56,8 +56,15 @@ def test_matches_transformers(name, arch, mode, tmp_path):
         assert_loss_close("loss_multi", multi.loss, case["outputs"]["loss_multi"])
         reg_model = mlx_albert.load(case_folder(case, tmp_path / "reg", regression=True))
         reg = reg_model(**base, labels=case["inputs"]["labels_regression"])
-        compare(reg, {k.removeprefix("regression."): v for k, v in case["outputs"].items()
-                      if k.startswith("regression.")}, "regression.")
+        compare(
+            reg,
+            {
+                k.removeprefix("regression."): v
+                for k, v in case["outputs"].items()
+                if k.startswith("regression.")
+            },
+            "regression.",
+        )
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
@@ -67,7 +74,11 @@ def test_defaults_match_explicit_inputs(arch, tmp_path):
     model = mlx_albert.load(case_folder(case, tmp_path))
     ids = case["inputs"]["input_ids"]
     implicit = model(ids)
-    explicit = model(ids, attention_mask=np.ones_like(ids), token_type_ids=np.zeros_like(ids),
-                     position_ids=np.broadcast_to(np.arange(ids.shape[-1]), ids.shape))
+    explicit = model(
+        ids,
+        attention_mask=np.ones_like(ids),
+        token_type_ids=np.zeros_like(ids),
+        position_ids=np.broadcast_to(np.arange(ids.shape[-1]), ids.shape),
+    )
     for key in implicit.keys():
         assert np.array_equal(np.array(implicit[key]), np.array(explicit[key])), key

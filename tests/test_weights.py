@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from conftest import case_folder, get_case, needs_torch, write_hf_folder
 from mlx.utils import tree_flatten
+from oracle import ARCHITECTURES as HF_ARCHITECTURES
 from safetensors.numpy import save_file
 
 import mlx_albert
 from mlx_albert import ARCHITECTURES, AlbertConfig
 from mlx_albert.weights import atomic_write, hf_to_mlx, mlx_to_hf
-from oracle import ARCHITECTURES as HF_ARCHITECTURES
 
 
 @pytest.mark.parametrize("arch", HF_ARCHITECTURES)
@@ -32,8 +32,18 @@ def test_every_checkpoint_key_maps_once_and_round_trips(arch, tmp_path):
 
 @pytest.mark.parametrize("cls", ARCHITECTURES.values())
 def test_every_parameter_has_a_transformers_name(cls):
-    model = cls(AlbertConfig(vocab_size=40, embedding_size=8, hidden_size=16, num_blocks=4, num_groups=2,
-                             block_depth=2, num_attention_heads=2, intermediate_size=12))
+    model = cls(
+        AlbertConfig(
+            vocab_size=40,
+            embedding_size=8,
+            hidden_size=16,
+            num_blocks=4,
+            num_groups=2,
+            block_depth=2,
+            num_attention_heads=2,
+            intermediate_size=12,
+        )
+    )
     names = dict(tree_flatten(model.parameters()))
     assert hf_to_mlx(mlx_to_hf(names))[0].keys() == names.keys()
 
@@ -90,7 +100,9 @@ def test_config_weight_shape_mismatch(folder):
     config = json.loads((folder / "config.json").read_text())
     config["intermediate_size"] = 99
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=r"shape mismatches: .*ffn\.weight: checkpoint \(24, 16\) vs model \(99, 16\)"):
+    with pytest.raises(
+        ValueError, match=r"shape mismatches: .*ffn\.weight: checkpoint \(24, 16\) vs model \(99, 16\)"
+    ):
         mlx_albert.load(folder)
 
 
@@ -102,7 +114,10 @@ def test_num_labels_override_mismatch_names_the_fix(folder):
 def test_unexpected_and_missing_backbone_weights(folder, tmp_path):
     case = get_case("factorised", "AlbertForSequenceClassification", "golden")
     weights = {k: v for k, v in case["weights"].items() if not k.startswith("regression.")}
-    extra = dict(weights, **{"albert.encoder.albert_layer_groups.1.albert_layers.0.ffn.weight": np.zeros((24, 16), np.float32)})
+    extra = dict(
+        weights,
+        **{"albert.encoder.albert_layer_groups.1.albert_layers.0.ffn.weight": np.zeros((24, 16), np.float32)},
+    )
     write_hf_folder(tmp_path / "extra", case["hf_config"], extra)
     with pytest.raises(ValueError, match=r"not in the model: \['albert\.encoder\.groups\.1"):
         mlx_albert.load(tmp_path / "extra")
@@ -123,8 +138,10 @@ def test_base_checkpoint_into_head_initialises_the_head(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         head = mlx_albert.load(folder, "for_sequence_classification")
     assert "newly initialised" in caplog.text and "classifier.weight" in caplog.text
-    assert np.array_equal(np.array(head.albert.encoder.embedding_projection.weight),
-                          np.array(base.encoder.embedding_projection.weight))
+    assert np.array_equal(
+        np.array(head.albert.encoder.embedding_projection.weight),
+        np.array(base.encoder.embedding_projection.weight),
+    )
     std = float(np.array(head.classifier.weight).std())
     assert 0.01 < std < 0.03  # N(0, initializer_scale=0.02)
     # And a head checkpoint loads into the bare model, dropping the head (with a warning).
@@ -133,8 +150,10 @@ def test_base_checkpoint_into_head_initialises_the_head(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         again = mlx_albert.load(tmp_path / "head", "base")
     assert "not used" in caplog.text
-    assert np.allclose(np.array(again(case["inputs"]["input_ids"]).last_hidden_state),
-                       np.array(base(case["inputs"]["input_ids"]).last_hidden_state))
+    assert np.allclose(
+        np.array(again(case["inputs"]["input_ids"]).last_hidden_state),
+        np.array(base(case["inputs"]["input_ids"]).last_hidden_state),
+    )
 
 
 def test_sharded_safetensors(tmp_path):
@@ -151,8 +170,10 @@ def test_sharded_safetensors(tmp_path):
     model = mlx_albert.load(tmp_path)
     out = model(**{k: case["inputs"][k] for k in ("input_ids", "attention_mask")})
     single = mlx_albert.load(case_folder(case, tmp_path / "single"))
-    assert np.array_equal(np.array(out.logits),
-                          np.array(single(**{k: case["inputs"][k] for k in ("input_ids", "attention_mask")}).logits))
+    assert np.array_equal(
+        np.array(out.logits),
+        np.array(single(**{k: case["inputs"][k] for k in ("input_ids", "attention_mask")}).logits),
+    )
     (tmp_path / "model-00002-of-00002.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="00002"):
         mlx_albert.load(tmp_path)
@@ -167,7 +188,9 @@ def test_pytorch_bin(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(case["hf_config"]))
     torch.save({k: torch.tensor(v) for k, v in case["weights"].items()}, tmp_path / "pytorch_model.bin")
     model = mlx_albert.load(tmp_path)
-    out = model(**{k: case["inputs"][k] for k in ("input_ids", "attention_mask", "token_type_ids", "position_ids")})
+    out = model(
+        **{k: case["inputs"][k] for k in ("input_ids", "attention_mask", "token_type_ids", "position_ids")}
+    )
     assert np.abs(np.array(out.logits) - case["outputs"]["logits"]).max() < 1e-4
 
 
@@ -177,8 +200,13 @@ def test_pytorch_bin_without_torch(tmp_path, monkeypatch):
     (tmp_path / "config.json").write_text(json.dumps(case["hf_config"]))
     (tmp_path / "pytorch_model.bin").write_bytes(b"PK")
     real_import = builtins.__import__
-    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError())
-                        if name == "torch" else real_import(name, *a, **k))
+    monkeypatch.setattr(
+        builtins,
+        "__import__",
+        lambda name, *a, **k: (
+            (_ for _ in ()).throw(ImportError()) if name == "torch" else real_import(name, *a, **k)
+        ),
+    )
     with pytest.raises(ImportError, match="needs torch"):
         mlx_albert.load(tmp_path)
 

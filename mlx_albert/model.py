@@ -32,6 +32,8 @@ class AlbertEmbeddings(nn.Module):
 
 
 class AlbertAttention(nn.Module):
+    SCORES_BUDGET = 64 * 2**20  # bytes of attention scores per chunk on the explicit path
+
     def __init__(self, config: AlbertConfig):
         super().__init__()
         h = config.hidden_size
@@ -56,9 +58,16 @@ class AlbertAttention(nn.Module):
         # with a slow exp, so there the explicit path with our softmax is faster.
         explicit = return_weights or (self.training and self.attention_dropout_rate > 0)
         if explicit or mx.default_device() == mx.cpu:
-            scores = (q * self.scale) @ k.transpose(0, 1, 3, 2) + bias  # (B, nh, L, L)
-            weights = softmax(scores).astype(v.dtype)
-            context = self.attention_dropout(weights) @ v
+            # Queries in chunks whose scores stay under SCORES_BUDGET bytes (one chunk for usual
+            # sizes), so long batches never hold (B, nh, L, L) at once; weights need it whole.
+            step = L if return_weights else max(1, self.SCORES_BUDGET // (B * self.num_heads * L * 4))
+            k_t = k.transpose(0, 1, 3, 2)
+            parts, weights = [], None
+            for start in range(0, L, step):
+                scores = (q[:, :, start : start + step] * self.scale) @ k_t + bias  # (B, nh, step, L)
+                weights = softmax(scores).astype(v.dtype)
+                parts.append(self.attention_dropout(weights) @ v)
+            context = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=2)
             weights = weights if return_weights else None
         else:
             weights = None

@@ -114,3 +114,16 @@ def test_label_ranges():
         AlbertForSequenceClassification(config)(IDS, labels=np.array([0.0, 1.0]))
     with pytest.raises(ValueError, match="num_labels=2"):
         AlbertForQuestionAnswering(config)
+
+
+def test_chunked_attention_equals_whole(model, monkeypatch):
+    """Long inputs split queries into chunks on the explicit path; the result must not change."""
+    from mlx_albert.model import AlbertAttention
+
+    ids = np.random.default_rng(0).integers(0, 50, (2, 13))
+    mask = np.ones_like(ids)
+    mask[1, 9:] = 0
+    whole = np.array(model(ids, attention_mask=mask).last_hidden_state)
+    monkeypatch.setattr(AlbertAttention, "SCORES_BUDGET", 2 * 2 * 13 * 4 * 3)  # 3 queries a chunk
+    chunked = np.array(model(ids, attention_mask=mask).last_hidden_state)
+    assert np.abs(whole - chunked).max() < 1e-6

@@ -78,11 +78,11 @@ def case_folder(case: dict, folder: Path, regression: bool = False) -> Path:
     return write_hf_folder(folder, config, weights)
 
 
-@pytest.fixture
-def tiny_config():
+def tiny_config(**changes):
+    """A few-thousand-parameter AlbertConfig for tests that need no reference numbers."""
     from mlx_albert import AlbertConfig
 
-    return AlbertConfig(
+    base = dict(
         vocab_size=50,
         embedding_size=8,
         hidden_size=16,
@@ -91,3 +91,4 @@ def tiny_config():
         intermediate_size=20,
         max_positions=16,
     )
+    return AlbertConfig(**{**base, **changes})

@@ -3,9 +3,9 @@
 import mlx.core as mx
 import numpy as np
 import pytest
+from conftest import tiny_config
 
 from mlx_albert import (
-    AlbertConfig,
     AlbertForMultipleChoice,
     AlbertForQuestionAnswering,
     AlbertForSequenceClassification,
@@ -16,17 +16,7 @@ from mlx_albert import (
 
 @pytest.fixture(scope="module")
 def model():
-    return AlbertModel(
-        AlbertConfig(
-            vocab_size=50,
-            embedding_size=8,
-            hidden_size=16,
-            num_blocks=2,
-            num_attention_heads=2,
-            intermediate_size=20,
-            max_positions=16,
-        )
-    )
+    return AlbertModel(tiny_config())
 
 
 IDS = np.array([[2, 5, 9, 3], [2, 7, 3, 0]])
@@ -80,14 +70,7 @@ def test_padding_does_not_leak(model):
 
 
 def test_multiple_choice_rank():
-    config = AlbertConfig(
-        vocab_size=50,
-        embedding_size=8,
-        hidden_size=16,
-        num_blocks=1,
-        num_attention_heads=2,
-        intermediate_size=20,
-    )
+    config = tiny_config(num_blocks=1)
     mc = AlbertForMultipleChoice(config)
     with pytest.raises(ValueError, match=r"\(batch, num_choices, seq\)"):
         mc(IDS)
@@ -97,15 +80,7 @@ def test_multiple_choice_rank():
 
 
 def test_label_ranges():
-    config = AlbertConfig(
-        vocab_size=50,
-        embedding_size=8,
-        hidden_size=16,
-        num_blocks=1,
-        num_attention_heads=2,
-        intermediate_size=20,
-        num_labels=3,
-    )
+    config = tiny_config(num_blocks=1, num_labels=3)
     with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
         AlbertForSequenceClassification(config)(IDS, labels=np.array([0, 3]))
     with pytest.raises(ValueError, match=r"labels must be in \[0, 3\) or -100"):

@@ -18,6 +18,7 @@ from .heads import (  # noqa: E402
 )
 from .model import AlbertModel  # noqa: E402
 from .pretrained import load  # noqa: E402
+from .tokenizer import AlbertTokenizer  # noqa: E402
 
 __all__ = [
     "AlbertConfig",
@@ -28,6 +29,7 @@ __all__ = [
     "AlbertForQuestionAnswering",
     "AlbertForMultipleChoice",
     "AlbertForPreTraining",
+    "AlbertTokenizer",
     "ARCHITECTURES",
     "load",
     "__version__",

@@ -139,3 +139,41 @@ def make_case(name: str, arch: str, seed: int = 0) -> dict:
     config.architectures = [arch]  # as save_pretrained writes it
     config.problem_type = None  # undo the loss calls' caching
     return dict(hf_config=config.to_dict(), weights=weights, inputs=inputs, outputs=outputs)
+
+
+# Tokenizer corpus: accents, curly quotes, CJK, emoji, tabs/newlines, repeated spaces, empty, long.
+TEXTS = [
+    "The cat likes [MASK] every morning.",
+    "  Héllo   wörld\t\nnew line ``quoted'' “curly” ‘single’",
+    "",
+    "日本語のテキスト 😀 emoji",
+    "1,000,000 numbers, 12, 3.5",
+    "CAFÉ naïve façade Ångström",
+    "the river " * 40,
+]
+PAIRS = [
+    ("Where is the cat?", "The cat is in the garden near the station."),
+    ("", "only the second"),
+    ("a small bird " * 10, "paints the house " * 10),
+]
+
+
+def tokenizer_case(folder) -> dict:
+    """transformers' AlbertTokenizer on TEXTS and PAIRS: ids, types, truncation and padding."""
+    import transformers
+
+    tok = transformers.AlbertTokenizer.from_pretrained(folder)
+    kw = dict(return_token_type_ids=True)
+    return dict(
+        single=[tok(t, **kw)["input_ids"] for t in TEXTS],
+        pairs=[tok(a, b, **kw) for a, b in PAIRS],
+        truncated=tok(
+            [a for a, _ in PAIRS],
+            [b for _, b in PAIRS],
+            truncation=True,
+            max_length=16,
+            padding="max_length",
+            **kw,
+        ),
+        decoded=[tok.decode(tok(t)["input_ids"]) for t in TEXTS],
+    )

@@ -1,0 +1,230 @@
+"""ALBERT's tokenizer on the `tokenizers` package: read from tokenizer.json, or built from a
+SentencePiece spiece.model exactly as transformers' AlbertTokenizer builds it (no sentencepiece
+or protobuf needed: the model file's few fields are read directly)."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers.models import Unigram
+
+SPECIAL_TOKENS = {
+    "pad_token": "<pad>",
+    "unk_token": "<unk>",
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "mask_token": "[MASK]",
+}
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _fields(buf: bytes):
+    """(field number, value) of a protobuf message: ints, bytes, or float for 32-bit fields."""
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 1:
+            value, pos = buf[pos : pos + 8], pos + 8
+        elif wire == 2:
+            size, pos = _varint(buf, pos)
+            value, pos = buf[pos : pos + size], pos + size
+        elif wire == 5:
+            value, pos = struct.unpack("<f", buf[pos : pos + 4])[0], pos + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        yield field, value
+
+
+def read_spiece(path: str | os.PathLike) -> tuple[list[tuple[str, float]], bytes]:
+    """(piece, score) pairs and the normaliser's precompiled charsmap of a SentencePiece model."""
+    try:
+        pieces, charsmap = [], b""
+        for field, value in _fields(Path(path).read_bytes()):
+            if field == 1:  # ModelProto.pieces: {1: piece, 2: score}
+                entry = dict(_fields(value))
+                pieces.append((entry.get(1, b"").decode("utf-8"), float(entry.get(2, 0.0))))
+            elif field == 3:  # ModelProto.normalizer_spec: {2: precompiled_charsmap}
+                charsmap = dict(_fields(value)).get(2, b"")
+    except (IndexError, struct.error, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{path} is not a valid SentencePiece model ({e}); re-download it") from None
+    if not pieces:
+        raise ValueError(f"{path} holds no SentencePiece vocabulary; re-download it")
+    return pieces, charsmap
+
+
+def build_from_spiece(path, do_lower_case: bool = True, keep_accents: bool = False) -> Tokenizer:
+    """transformers' AlbertTokenizer pipeline on a spiece.model."""
+    pieces, charsmap = read_spiece(path)
+    # As transformers' AlbertConverter: pieces like "1," are pushed down so numbers keep commas apart.
+    vocab = [(p, s - 100 if len(p) >= 2 and p[-1] == "," and p[-2].isdigit() else s) for p, s in pieces]
+    ids = {p: i for i, (p, _) in enumerate(vocab)}
+    if SPECIAL_TOKENS["unk_token"] not in ids:
+        raise ValueError(f"{path} has no {SPECIAL_TOKENS['unk_token']} piece: not an ALBERT vocabulary")
+    tok = Tokenizer(Unigram(vocab, unk_id=ids[SPECIAL_TOKENS["unk_token"]], byte_fallback=False))
+    steps = [normalizers.Replace("``", '"'), normalizers.Replace("''", '"')]
+    if not keep_accents:
+        steps += [normalizers.NFKD(), normalizers.StripAccents()]
+    if do_lower_case:
+        steps.append(normalizers.Lowercase())
+    if charsmap:
+        steps.append(normalizers.Precompiled(charsmap))
+    steps.append(normalizers.Replace(Regex(" {2,}"), " "))
+    tok.normalizer = normalizers.Sequence(steps)
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")]
+    )
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0",
+        pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[(t, ids[t]) for t in ("[CLS]", "[SEP]")],
+    )
+    tok.add_special_tokens([t for t in SPECIAL_TOKENS.values() if t in ids])
+    return tok
+
+
+class AlbertTokenizer:
+    """A `tokenizers.Tokenizer` with ALBERT's special tokens and transformers' call semantics."""
+
+    def __init__(self, tokenizer: Tokenizer, model_max_length: int = 512, config: dict | None = None):
+        self.tokenizer = tokenizer
+        self.model_max_length = model_max_length
+        self.config = dict(config or {})
+        for name, token in SPECIAL_TOKENS.items():
+            setattr(self, name, self.config.get(name, token))
+            setattr(self, f"{name}_id", tokenizer.token_to_id(getattr(self, name)))
+
+    @classmethod
+    def from_pretrained(
+        cls, path_or_repo_id, revision: str | None = None, cache_dir=None
+    ) -> "AlbertTokenizer":
+        """Reads tokenizer.json, or builds the tokenizer from spiece.model (+ tokenizer_config.json)."""
+        from .pretrained import resolve
+
+        folder = resolve(path_or_repo_id, revision, cache_dir)
+        config_path = folder / "tokenizer_config.json"
+        config = json.loads(config_path.read_text()) if config_path.exists() else {}
+        config = {k: v["content"] if isinstance(v, dict) and "content" in v else v for k, v in config.items()}
+        if (folder / "tokenizer.json").exists():
+            tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        elif (folder / "spiece.model").exists():
+            tokenizer = build_from_spiece(
+                folder / "spiece.model", config.get("do_lower_case", True), config.get("keep_accents", False)
+            )
+        else:
+            raise FileNotFoundError(
+                f"no tokenizer in {folder}: expected tokenizer.json or spiece.model "
+                "(copy them from the original checkpoint)"
+            )
+        max_length = config.get("model_max_length")
+        return cls(
+            tokenizer, int(max_length) if isinstance(max_length, int) and max_length < 1e9 else 512, config
+        )
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def __call__(
+        self,
+        text: str | list[str],
+        text_pair: str | list[str] | None = None,
+        padding: bool | str = False,
+        truncation: bool | str = False,
+        max_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        return_tensors: str | None = None,
+    ) -> dict:
+        """Encodes one text (or pair) or a batch, as transformers' tokenizer call.
+
+        padding: False, True/"longest" or "max_length"; truncation: False or True/"longest_first"
+        ("only_first"/"only_second" also accepted); return_tensors: None (lists), "np" or "mlx".
+        """
+        single = isinstance(text, str)
+        texts = [text] if single else list(text)
+        pairs = (
+            None if text_pair is None else ([text_pair] if isinstance(text_pair, str) else list(text_pair))
+        )
+        if not all(isinstance(t, str) for t in texts + (pairs or [])):
+            raise TypeError("texts must be strings (or lists of strings)")
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(pairs)} text pairs")
+        limit = max_length or self.model_max_length
+        tok = self.tokenizer
+        tok.no_truncation()
+        tok.no_padding()
+        if truncation:
+            strategy = "longest_first" if truncation is True else truncation
+            tok.enable_truncation(limit, strategy=strategy)
+        if padding:
+            tok.enable_padding(
+                pad_id=self.pad_token_id,
+                pad_token=self.pad_token,
+                length=limit if padding == "max_length" else None,
+                pad_to_multiple_of=pad_to_multiple_of,
+            )
+        try:
+            encodings = tok.encode_batch(texts if pairs is None else list(zip(texts, pairs, strict=True)))
+        finally:
+            tok.no_truncation()
+            tok.no_padding()
+        out = {
+            "input_ids": [e.ids for e in encodings],
+            "token_type_ids": [e.type_ids for e in encodings],
+            "attention_mask": [e.attention_mask for e in encodings],
+        }
+        if return_tensors is not None:
+            if len({len(ids) for ids in out["input_ids"]}) > 1:
+                raise ValueError("sequences have different lengths: pass padding=True to return arrays")
+            arrays = {k: np.array(v, dtype=np.int32) for k, v in out.items()}
+            if return_tensors == "mlx":
+                import mlx.core as mx
+
+                arrays = {k: mx.array(v) for k, v in arrays.items()}
+            elif return_tensors != "np":
+                raise ValueError(f"return_tensors must be None, 'np' or 'mlx', got {return_tensors!r}")
+            return arrays
+        return {k: v[0] for k, v in out.items()} if single else out
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        return self.tokenizer.decode([int(i) for i in np.asarray(ids).reshape(-1)], skip_special_tokens)
+
+    def convert_ids_to_tokens(self, ids) -> list[str]:
+        return [self.tokenizer.id_to_token(int(i)) for i in np.asarray(ids).reshape(-1)]
+
+    def convert_tokens_to_ids(self, tokens: list[str]) -> list[int]:
+        unk = self.unk_token_id
+        return [i if (i := self.tokenizer.token_to_id(t)) is not None else unk for t in tokens]
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Writes tokenizer.json and tokenizer_config.json (each atomically)."""
+        from .weights import atomic_write, write_json
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write(path / "tokenizer.json", lambda tmp: self.tokenizer.save(str(tmp)))
+        config = {
+            **self.config,
+            **{k: getattr(self, k) for k in SPECIAL_TOKENS},
+            "model_max_length": self.model_max_length,
+            "tokenizer_class": "AlbertTokenizer",
+        }
+        write_json(path / "tokenizer_config.json", config)

@@ -1,0 +1,86 @@
+"""AlbertTokenizer: token-for-token equal to transformers' AlbertTokenizer on the tiny checkpoint's
+SentencePiece model (live, and against golden/tokenizer.json), plus files and errors."""
+
+import json
+import shutil
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from conftest import GOLDEN, MODES
+from oracle import PAIRS, TEXTS, tokenizer_case
+
+import mlx_albert
+from mlx_albert.tokenizer import AlbertTokenizer, read_spiece
+
+TINY = Path(__file__).parent.parent / "models" / "tiny-albert"
+
+
+@pytest.fixture(scope="module")
+def spm_only(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("spm")
+    for name in ("spiece.model", "tokenizer_config.json"):
+        shutil.copy(TINY / name, folder / name)
+    return folder
+
+
+def expected(mode, folder):
+    return tokenizer_case(folder) if mode == "live" else json.loads((GOLDEN / "tokenizer.json").read_text())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_matches_transformers(mode, spm_only):
+    ref = expected(mode, spm_only)
+    tok = AlbertTokenizer.from_pretrained(spm_only)
+    assert [tok(t)["input_ids"] for t in TEXTS] == ref["single"]
+    for (a, b), r in zip(PAIRS, ref["pairs"], strict=True):
+        out = tok(a, b)
+        assert out["input_ids"] == r["input_ids"] and out["token_type_ids"] == r["token_type_ids"]
+    batch = tok(
+        [a for a, _ in PAIRS], [b for _, b in PAIRS], truncation=True, max_length=16, padding="max_length"
+    )
+    for key in ("input_ids", "token_type_ids", "attention_mask"):
+        assert batch[key] == ref["truncated"][key], key
+    assert [tok.decode(tok(t)["input_ids"]) for t in TEXTS] == ref["decoded"]
+
+
+def test_save_and_reload(spm_only, tmp_path):
+    tok = AlbertTokenizer.from_pretrained(spm_only)
+    tok.save_pretrained(tmp_path)
+    again = AlbertTokenizer.from_pretrained(tmp_path)  # now from tokenizer.json
+    assert (tmp_path / "tokenizer.json").exists()
+    assert [again(t)["input_ids"] for t in TEXTS] == [tok(t)["input_ids"] for t in TEXTS]
+    assert again.mask_token_id == tok.mask_token_id == 4
+
+
+def test_arrays_padding_and_model(spm_only):
+    tok = AlbertTokenizer.from_pretrained(spm_only)
+    batch = tok(["The cat likes [MASK].", "A dog"], padding=True, pad_to_multiple_of=8, return_tensors="mlx")
+    assert isinstance(batch["input_ids"], mx.array) and batch["input_ids"].shape[1] % 8 == 0
+    assert int(batch["attention_mask"][1].sum()) < batch["input_ids"].shape[1]
+    model = mlx_albert.load(TINY)
+    logits = model(**batch).logits
+    assert logits.shape == (*batch["input_ids"].shape, model.config.vocab_size)
+    with pytest.raises(ValueError, match="padding=True"):
+        tok(["a", "a b c d"], return_tensors="np")
+    assert np.array_equal(tok(["a b"], return_tensors="np")["input_ids"], np.array([tok("a b")["input_ids"]]))
+
+
+def test_bad_inputs_and_files(spm_only, tmp_path):
+    tok = AlbertTokenizer.from_pretrained(spm_only)
+    with pytest.raises(TypeError, match="strings"):
+        tok([1, 2])
+    with pytest.raises(ValueError, match="2 texts but 1 text pairs"):
+        tok(["a", "b"], ["c"])
+    with pytest.raises(FileNotFoundError, match="tokenizer.json or spiece.model"):
+        AlbertTokenizer.from_pretrained(tmp_path)
+    (tmp_path / "spiece.model").write_bytes(b"\x0a\xff\xff\xff")
+    with pytest.raises(ValueError, match="not a valid SentencePiece model"):
+        AlbertTokenizer.from_pretrained(tmp_path)
+
+
+def test_reads_every_piece():
+    pieces, charsmap = read_spiece(TINY / "spiece.model")
+    assert [p for p, _ in pieces[:5]] == ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"]
+    assert len(pieces) == mlx_albert.load(TINY).config.vocab_size and len(charsmap) > 0

@@ -218,27 +218,18 @@ def main(argv=None):
     mx.set_default_device(mx.gpu if args.device == "gpu" else mx.cpu)
     tdev = "cuda" if args.device == "gpu" else "cpu"
     impls = [i for i in args.torch.split(",") if i]
+    first_dtype = args.dtypes.split(",")[0]  # quantized and training rows use it
     rows = []
     for shape in args.models.split(","):
         config = config_for(shape)
         for seq in map(int, args.seq.split(",")):
             for batch in map(int, args.batch.split(",")):
                 variants = [(d, None) for d in args.dtypes.split(",")]
-                variants += [(args.dtypes.split(",")[0], int(b)) for b in args.quant.split(",") if b]
+                variants += [(first_dtype, int(b)) for b in args.quant.split(",") if b]
                 for dtype, bits in variants:
                     seconds, peak, bound = mlx_forward(config, batch, seq, dtype, bits, args)
-                    row = dict(
-                        model=shape,
-                        batch=batch,
-                        seq=seq,
-                        dtype=dtype,
-                        quant=bits,
-                        task="forward",
-                        mlx_ms=seconds * 1e3,
-                        tokens_per_s=batch * seq / seconds,
-                        peak_mb=peak / 2**20,
-                        bound_mb=bound / 2**20,
-                    )
+                    row = _row(shape, "forward", batch, seq, dtype, bits, seconds, peak)
+                    row["bound_mb"] = bound / 2**20
                     if bits is None:
                         for impl in impls:
                             row[f"torch_{impl}_ms"] = (
@@ -247,26 +238,29 @@ def main(argv=None):
                     rows.append(row)
                     print(_fmt(row), flush=True)
                 if args.train:
-                    dtype = args.dtypes.split(",")[0]
-                    seconds, peak = mlx_train_step(config, batch, seq, dtype, args)
-                    row = dict(
-                        model=shape,
-                        batch=batch,
-                        seq=seq,
-                        dtype=dtype,
-                        quant=None,
-                        task="train step",
-                        mlx_ms=seconds * 1e3,
-                        tokens_per_s=batch * seq / seconds,
-                        peak_mb=peak / 2**20,
-                    )
+                    seconds, peak = mlx_train_step(config, batch, seq, first_dtype, args)
+                    row = _row(shape, "train step", batch, seq, first_dtype, None, seconds, peak)
                     if impls:
                         row["torch_eager_ms"] = (
-                            run_torch(config, batch, seq, dtype, "eager", tdev, args, True) * 1e3
+                            run_torch(config, batch, seq, first_dtype, "eager", tdev, args, True) * 1e3
                         )
                     rows.append(row)
                     print(_fmt(row), flush=True)
     write(rows, args)
+
+
+def _row(model, task, batch, seq, dtype, bits, seconds, peak) -> dict:
+    return dict(
+        model=model,
+        batch=batch,
+        seq=seq,
+        dtype=dtype,
+        quant=bits,
+        task=task,
+        mlx_ms=seconds * 1e3,
+        tokens_per_s=batch * seq / seconds,
+        peak_mb=peak / 2**20,
+    )
 
 
 def _fmt(row):

@@ -10,7 +10,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers import Encoding, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import Unigram
 
 SPECIAL_TOKENS = {
@@ -143,23 +143,20 @@ class AlbertTokenizer:
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size()
 
-    def __call__(
+    def encode(
         self,
         text: str | list[str],
         text_pair: str | list[str] | None = None,
         padding: bool | str = False,
         truncation: bool | str = False,
         max_length: int | None = None,
+        stride: int = 0,
         pad_to_multiple_of: int | None = None,
-        return_tensors: str | None = None,
-    ) -> dict:
-        """Encodes one text (or pair) or a batch, as transformers' tokenizer call.
-
-        padding: False, True/"longest" or "max_length"; truncation: False or True/"longest_first"
-        ("only_first"/"only_second" also accepted); return_tensors: None (lists), "np" or "mlx".
-        """
-        single = isinstance(text, str)
-        texts = [text] if single else list(text)
+        return_overflowing_tokens: bool = False,
+    ) -> tuple[list[Encoding], list[int]]:
+        """`tokenizers` Encodings of a batch (overflow windows flattened after their text) and, for each,
+        the index of the text it came from. Arguments as `__call__`."""
+        texts = [text] if isinstance(text, str) else list(text)
         pairs = (
             None if text_pair is None else ([text_pair] if isinstance(text_pair, str) else list(text_pair))
         )
@@ -167,30 +164,89 @@ class AlbertTokenizer:
             raise TypeError("texts must be strings (or lists of strings)")
         if pairs is not None and len(pairs) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(pairs)} text pairs")
+        if stride and not (truncation and return_overflowing_tokens):
+            raise ValueError("stride needs truncation=True and return_overflowing_tokens=True")
         limit = max_length or self.model_max_length
         tok = self.tokenizer
         tok.no_truncation()
         tok.no_padding()
-        if truncation:
-            strategy = "longest_first" if truncation is True else truncation
-            tok.enable_truncation(limit, strategy=strategy)
-        if padding:
-            tok.enable_padding(
-                pad_id=self.pad_token_id,
-                pad_token=self.pad_token,
-                length=limit if padding == "max_length" else None,
-                pad_to_multiple_of=pad_to_multiple_of,
-            )
         try:
-            encodings = tok.encode_batch(texts if pairs is None else list(zip(texts, pairs, strict=True)))
+            if truncation:
+                strategy = "longest_first" if truncation is True else truncation
+                try:
+                    tok.enable_truncation(limit, stride=stride, strategy=strategy)
+                except Exception as e:  # tokenizers raises a bare Exception for a bad stride
+                    raise ValueError(
+                        f"cannot truncate to max_length={limit} with stride={stride}: {e}"
+                    ) from None
+            if padding:
+                tok.enable_padding(
+                    pad_id=self.pad_token_id,
+                    pad_token=self.pad_token,
+                    length=limit if padding == "max_length" else None,
+                    pad_to_multiple_of=pad_to_multiple_of,
+                )
+            try:
+                encodings = tok.encode_batch(texts if pairs is None else list(zip(texts, pairs, strict=True)))
+            except Exception as e:  # e.g. a question too long to leave room for any context
+                raise ValueError(f"cannot tokenize with max_length={limit}: {e}") from None
         finally:
             tok.no_truncation()
             tok.no_padding()
+        flat, sample = [], []
+        for i, e in enumerate(encodings):
+            windows = [e, *e.overflowing] if return_overflowing_tokens else [e]
+            flat += windows
+            sample += [i] * len(windows)
+        if padding and return_overflowing_tokens:  # windows of other texts may be longer than the text
+            width = max(len(e.ids) for e in flat)
+            for e in flat:
+                e.pad(width, pad_id=self.pad_token_id, pad_token=self.pad_token)
+        return flat, sample
+
+    def __call__(
+        self,
+        text: str | list[str],
+        text_pair: str | list[str] | None = None,
+        padding: bool | str = False,
+        truncation: bool | str = False,
+        max_length: int | None = None,
+        stride: int = 0,
+        pad_to_multiple_of: int | None = None,
+        return_overflowing_tokens: bool = False,
+        return_offsets_mapping: bool = False,
+        return_special_tokens_mask: bool = False,
+        return_tensors: str | None = None,
+    ) -> dict:
+        """Encodes one text (or pair) or a batch, as transformers' tokenizer call.
+
+        padding: False, True/"longest" or "max_length"; truncation: False, True/"longest_first",
+        "only_first" or "only_second"; stride: tokens shared by consecutive overflow windows
+        (with return_overflowing_tokens, which adds "overflow_to_sample_mapping");
+        return_tensors: None (lists), "np" or "mlx".
+        """
+        single = isinstance(text, str)
+        encodings, sample = self.encode(
+            text,
+            text_pair,
+            padding,
+            truncation,
+            max_length,
+            stride,
+            pad_to_multiple_of,
+            return_overflowing_tokens,
+        )
         out = {
             "input_ids": [e.ids for e in encodings],
             "token_type_ids": [e.type_ids for e in encodings],
             "attention_mask": [e.attention_mask for e in encodings],
         }
+        if return_special_tokens_mask:
+            out["special_tokens_mask"] = [e.special_tokens_mask for e in encodings]
+        if return_offsets_mapping:
+            out["offset_mapping"] = [e.offsets for e in encodings]
+        if return_overflowing_tokens:
+            out["overflow_to_sample_mapping"] = sample
         if return_tensors is not None:
             if len({len(ids) for ids in out["input_ids"]}) > 1:
                 raise ValueError("sequences have different lengths: pass padding=True to return arrays")
@@ -202,7 +258,9 @@ class AlbertTokenizer:
             elif return_tensors != "np":
                 raise ValueError(f"return_tensors must be None, 'np' or 'mlx', got {return_tensors!r}")
             return arrays
-        return {k: v[0] for k, v in out.items()} if single else out
+        if single and not return_overflowing_tokens:
+            return {k: v[0] for k, v in out.items()}
+        return out
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         return self.tokenizer.decode([int(i) for i in np.asarray(ids).reshape(-1)], skip_special_tokens)

@@ -166,14 +166,32 @@ def tokenizer_case(folder) -> dict:
     kw = dict(return_token_type_ids=True)
     return dict(
         single=[tok(t, **kw)["input_ids"] for t in TEXTS],
-        pairs=[tok(a, b, **kw) for a, b in PAIRS],
-        truncated=tok(
-            [a for a, _ in PAIRS],
-            [b for _, b in PAIRS],
-            truncation=True,
-            max_length=16,
-            padding="max_length",
-            **kw,
+        pairs=[dict(tok(a, b, **kw)) for a, b in PAIRS],
+        truncated=dict(
+            tok(
+                [a for a, _ in PAIRS],
+                [b for _, b in PAIRS],
+                truncation=True,
+                max_length=16,
+                padding="max_length",
+                **kw,
+            )
         ),
         decoded=[tok.decode(tok(t)["input_ids"]) for t in TEXTS],
+        offsets=[tok(t, return_offsets_mapping=True)["offset_mapping"] for t in TEXTS],
+        windows={
+            strategy: tok(
+                [a for a, _ in PAIRS],
+                [b for _, b in PAIRS],
+                truncation=strategy,
+                max_length=96 if strategy == "only_second" else 40,
+                stride=5,
+                padding=True,
+                return_overflowing_tokens=True,
+                return_offsets_mapping=True,
+                return_special_tokens_mask=True,
+                **kw,
+            ).data
+            for strategy in ("only_second", "longest_first")
+        },
     )

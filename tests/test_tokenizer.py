@@ -84,3 +84,45 @@ def test_reads_every_piece():
     pieces, charsmap = read_spiece(TINY / "spiece.model")
     assert [p for p, _ in pieces[:5]] == ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"]
     assert len(pieces) == mlx_albert.load(TINY).config.vocab_size and len(charsmap) > 0
+
+
+def _lists(x):
+    return [_lists(v) for v in x] if isinstance(x, list | tuple) else x
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_offsets_and_overflow_windows_match_transformers(mode, spm_only):
+    ref = expected(mode, spm_only)
+    tok = AlbertTokenizer.from_pretrained(spm_only)
+    assert [_lists(tok(t, return_offsets_mapping=True)["offset_mapping"]) for t in TEXTS] == _lists(
+        ref["offsets"]
+    )
+    for strategy, windows in ref["windows"].items():
+        ours = tok(
+            [a for a, _ in PAIRS],
+            [b for _, b in PAIRS],
+            truncation=strategy,
+            max_length=96 if strategy == "only_second" else 40,
+            stride=5,
+            padding=True,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+            return_special_tokens_mask=True,
+        )
+        assert ours.keys() == windows.keys()
+        for key in windows:
+            assert _lists(ours[key]) == _lists(windows[key]), (strategy, key)
+
+
+def test_overflow_errors(spm_only):
+    tok = AlbertTokenizer.from_pretrained(spm_only)
+    with pytest.raises(ValueError, match="stride needs truncation=True and return_overflowing_tokens"):
+        tok("a b c", stride=2)
+    with pytest.raises(ValueError, match="cannot tokenize with max_length=8"):  # question fills the window
+        tok(
+            "a long question with many words",
+            "ctx",
+            truncation="only_second",
+            max_length=8,
+            return_overflowing_tokens=True,
+        )

@@ -1,0 +1,92 @@
+"""Task pipelines on raw text, with the arguments and outputs of transformers' pipelines.
+
+Each task is a function `task(model, tokenizer, inputs, **options)`; `pipeline(task, path)` loads a
+checkpoint and its tokenizer once and returns a callable, as `transformers.pipeline` does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from ..tokenizer import AlbertTokenizer
+from .classification import text_classification, token_classification
+from .embeddings import embed, feature_extraction, similarity
+from .fill_mask import fill_mask
+from .multiple_choice import multiple_choice
+from .question_answering import question_answering
+
+# task name -> (function, architecture it needs)
+TASKS: dict[str, tuple[Callable, str]] = {
+    "fill-mask": (fill_mask, "for_masked_language_modeling"),
+    "text-classification": (text_classification, "for_sequence_classification"),
+    "token-classification": (token_classification, "for_token_classification"),
+    "question-answering": (question_answering, "for_question_answering"),
+    "multiple-choice": (multiple_choice, "for_multiple_choice"),
+    "feature-extraction": (feature_extraction, "base"),
+    "embed": (embed, "base"),
+}
+ALIASES = {
+    "sentiment-analysis": "text-classification",
+    "ner": "token-classification",
+    "qa": "question-answering",
+}
+
+
+class Pipeline:
+    """A model, its tokenizer and default options for one task: `pipe(inputs, **options)`."""
+
+    def __init__(self, task: str, model, tokenizer: AlbertTokenizer, **defaults):
+        self.task, self.model, self.tokenizer, self.defaults = task, model, tokenizer, defaults
+        self.function = TASKS[task][0]
+
+    def __call__(self, inputs=None, **options):
+        return self.function(self.model, self.tokenizer, inputs, **{**self.defaults, **options})
+
+    def __repr__(self) -> str:
+        return f"Pipeline(task={self.task!r}, model={type(self.model).__name__})"
+
+
+def pipeline(
+    task: str, model: str | os.PathLike | object, tokenizer: AlbertTokenizer | None = None, **defaults
+) -> Pipeline:
+    """Builds a pipeline for `task` ("fill-mask", "text-classification", "token-classification"/"ner",
+    "question-answering", "multiple-choice", "feature-extraction", "embed").
+
+    Args:
+        model: a checkpoint folder or Hub repo id (loaded with the task's architecture), or a model.
+        tokenizer: default: the checkpoint's own (a model object needs one passed).
+        **defaults: options for every call, e.g. top_k=3, batch_size=32; `dtype`, `revision` and
+            `cache_dir` go to loading instead.
+    """
+    task = ALIASES.get(task, task)
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; use one of {sorted(TASKS) + sorted(ALIASES)}")
+    load_options = {k: defaults.pop(k) for k in ("dtype", "revision", "cache_dir") if k in defaults}
+    if isinstance(model, str | os.PathLike):
+        from ..pretrained import load
+
+        path = model
+        model = load(path, TASKS[task][1], **load_options)
+        if tokenizer is None:
+            tokenizer = AlbertTokenizer.from_pretrained(
+                path, load_options.get("revision"), load_options.get("cache_dir")
+            )
+    elif tokenizer is None:
+        raise ValueError("pass tokenizer= along with a model object (or give a checkpoint path instead)")
+    return Pipeline(task, model, tokenizer, **defaults)
+
+
+__all__ = [
+    "TASKS",
+    "Pipeline",
+    "pipeline",
+    "fill_mask",
+    "text_classification",
+    "token_classification",
+    "question_answering",
+    "multiple_choice",
+    "feature_extraction",
+    "embed",
+    "similarity",
+]

@@ -1,0 +1,118 @@
+"""Length-bucketed batching shared by the pipelines: sort by length, pad each batch only to its own
+longest (rounded up to a multiple of 8), run the model, hand results back in input order."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+from tokenizers import Encoding
+
+PAD_MULTIPLE = 8
+CHUNK_BATCHES = 64  # inputs are sorted within chunks of batch_size * CHUNK_BATCHES (bounds memory on streams)
+
+
+def max_tokens(model, tokenizer, max_length: int | None = None) -> int:
+    """The longest sequence both the tokenizer settings and the model's position table allow."""
+    return min(max_length or tokenizer.model_max_length, model.config.max_positions)
+
+
+def backbone(model):
+    """The AlbertModel inside a task model (or the model itself)."""
+    return getattr(model, "albert", model)
+
+
+def to_numpy(x: mx.array) -> np.ndarray:
+    return np.array(x.astype(mx.float32) if mx.issubdtype(x.dtype, mx.floating) else x)
+
+
+def dispatch(inputs, is_single: Callable[[Any], bool], run: Callable[[list], list], batch_size: int):
+    """One input -> one result; a list/tuple -> a list; any other iterable -> a generator (streamed)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if is_single(inputs):
+        return run([inputs])[0]
+    chunk = batch_size * CHUNK_BATCHES
+    if isinstance(inputs, list | tuple):
+        if not inputs:
+            raise ValueError("got an empty list of inputs: pass at least one")
+        return [r for i in range(0, len(inputs), chunk) for r in run(list(inputs[i : i + chunk]))]
+    if isinstance(inputs, Iterable) and not isinstance(inputs, str | bytes | dict):
+        return _stream(iter(inputs), run, chunk)
+    raise TypeError(
+        f"unsupported input of type {type(inputs).__name__}: pass a string, a list or an iterable"
+    )
+
+
+def _stream(it: Iterator, run, chunk: int) -> Iterator:
+    while part := list(itertools.islice(it, chunk)):
+        yield from run(part)
+
+
+class Progress:
+    """A one-line progress report on stderr (only when enabled: user-facing loops such as the CLI)."""
+
+    def __init__(self, total: int, enabled: bool, label: str = "batches"):
+        self.total, self.enabled, self.label = total, enabled and total > 1, label
+        self.done, self.start = 0, time.perf_counter()
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self.enabled:
+            rate = self.done / max(time.perf_counter() - self.start, 1e-9)
+            end = "\n" if self.done >= self.total else ""
+            print(
+                f"\r{self.label} {self.done}/{self.total} ({rate:.1f}/s)",
+                end=end,
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def run_batches(
+    groups: list[list[Encoding]],
+    forward: Callable[[dict[str, mx.array]], list],
+    pad_id: int,
+    max_positions: int,
+    batch_size: int,
+    progress: bool = False,
+    squeeze: bool = True,
+) -> list:
+    """Runs `forward` over groups of encodings, longest first, `batch_size` groups at a time.
+
+    Each batch is padded to its own longest sequence rounded up to a multiple of 8 (capped at
+    max_positions). `forward` gets {"input_ids", "attention_mask", "token_type_ids"} of shape (B, W),
+    or (B, C, W) for groups of C > 1 encodings when squeeze is False, and returns one result per row.
+    Returns those results in the order of `groups`.
+    """
+    lengths = [max(len(e.ids) for e in g) for g in groups]
+    order = sorted(range(len(groups)), key=lambda i: -lengths[i])
+    results: list = [None] * len(groups)
+    bar = Progress(-(-len(groups) // batch_size), progress)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        width = lengths[rows[0]]
+        width = max(width, min(-(-width // PAD_MULTIPLE) * PAD_MULTIPLE, max_positions))
+        C = len(groups[rows[0]])
+        arrays = {
+            k: np.zeros((len(rows), C, width), np.int32)
+            for k in ("input_ids", "attention_mask", "token_type_ids")
+        }
+        arrays["input_ids"][:] = pad_id
+        for r, i in enumerate(rows):
+            for c, e in enumerate(groups[i]):
+                n = len(e.ids)
+                arrays["input_ids"][r, c, :n] = e.ids
+                arrays["attention_mask"][r, c, :n] = e.attention_mask
+                arrays["token_type_ids"][r, c, :n] = e.type_ids
+        if squeeze:
+            arrays = {k: v[:, 0] for k, v in arrays.items()}
+        for i, result in zip(rows, forward({k: mx.array(v) for k, v in arrays.items()}), strict=True):
+            results[i] = result
+        bar.update()
+    return results

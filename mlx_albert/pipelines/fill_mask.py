@@ -1,0 +1,102 @@
+"""fill_mask: transformers' FillMaskPipeline, with the MLM head run only at the [MASK] positions."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+
+from ..tokenizer import AlbertTokenizer
+from ._batching import backbone, dispatch, max_tokens, run_batches, to_numpy
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def fill_mask(
+    model,
+    tokenizer: AlbertTokenizer,
+    inputs,
+    top_k: int = 5,
+    targets: str | list[str] | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
+):
+    """Predicts the [MASK] tokens of each text (transformers' FillMaskPipeline).
+
+    Args:
+        model: an AlbertForMaskedLM (or AlbertForPreTraining).
+        inputs: a text, a list of texts, or an iterable of texts (then results are streamed).
+        top_k: answers per mask; targets: restrict answers to these words (their first token).
+
+    Returns:
+        Per text, a list of {"score", "token", "token_str", "sequence"} dicts (top_k of them), or a list
+        of such lists when the text has several masks; a list of those for a list of texts.
+
+    Raises:
+        ValueError: a text without the mask token (after truncation), an empty list.
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    mask_id = tokenizer.mask_token_id
+    target_ids = None
+    if targets is not None:
+        targets = [targets] if isinstance(targets, str) else list(targets)
+        target_ids = np.array(sorted({tokenizer(t)["input_ids"][1] for t in targets if t}))
+        if target_ids.size == 0:
+            raise ValueError("targets holds no usable word: pass non-empty strings")
+        top_k = min(top_k, len(target_ids))
+    limit = max_tokens(model, tokenizer)
+
+    def forward(batch):
+        ids = np.array(batch["input_ids"])
+        rows, cols = np.nonzero(ids == mask_id)
+        hidden = backbone(model)(**batch).last_hidden_state[mx.array(rows), mx.array(cols)]  # (M, H)
+        logits = to_numpy(model.predictions(hidden, backbone(model).embeddings.word_embeddings))  # (M, V)
+        return [logits[rows == r] for r in range(ids.shape[0])]
+
+    def run(texts: list) -> list:
+        for text in texts:
+            if not isinstance(text, str):
+                raise TypeError(f"fill_mask takes strings, got {type(text).__name__}: {text!r}")
+        encodings, _ = tokenizer.encode(texts, truncation=True, max_length=limit)
+        for text, e in zip(texts, encodings, strict=True):
+            if mask_id not in e.ids:
+                raise ValueError(
+                    f"No mask_token ({tokenizer.mask_token}) found on the input {text!r}"
+                    + (f" within its first {limit} tokens" if len(e.ids) == limit else "")
+                )
+        logits = run_batches(
+            [[e] for e in encodings], forward, tokenizer.pad_token_id, limit, batch_size, progress
+        )
+        return [
+            _answers(tokenizer, np.array(e.ids), lg, top_k, target_ids)
+            for e, lg in zip(encodings, logits, strict=True)
+        ]
+
+    return dispatch(inputs, lambda x: isinstance(x, str), run, batch_size)
+
+
+def _answers(tokenizer, ids: np.ndarray, logits: np.ndarray, top_k: int, target_ids) -> list:
+    positions = np.flatnonzero(ids == tokenizer.mask_token_id)
+    per_mask = []
+    for position, row in zip(positions, logits, strict=True):
+        probs = softmax(row.astype(np.float64))
+        candidates = np.arange(probs.size) if target_ids is None else target_ids
+        best = candidates[np.argsort(-probs[candidates], kind="stable")[:top_k]]
+        answers = []
+        for token in best:
+            filled = ids.copy()
+            filled[position] = token
+            answers.append(
+                {
+                    "score": float(probs[token]),
+                    "token": int(token),
+                    "token_str": tokenizer.decode([token]),
+                    # As transformers: special tokens (other masks) stay when there are several.
+                    "sequence": tokenizer.decode(filled, skip_special_tokens=len(positions) == 1),
+                }
+            )
+        per_mask.append(answers)
+    return per_mask[0] if len(per_mask) == 1 else per_mask

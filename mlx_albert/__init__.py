@@ -17,6 +17,7 @@ from .heads import (  # noqa: E402
     AlbertForTokenClassification,
 )
 from .model import AlbertModel  # noqa: E402
+from .pipelines import pipeline  # noqa: E402
 from .pretrained import load  # noqa: E402
 from .tokenizer import AlbertTokenizer  # noqa: E402
 
@@ -32,5 +33,6 @@ __all__ = [
     "AlbertTokenizer",
     "ARCHITECTURES",
     "load",
+    "pipeline",
     "__version__",
 ]

@@ -157,6 +157,8 @@ class PreTrainedMixin:
         """
         folder = resolve(path_or_repo_id, revision, cache_dir)
         config = AlbertConfig.from_json(folder / "config.json")
+        if "id_to_label" in config_changes and "num_labels" not in config_changes:  # as transformers
+            config_changes = {**config_changes, "num_labels": len(config_changes["id_to_label"])}
         if (
             config_changes.get("num_labels", config.num_labels) != config.num_labels
             and "id_to_label" not in config_changes
@@ -209,15 +211,26 @@ class PreTrainedMixin:
         write_json(path / "config.json", config)
 
 
-def load(path_or_repo_id: str | os.PathLike, architecture: str | None = None, **kwargs) -> nn.Module:
+def load(
+    path_or_repo_id: str | os.PathLike,
+    architecture: str | None = None,
+    return_tokenizer: bool = False,
+    **kwargs,
+):
     """Loads a checkpoint as one of the spec's architectures.
 
     Args:
         path_or_repo_id: checkpoint folder or Hub repo id.
         architecture: "base", "for_masked_language_modeling", ... (or a transformers class name);
             default: the checkpoint's `architectures`, else "base".
+        return_tokenizer: also return the checkpoint's AlbertTokenizer: `model, tokenizer = load(...)`.
         **kwargs: passed to `from_pretrained` (dtype, revision, lazy, config overrides).
     """
+    if return_tokenizer:
+        from .tokenizer import AlbertTokenizer
+
+        folder = resolve(path_or_repo_id, kwargs.get("revision"), kwargs.get("cache_dir"))
+        return load(folder, architecture, **kwargs), AlbertTokenizer.from_pretrained(folder)
     from .heads import ARCHITECTURES
 
     by_class = {cls.__name__: cls for cls in ARCHITECTURES.values()}

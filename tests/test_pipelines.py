@@ -373,3 +373,12 @@ def test_bad_inputs(folders):
     mlx_albert.load(folders.cls).save_pretrained(no_tokenizer)
     with pytest.raises(FileNotFoundError, match="tokenizer.json or spiece.model"):
         pipeline("text-classification", no_tokenizer)
+
+
+def test_load_returns_the_tokenizer_when_asked():
+    model, tok = mlx_albert.load(TINY, return_tokenizer=True)
+    assert isinstance(tok, mlx_albert.AlbertTokenizer) and tok.mask_token_id == 4
+    pipe = mlx_albert.pipeline("fill-mask", model, tokenizer=tok, top_k=1)
+    assert pipe("a [MASK]") == fill_mask(model, tok, "a [MASK]", top_k=1)
+    with pytest.raises(ValueError, match="pass tokenizer="):
+        mlx_albert.pipeline("fill-mask", model)

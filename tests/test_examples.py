@@ -1,0 +1,23 @@
+"""Every script in examples/ runs end to end on what ships with the repo (no network)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+SCRIPTS = sorted(p.name for p in (ROOT / "examples").glob("[!_]*.py") if p.name != "finetune.py")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_example_runs(script):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / script)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip(), "printed nothing"

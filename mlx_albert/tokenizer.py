@@ -153,14 +153,22 @@ class AlbertTokenizer:
         stride: int = 0,
         pad_to_multiple_of: int | None = None,
         return_overflowing_tokens: bool = False,
+        is_split_into_words: bool = False,
     ) -> tuple[list[Encoding], list[int]]:
         """`tokenizers` Encodings of a batch (overflow windows flattened after their text) and, for each,
-        the index of the text it came from. Arguments as `__call__`."""
-        texts = [text] if isinstance(text, str) else list(text)
+        the index of the text it came from. Arguments as `__call__`; with is_split_into_words, each
+        text is a list of words (their word ids then index that list)."""
+        if is_split_into_words:
+            texts = [text] if text and isinstance(text[0], str) else list(text)
+            if not all(isinstance(w, str) for words in texts for w in words):
+                raise TypeError("with is_split_into_words, texts must be lists of strings")
+            texts = [list(words) for words in texts]
+        else:
+            texts = [text] if isinstance(text, str) else list(text)
         pairs = (
             None if text_pair is None else ([text_pair] if isinstance(text_pair, str) else list(text_pair))
         )
-        if not all(isinstance(t, str) for t in texts + (pairs or [])):
+        if not is_split_into_words and not all(isinstance(t, str) for t in texts + (pairs or [])):
             raise TypeError("texts must be strings (or lists of strings)")
         if pairs is not None and len(pairs) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(pairs)} text pairs")
@@ -187,7 +195,10 @@ class AlbertTokenizer:
                     pad_to_multiple_of=pad_to_multiple_of,
                 )
             try:
-                encodings = tok.encode_batch(texts if pairs is None else list(zip(texts, pairs, strict=True)))
+                encodings = tok.encode_batch(
+                    texts if pairs is None else list(zip(texts, pairs, strict=True)),
+                    is_pretokenized=is_split_into_words,
+                )
             except Exception as e:  # e.g. a question too long to leave room for any context
                 raise ValueError(f"cannot tokenize with max_length={limit}: {e}") from None
         finally:

@@ -1,0 +1,96 @@
+"""Training checkpoints: weights, optimiser state, RNG key, step and config in one folder, written
+to a temporary folder and renamed into place, so a checkpoint either exists whole or not at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten, tree_unflatten
+
+PATTERN = re.compile(r"^checkpoint-(\d+)$")
+DONE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
+
+
+def save(
+    output_dir: Path, step: int, model: nn.Module, optimizer, state: dict, extra_weights: dict | None = None
+) -> Path:
+    """Writes output_dir/checkpoint-{step} atomically; returns its path."""
+    final = output_dir / f"checkpoint-{step}"
+    tmp = output_dir / f".tmp-checkpoint-{step}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    weights = dict(tree_flatten(model.parameters()))
+    weights.update(extra_weights or {})
+    mx.save_safetensors(str(tmp / "weights.safetensors"), weights)
+    optimizer_state = dict(tree_flatten(optimizer.state))
+    optimizer_state["rng.key"] = mx.random.state[0]
+    mx.save_safetensors(str(tmp / "optimizer.safetensors"), optimizer_state)
+    (tmp / "config.json").write_text(json.dumps(model.config.to_hf(), indent=2))
+    _kill_point("MLX_ALBERT_KILL_IN_SAVE", step)  # test hook: die with a half-written checkpoint
+    (tmp / DONE).write_text(json.dumps({**state, "step": step}, indent=2))
+    if final.exists():  # the same step written by an earlier, interrupted run
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def _kill_point(variable: str, step: int) -> None:
+    """Test hook: with the variable set to this step, the process kills itself (SIGKILL: no cleanup)."""
+    if os.environ.get(variable) == str(step):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def latest(output_dir: Path) -> Path | None:
+    """The complete checkpoint with the highest step (half-written ones are never picked)."""
+    if not output_dir.is_dir():
+        return None
+    found = [
+        (int(m.group(1)), p)
+        for p in output_dir.iterdir()
+        if (m := PATTERN.match(p.name)) and (p / DONE).is_file()
+    ]
+    return max(found)[1] if found else None
+
+
+def load(path: Path, model: nn.Module, optimizer) -> tuple[dict, dict]:
+    """Restores weights, optimiser state and RNG key; returns (trainer state, extra weights)."""
+    weights = mx.load(str(path / "weights.safetensors"))
+    own = dict(tree_flatten(model.parameters()))
+    extra = {k: v for k, v in weights.items() if k not in own}
+    model.load_weights([(k, v) for k, v in weights.items() if k in own], strict=True)
+    optimizer_state = mx.load(str(path / "optimizer.safetensors"))
+    mx.random.state[0] = optimizer_state.pop("rng.key")
+    optimizer.state = tree_unflatten(list(optimizer_state.items()))
+    return json.loads((path / DONE).read_text()), extra
+
+
+def prune(output_dir: Path, keep: int) -> None:
+    """Deletes all but the `keep` newest complete checkpoints, and leftovers of interrupted saves."""
+    for p in output_dir.glob(".tmp-checkpoint-*"):
+        shutil.rmtree(p, ignore_errors=True)
+    if keep < 1:
+        return
+    done = sorted(
+        (int(m.group(1)), p)
+        for p in output_dir.iterdir()
+        if (m := PATTERN.match(p.name)) and (p / DONE).is_file()
+    )
+    for _, p in done[:-keep]:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Moves a finished folder over `final` (replacing it) with renames only."""
+    old = final.with_name(f".old-{final.name}-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,328 @@
+"""Training data: JSONL/CSV readers for each task, tokenised into features, and length-bucketed,
+per-epoch shuffled batches padded to a multiple of 8.
+
+Record fields (JSONL objects, or CSV columns):
+  sequence_classification  text, [text_pair], label (a class name/id, a number for regression,
+                           or a list of names for multi-label)
+  token_classification     tokens, tags (lists; in CSV space-separated strings)
+  question_answering       question, context, answers {"text": [...], "answer_start": [...]}
+                           (or answer + answer_start)
+  multiple_choice          question, choices (list; in CSV "|"-separated), label (index)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from ..tokenizer import AlbertTokenizer
+
+TASKS = (
+    "sequence_classification",
+    "token_classification",
+    "question_answering",
+    "multiple_choice",
+    "pretraining",
+)
+PAD_MULTIPLE = 8
+
+
+class DataError(ValueError):
+    """A problem in a data file, reported with its file and line."""
+
+
+def read_records(path: str | Path) -> list[tuple[str, dict]]:
+    """(where, record) pairs of a .jsonl or .csv file; `where` is "file:line" for error messages."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    records = []
+    if path.suffix == ".jsonl" or path.suffix == ".json":
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+                if not isinstance(record, dict):
+                    raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+                records.append((f"{path}:{number}", record))
+    elif path.suffix == ".csv":
+        with open(path, encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                if None in row or any(v is None for v in row.values()):
+                    raise DataError(
+                        f"{path}:{reader.line_num}: has a different number of columns than the header"
+                    )
+                records.append((f"{path}:{reader.line_num}", {k: v for k, v in row.items() if v != ""}))
+    else:
+        raise DataError(f"{path}: unsupported data file type {path.suffix!r}; use .jsonl or .csv")
+    if not records:
+        raise DataError(f"{path} holds no examples")
+    return records
+
+
+def _field(where: str, record: dict, name: str, kind=str):
+    if name not in record:
+        raise DataError(f"{where}: missing field {name!r} (has {sorted(record)})")
+    value = record[name]
+    if kind is list and isinstance(value, str):  # CSV cells
+        value = value.split("|") if name == "choices" else value.split()
+    if not isinstance(value, kind):
+        raise DataError(f"{where}: field {name!r} should be a {kind.__name__}, got {value!r}")
+    return value
+
+
+@dataclass
+class Dataset:
+    """Tokenised features (dicts of int lists) and, for evaluation, what the metrics need."""
+
+    task: str
+    features: list[dict]
+    examples: list[dict] = field(default_factory=list)  # raw inputs kept for evaluation (QA, NER)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def lengths(self) -> np.ndarray:
+        return np.array([_length(f) for f in self.features])
+
+
+def _length(feature: dict) -> int:
+    ids = feature["input_ids"]
+    return max(len(x) for x in ids) if ids and isinstance(ids[0], list) else len(ids)
+
+
+def label_set(task: str, records: list[tuple[str, dict]]) -> tuple[str, list[str]]:
+    """(problem type, sorted label names) of a training file."""
+    field_name = "tags" if task == "token_classification" else "label"
+    values = [
+        _field(w, r, field_name, list if task == "token_classification" else object) for w, r in records
+    ]
+    if task == "token_classification":
+        return "single_label_classification", sorted({t for tags in values for t in tags})
+    if all(isinstance(v, list) for v in values):
+        return "multi_label_classification", sorted({str(x) for v in values for x in v})
+    if all(isinstance(v, float) for v in values):
+        return "regression", []
+    return "single_label_classification", sorted({str(v) for v in values}, key=lambda s: (len(s), s))
+
+
+def build(
+    task: str,
+    records: list[tuple[str, dict]],
+    tokenizer: AlbertTokenizer,
+    max_length: int,
+    label_to_id: dict[str, int] | None = None,
+    problem_type: str | None = None,
+    doc_stride: int = 64,
+) -> Dataset:
+    """Tokenises records into a Dataset for `task` (see the module docstring for the fields)."""
+    if task not in TASKS[:-1]:
+        raise ValueError(f"task must be one of {TASKS[:-1]}, got {task!r}")
+    return {
+        "sequence_classification": _classification,
+        "token_classification": _tokens,
+        "question_answering": _qa,
+        "multiple_choice": _choices,
+    }[task](records, tokenizer, max_length, label_to_id or {}, problem_type, doc_stride)
+
+
+def _label_id(where: str, value, label_to_id: dict[str, int]) -> int:
+    key = str(value)
+    if key not in label_to_id:
+        raise DataError(f"{where}: label {key!r} is not in the label set {sorted(label_to_id)}")
+    return label_to_id[key]
+
+
+def _classification(records, tokenizer, max_length, label_to_id, problem_type, _):
+    features, texts, pairs = [], [], []
+    for where, record in records:
+        texts.append(_field(where, record, "text"))
+        pairs.append(record.get("text_pair"))
+    has_pairs = any(p is not None for p in pairs)
+    encodings, _ = tokenizer.encode(
+        texts, [p or "" for p in pairs] if has_pairs else None, truncation=True, max_length=max_length
+    )
+    for (where, record), e in zip(records, encodings, strict=True):
+        value = _field(where, record, "label", object)
+        if problem_type == "regression":
+            if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+                raise DataError(f"{where}: a regression label must be a finite number, got {value!r}")
+            label = float(value)
+        elif problem_type == "multi_label_classification":
+            if not isinstance(value, list):
+                raise DataError(f"{where}: a multi-label label must be a list, got {value!r}")
+            label = [0.0] * len(label_to_id)
+            for v in value:
+                label[_label_id(where, v, label_to_id)] = 1.0
+        else:
+            label = _label_id(where, value, label_to_id)
+        features.append({"input_ids": e.ids, "token_type_ids": e.type_ids, "labels": label})
+    return Dataset("sequence_classification", features)
+
+
+def _tokens(records, tokenizer, max_length, label_to_id, *_):
+    words, tags = [], []
+    for where, record in records:
+        w, t = _field(where, record, "tokens", list), _field(where, record, "tags", list)
+        if len(w) != len(t):
+            raise DataError(f"{where}: {len(w)} tokens but {len(t)} tags")
+        if not w:
+            raise DataError(f"{where}: an example with no tokens")
+        words.append([str(x) for x in w])
+        tags.append([_label_id(where, x, label_to_id) for x in t])
+    encodings, _ = tokenizer.encode(words, truncation=True, max_length=max_length, is_split_into_words=True)
+    features, examples = [], []
+    for e, word_tags in zip(encodings, tags, strict=True):
+        labels, previous = [], None
+        for word in e.word_ids:  # the first piece of each word carries its tag, as transformers' examples
+            labels.append(-100 if word is None or word == previous else word_tags[word])
+            previous = word
+        features.append({"input_ids": e.ids, "token_type_ids": e.type_ids, "labels": labels})
+        examples.append({"word_ids": e.word_ids, "tags": word_tags})
+    return Dataset("token_classification", features, examples)
+
+
+def _answers(where: str, record: dict) -> list[tuple[str, int]]:
+    if "answers" in record:
+        answers = record["answers"]
+        if not isinstance(answers, dict) or not {"text", "answer_start"} <= set(answers):
+            raise DataError(f"{where}: answers must be {{'text': [...], 'answer_start': [...]}}")
+        pairs = list(zip(answers["text"], answers["answer_start"], strict=False))
+    elif "answer" in record:
+        pairs = [(record["answer"], int(_field(where, record, "answer_start", object)))]
+    else:
+        pairs = []  # unanswerable (SQuAD 2.0 style)
+    context = record["context"]
+    for text, start in pairs:
+        if not isinstance(start, int) or context[start : start + len(text)] != text:
+            raise DataError(
+                f"{where}: answer {text!r} is not at character {start} of the context "
+                f"(found {context[start : start + len(text)]!r}); fix answer_start"
+            )
+    return pairs
+
+
+def _qa(records, tokenizer, max_length, _labels, _problem, doc_stride):
+    questions, contexts, answers = [], [], []
+    for where, record in records:
+        questions.append(_field(where, record, "question"))
+        contexts.append(_field(where, record, "context"))
+        answers.append(_answers(where, record))
+    try:
+        windows, sample = tokenizer.encode(
+            questions,
+            contexts,
+            truncation="only_second",
+            max_length=max_length,
+            stride=doc_stride,
+            return_overflowing_tokens=True,
+        )
+    except ValueError as e:
+        raise DataError(f"a question is too long for max_length={max_length}: {e}") from None
+    features = []
+    for w, i in zip(windows, sample, strict=True):
+        start = end = 0  # no answer in this window: both point at [CLS]
+        if answers[i]:
+            text, first = answers[i][0]
+            last = first + len(text)
+            context = [t for t, s in enumerate(w.sequence_ids) if s == 1]
+            if context and w.offsets[context[0]][0] <= first and w.offsets[context[-1]][1] >= last:
+                start = next(t for t in context if w.offsets[t][1] > first)
+                end = max(t for t in context if w.offsets[t][0] < last)
+        features.append(
+            {"input_ids": w.ids, "token_type_ids": w.type_ids, "start_positions": start, "end_positions": end}
+        )
+    examples = [
+        {"question": q, "context": c, "answers": [t for t, _ in a] or [""]}
+        for q, c, a in zip(questions, contexts, answers, strict=True)
+    ]
+    return Dataset("question_answering", features, examples)
+
+
+def _choices(records, tokenizer, max_length, *_):
+    features, count = [], None
+    for where, record in records:
+        question, choices = _field(where, record, "question"), _field(where, record, "choices", list)
+        label = int(_field(where, record, "label", object))
+        count = count or len(choices)
+        if len(choices) != count or count < 2:
+            raise DataError(
+                f"{where}: every example needs the same number (>= 2) of choices: {count} vs {len(choices)}"
+            )
+        if not 0 <= label < len(choices):
+            raise DataError(f"{where}: label {label} is not a choice index (0..{len(choices) - 1})")
+        encodings, _ = tokenizer.encode(
+            [question] * len(choices), choices, truncation=True, max_length=max_length
+        )
+        features.append(
+            {
+                "input_ids": [e.ids for e in encodings],
+                "token_type_ids": [e.type_ids for e in encodings],
+                "labels": label,
+            }
+        )
+    return Dataset("multiple_choice", features)
+
+
+def batch_order(
+    lengths: np.ndarray, batch_size: int, seed: int, epoch: int, shuffle: bool = True
+) -> list[np.ndarray]:
+    """Index batches for one epoch: shuffled, then sorted by length within windows of 50 batches so
+    batches hold similar lengths, then the batches shuffled. Deterministic in (seed, epoch)."""
+    n = len(lengths)
+    if not shuffle:
+        order = np.argsort(-lengths, kind="stable")
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(n)
+    window = batch_size * 50
+    for i in range(0, n, window):
+        part = order[i : i + window]
+        order[i : i + window] = part[np.argsort(-lengths[part], kind="stable")]
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def collate(features: list[dict], pad_id: int, max_positions: int | None = None) -> dict[str, mx.array]:
+    """Pads a batch to its longest sequence rounded up to a multiple of 8 (not past max_positions)."""
+    width = max(_length(f) for f in features)
+    width = max(width, min(-(-width // PAD_MULTIPLE) * PAD_MULTIPLE, max_positions or 1 << 30))
+    multi = isinstance(features[0]["input_ids"][0], list)
+
+    def pad(rows, value):
+        return [list(r) + [value] * (width - len(r)) for r in rows]
+
+    out = {}
+    if multi:  # (B, C, L)
+        out["input_ids"] = np.array([pad(f["input_ids"], pad_id) for f in features], np.int32)
+        out["token_type_ids"] = np.array([pad(f["token_type_ids"], 0) for f in features], np.int32)
+        out["attention_mask"] = np.array(
+            [pad([[1] * len(r) for r in f["input_ids"]], 0) for f in features], np.int32
+        )
+    else:
+        out["input_ids"] = np.array(pad([f["input_ids"] for f in features], pad_id), np.int32)
+        out["token_type_ids"] = np.array(pad([f["token_type_ids"] for f in features], 0), np.int32)
+        out["attention_mask"] = np.array(pad([[1] * len(f["input_ids"]) for f in features], 0), np.int32)
+    for key in ("labels", "start_positions", "end_positions", "sentence_order_label"):
+        if key in features[0]:
+            values = [f[key] for f in features]
+            if isinstance(values[0], list) and key == "labels" and not isinstance(values[0][0], float):
+                out[key] = np.array(pad(values, -100), np.int32)  # token labels
+            elif isinstance(values[0], float) or (
+                isinstance(values[0], list) and isinstance(values[0][0], float)
+            ):
+                out[key] = np.array(values, np.float32)
+            else:
+                out[key] = np.array(values, np.int32)
+    return {k: mx.array(v) for k, v in out.items()}

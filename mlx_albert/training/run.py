@@ -1,0 +1,147 @@
+"""finetune(): from a checkpoint and data files to a trained model folder, and the options of
+`mlx-albert train` (flags equal TrainingArgs' fields)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from pathlib import Path
+
+from .data import build, label_set, read_records
+from .pretraining import read_documents, sop_dataset
+from .trainer import Trainer, TrainingArgs
+
+logger = logging.getLogger(__name__)
+
+ARCHITECTURE = {
+    "sequence_classification": "for_sequence_classification",
+    "token_classification": "for_token_classification",
+    "question_answering": "for_question_answering",
+    "multiple_choice": "for_multiple_choice",
+    "pretraining": "for_pre_training",
+}
+
+
+def finetune(
+    model: str | Path,
+    task: str,
+    train_file: str | Path,
+    eval_file: str | Path | None = None,
+    args: TrainingArgs | None = None,
+    max_length: int = 128,
+    doc_stride: int = 64,
+    problem_type: str | None = None,
+    from_scratch: bool = False,
+) -> tuple[Trainer, dict]:
+    """Trains `model` (a checkpoint folder or repo id) on `task` and saves it to args.output_dir.
+
+    Args:
+        task: "sequence_classification", "token_classification", "question_answering",
+            "multiple_choice" or "pretraining" (a plain text file, MLM + sentence order).
+        train_file, eval_file: .jsonl or .csv (fields: see mlx_albert.training.data), or .txt for
+            pre-training.
+        problem_type: sequence classification only; default from the labels (numbers: regression,
+            lists: multi-label, else single-label).
+        from_scratch: pre-training only: random weights of the checkpoint's config.
+
+    Returns:
+        (the Trainer, the final evaluation metrics).
+    """
+    from .. import ARCHITECTURES, AlbertConfig, AlbertTokenizer, load
+    from ..pretrained import resolve
+
+    if task not in ARCHITECTURE:
+        raise ValueError(f"task must be one of {list(ARCHITECTURE)}, got {task!r}")
+    args = args or TrainingArgs()
+    import mlx.core as mx
+
+    mx.random.seed(args.seed)  # new heads are initialised from it: runs repeat exactly
+    folder = resolve(model)
+    tokenizer = AlbertTokenizer.from_pretrained(folder)
+    max_length = min(max_length, AlbertConfig.from_json(folder / "config.json").max_positions)
+    if task == "pretraining":
+        if from_scratch:
+            config = AlbertConfig.from_json(folder / "config.json")
+            net = ARCHITECTURES["for_pre_training"](config)
+        else:
+            net = load(folder, "for_pre_training")
+        train = sop_dataset(read_documents(train_file), tokenizer, max_length, args.seed)
+        evaluation = (
+            sop_dataset(read_documents(eval_file), tokenizer, max_length, args.seed) if eval_file else None
+        )
+    else:
+        records = read_records(train_file)
+        changes, label_to_id = {}, {}
+        if task in ("sequence_classification", "token_classification"):
+            kind, labels = label_set(task, records)
+            kind = problem_type or kind
+            existing = AlbertConfig.from_json(folder / "config.json")
+            if kind == "regression":
+                changes = {"num_labels": 1, "problem_type": "regression", "id_to_label": {0: "score"}}
+            elif set(existing.label_to_id) == set(labels) and existing.num_labels == len(labels):
+                label_to_id = dict(existing.label_to_id)  # a model fine-tuned on these labels before
+                changes = {"problem_type": kind} if task == "sequence_classification" else {}
+            else:
+                label_to_id = {name: i for i, name in enumerate(labels)}
+                changes = {"num_labels": len(labels), "id_to_label": dict(enumerate(labels))}
+                if task == "sequence_classification":
+                    changes["problem_type"] = kind
+            problem_type = kind
+        net = load(folder, ARCHITECTURE[task], **changes)
+        train = build(task, records, tokenizer, max_length, label_to_id, problem_type, doc_stride)
+        evaluation = None
+        if eval_file:
+            evaluation = build(
+                task, read_records(eval_file), tokenizer, max_length, label_to_id, problem_type, doc_stride
+            )
+    trainer = Trainer(net, tokenizer, args, train, evaluation)
+    return trainer, trainer.train()
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--model", required=True, help="checkpoint folder or Hub repo id to start from")
+    parser.add_argument("--task", required=True, choices=list(ARCHITECTURE), help="what to train")
+    parser.add_argument("--train", required=True, help="training data: .jsonl/.csv (.txt for pretraining)")
+    parser.add_argument("--eval", default=None, help="evaluation data, same format")
+    parser.add_argument("--max-length", type=int, default=128, help="tokens per example (default 128)")
+    parser.add_argument("--doc-stride", type=int, default=64, help="QA: tokens shared by context windows")
+    parser.add_argument(
+        "--problem-type", choices=["single_label_classification", "multi_label_classification", "regression"]
+    )
+    parser.add_argument("--from-scratch", action="store_true", help="pretraining: start from random weights")
+    for f in dataclasses.fields(TrainingArgs):
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:  # optional fields (default None) are ints except the two named ones
+            kind = (
+                type(f.default)
+                if f.default is not None
+                else (str if f.name in ("mixed_precision", "metric") else int)
+            )
+            parser.add_argument(flag, type=kind, default=f.default, help=f"default {f.default}")
+    return parser
+
+
+def run_from_args(args: argparse.Namespace) -> dict:
+    names = {f.name for f in dataclasses.fields(TrainingArgs)}
+    training = TrainingArgs(**{k: v for k, v in vars(args).items() if k in names})
+    trainer, results = finetune(
+        args.model,
+        args.task,
+        args.train,
+        args.eval,
+        training,
+        args.max_length,
+        args.doc_stride,
+        args.problem_type,
+        args.from_scratch,
+    )
+    logger.info("saved to %s", training.output_dir)
+    return {
+        "output_dir": training.output_dir,
+        "steps": trainer.state["step"],
+        "best": trainer.state["best_metric"],
+        **results,
+    }

@@ -1,0 +1,498 @@
+"""The training loop: compiled steps (value_and_grad + clipping + AdamW), gradient accumulation,
+mixed precision with float32 master weights, evaluation with each task's metrics, atomic
+checkpoints with bit-for-bit resume, best-model keeping, a JSONL log and a loss plot."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx.utils import tree_flatten, tree_map
+
+from . import checkpoint
+from .data import Dataset, batch_order, collate
+from .lora import apply_lora, has_lora, merge_lora
+from .metrics import accuracy, entity_scores, macro_f1, pearson, spearman, squad_scores
+from .optim import adamw, clip_by_global_norm, schedule
+from .pretraining import mask_tokens
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_METRIC = {
+    "sequence_classification": "accuracy",
+    "regression": "pearson",
+    "token_classification": "f1",
+    "question_answering": "f1",
+    "multiple_choice": "accuracy",
+    "pretraining": "mlm_accuracy",
+}
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, memory): the message says why and what to do."""
+
+
+@dataclass
+class TrainingArgs:
+    output_dir: str = "albert-finetuned"
+    epochs: float = 3.0
+    max_steps: int | None = None  # overrides epochs
+    batch_size: int = 16
+    eval_batch_size: int = 32
+    grad_accumulation: int = 1  # micro-batches per optimiser step
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.0  # not applied to biases and LayerNorm weights
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    schedule: str = "linear"  # linear | cosine | constant, after warm-up
+    warmup_ratio: float = 0.0
+    warmup_steps: int | None = None  # overrides warmup_ratio
+    max_grad_norm: float = 1.0  # <= 0: no clipping
+    mixed_precision: str | None = None  # bfloat16 | float16 compute, float32 master weights
+    seed: int = 0
+    log_steps: int = 10
+    eval_steps: int | None = None  # default: at the end of every epoch
+    save_steps: int | None = None  # default: at the end of every epoch
+    save_total_limit: int = 2
+    metric: str | None = None  # for keeping the best model; default per task
+    greater_is_better: bool = True
+    lora_rank: int = 0  # > 0: LoRA adapters instead of full fine-tuning
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    mlm_probability: float = 0.15
+    max_ngram: int = 1  # pre-training: mask n-grams up to this length (ALBERT used 3)
+    compile: bool = True
+    progress: bool = True
+    resume: bool = False
+
+
+class Trainer:
+    """Fine-tunes (or pre-trains) `model` on a Dataset; see `train`."""
+
+    def __init__(self, model: nn.Module, tokenizer, args: TrainingArgs, train_data: Dataset, eval_data=None):
+        if len(train_data) == 0:
+            raise ValueError("the training set is empty")
+        if args.batch_size < 1 or args.grad_accumulation < 1:
+            raise ValueError("batch_size and grad_accumulation must be >= 1")
+        self.model, self.tokenizer, self.args = model, tokenizer, args
+        self.train_data, self.eval_data = train_data, eval_data
+        self.task = train_data.task
+        if self.task == "sequence_classification" and model.config.problem_type == "regression":
+            self.task_metrics = "regression"
+        else:
+            self.task_metrics = self.task
+        self.metric = args.metric or DEFAULT_METRIC[self.task_metrics]
+        self.output_dir = Path(args.output_dir)
+        self.lengths = train_data.lengths()
+        self.batches_per_epoch = math.ceil(len(train_data) / args.batch_size)
+        steps_per_epoch = max(1, self.batches_per_epoch // args.grad_accumulation)
+        self.total_steps = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
+        self.steps_per_epoch = steps_per_epoch
+        warmup = (
+            args.warmup_steps if args.warmup_steps is not None else int(args.warmup_ratio * self.total_steps)
+        )
+        mx.random.seed(args.seed)
+        # Ids and labels come from our data pipeline; the range checks' host sync cannot be compiled.
+        getattr(model, "albert", model).check_inputs = False
+        if args.lora_rank:
+            n = apply_lora(model, args.lora_rank, args.lora_alpha, args.lora_dropout)
+            logger.info("LoRA rank %d: %d trainable parameters", args.lora_rank, n)
+        self.compute_dtype = None
+        if args.mixed_precision:
+            if args.mixed_precision not in ("bfloat16", "float16"):
+                raise ValueError(f"mixed_precision must be bfloat16 or float16, got {args.mixed_precision!r}")
+            if mx.default_device() == mx.cpu:
+                logger.warning(
+                    "mixed precision on the CPU backend is slower than float32 (no fast half kernels)"
+                )
+            self.compute_dtype = getattr(mx, args.mixed_precision)
+        self.optimizer = adamw(
+            schedule(args.schedule, args.learning_rate, min(warmup, self.total_steps), self.total_steps),
+            args.weight_decay,
+            (args.adam_beta1, args.adam_beta2),
+            args.adam_epsilon,
+        )
+        self.master = None
+        if self.compute_dtype is not None:
+            self.master = tree_map(lambda p: p.astype(mx.float32), model.trainable_parameters())
+            model.set_dtype(self.compute_dtype)
+        self.optimizer.init(self.master if self.master is not None else model.trainable_parameters())
+        self._build_steps()
+        self.state = {"step": 0, "best_metric": None, "best_step": None, "log": []}
+
+    # -- the compiled pieces ------------------------------------------------------------------
+    def _build_steps(self):
+        model, optimizer, args = self.model, self.optimizer, self.args
+        loss_and_grad = nn.value_and_grad(model, lambda m, batch: m(**batch).loss.astype(mx.float32))
+
+        def grads(batch):
+            return loss_and_grad(model, batch)
+
+        if self.master is None:  # update the model's own (float32) weights
+
+            def update(grads):
+                grads, norm = clip_by_global_norm(grads, args.max_grad_norm)
+                optimizer.update(model, grads)
+                return norm
+
+            def fused(batch):
+                loss, g = grads(batch)
+                return loss, update(g)
+
+        else:  # mixed precision: half-precision grads update the float32 master weights
+
+            def update(grads, master):
+                grads = tree_map(lambda g: g.astype(mx.float32), grads)
+                grads, norm = clip_by_global_norm(grads, args.max_grad_norm)
+                return norm, optimizer.apply_gradients(grads, master)
+
+            def fused(batch, master):
+                loss, g = grads(batch)
+                return (loss, *update(g, master))
+
+        if args.compile:
+            state = [model.state, optimizer.state, mx.random.state]
+            # value_and_grad swaps the model's arrays while tracing: they are outputs too.
+            grads = mx.compile(
+                grads, inputs=[model.state, mx.random.state], outputs=[model.state, mx.random.state]
+            )
+            update = mx.compile(
+                update, inputs=[model.state, optimizer.state], outputs=[model.state, optimizer.state]
+            )
+            fused = mx.compile(fused, inputs=state, outputs=state)
+        self._grads, self._update, self._fused = grads, update, fused
+
+    def _set_master(self, master):
+        self.master = master
+        self.model.update(tree_map(lambda p: p.astype(self.compute_dtype), master))
+
+    def _step(self, batches: list[dict]) -> tuple[float, float]:
+        """One optimiser step over grad_accumulation micro-batches: (mean loss, gradient norm)."""
+        master = () if self.master is None else (self.master,)
+        if len(batches) == 1:
+            loss, *rest = self._fused(batches[0], *master)
+        else:
+            total, acc = 0.0, None
+            for batch in batches:
+                loss, g = self._grads(batch)
+                acc = g if acc is None else tree_map(mx.add, acc, g)
+                total = total + loss
+            loss = total / len(batches)
+            rest = self._update(tree_map(lambda g: g / len(batches), acc), *master)
+            rest = [rest] if self.master is None else rest
+        norm = rest[0]
+        if self.master is not None:
+            self._set_master(rest[1])
+        mx.eval(loss, norm, self.model.parameters(), self.optimizer.state)
+        return loss.item(), norm.item()
+
+    # -- data -----------------------------------------------------------------------------------
+    def _micro_batch(self, index: int) -> dict:
+        """Micro-batch number `index` of the run (epochs laid end to end); deterministic in the seed."""
+        epoch, position = divmod(index, self.batches_per_epoch)
+        if getattr(self, "_order_epoch", None) != epoch:
+            self._order = batch_order(self.lengths, self.args.batch_size, self.args.seed, epoch)
+            self._order_epoch = epoch
+        rows = self._order[position]
+        features = [self.train_data.features[i] for i in rows]
+        return self._collate(features, rng=np.random.default_rng([self.args.seed, epoch, position]))
+
+    def _collate(self, features, rng) -> dict:
+        batch = collate(features, self.tokenizer.pad_token_id, self.model.config.max_positions)
+        if self.task == "pretraining":
+            ids = np.array(batch["input_ids"])
+            special = (ids == self.tokenizer.cls_token_id) | (ids == self.tokenizer.sep_token_id)
+            special |= np.array(batch["attention_mask"]) == 0
+            ids, labels = mask_tokens(
+                ids, special, self.tokenizer, rng, self.args.mlm_probability, self.args.max_ngram
+            )
+            batch["input_ids"], batch["labels"] = mx.array(ids), mx.array(labels)
+        return batch
+
+    # -- the loop -------------------------------------------------------------------------------
+    def train(self) -> dict:
+        """Runs to total_steps (resuming from the newest checkpoint when args.resume); returns the
+        final metrics. The final model (LoRA merged) is saved to output_dir with the tokenizer."""
+        args, out = self.args, self.output_dir
+        out.mkdir(parents=True, exist_ok=True)
+        checkpoint.prune(out, 0)  # leftovers of saves that died half-way
+        if args.resume and (last := checkpoint.latest(out)) is not None:
+            self.state, extra = checkpoint.load(last, self.model, self.optimizer)
+            if self.master is not None:
+                self._set_master(_unflatten_master(extra))
+            logger.info("resumed from %s (step %d)", last, self.state["step"])
+        elif args.resume:
+            logger.info("no checkpoint in %s: starting from scratch", out)
+        elif checkpoint.latest(out) is not None:
+            raise ValueError(
+                f"{out} holds checkpoints of an earlier run: resume it (--resume) or pick another output_dir"
+            )
+        self._rewrite_log()
+        self.model.train()
+        step, start, tokens = self.state["step"], time.perf_counter(), 0
+        first = step
+        losses = []
+        while step < self.total_steps:
+            batches = [
+                self._micro_batch(step * args.grad_accumulation + i) for i in range(args.grad_accumulation)
+            ]
+            try:
+                loss, norm = self._step(batches)
+            except (RuntimeError, MemoryError) as e:
+                if "memory" in str(e).lower() or isinstance(e, MemoryError):
+                    raise TrainingError(
+                        f"out of memory at batch_size={args.batch_size}: lower --batch-size and raise "
+                        f"--grad-accumulation to keep the effective batch ({e})"
+                    ) from None
+                raise
+            step += 1
+            if not math.isfinite(loss):
+                last = checkpoint.latest(out)
+                raise TrainingError(
+                    f"the loss became {loss} at step {step}: lower the learning rate "
+                    f"({args.learning_rate}) or enable clipping (--max-grad-norm); "
+                    + (f"the last good checkpoint is {last}" if last else "no checkpoint was written")
+                )
+            losses.append(loss)
+            tokens += sum(int(np.array(b["attention_mask"]).sum()) for b in batches)
+            self.state["step"] = step
+            checkpoint._kill_point("MLX_ALBERT_KILL_AT_STEP", step)  # test hook
+            if step % args.log_steps == 0 or step == self.total_steps:
+                elapsed = time.perf_counter() - start
+                self._log(
+                    {
+                        "step": step,
+                        "epoch": round(step / self.steps_per_epoch, 4),
+                        "loss": float(np.mean(losses)),
+                        "learning_rate": float(self.optimizer.learning_rate),
+                        "grad_norm": norm,
+                        "tokens_per_second": tokens / max(elapsed, 1e-9),
+                    }
+                )
+                losses = []
+                self._progress(step, first, elapsed)
+            end_of_epoch = step % self.steps_per_epoch == 0 or step == self.total_steps
+            if self.eval_data is not None and (
+                (args.eval_steps and step % args.eval_steps == 0) or (not args.eval_steps and end_of_epoch)
+            ):
+                self._evaluate_and_keep_best(step)
+            if (args.save_steps and step % args.save_steps == 0) or (not args.save_steps and end_of_epoch):
+                self._save_checkpoint(step)
+        if args.progress:
+            print(file=sys.stderr)
+        results = self.evaluate() if self.eval_data is not None else {}
+        self._save_final()
+        self._plot()
+        return results
+
+    def _save_checkpoint(self, step: int) -> None:
+        extra = {f"master.{k}": v for k, v in tree_flatten(self.master)} if self.master is not None else None
+        checkpoint.save(self.output_dir, step, self.model, self.optimizer, self.state, extra)
+        checkpoint.prune(self.output_dir, self.args.save_total_limit)
+
+    def _evaluate_and_keep_best(self, step: int) -> None:
+        metrics = self.evaluate()
+        self._log({"step": step, **{f"eval_{k}": v for k, v in metrics.items()}})
+        value, best = metrics.get(self.metric), self.state["best_metric"]
+        if value is None:
+            raise ValueError(f"metric {self.metric!r} is not computed for this task; have {sorted(metrics)}")
+        better = best is None or (value > best if self.args.greater_is_better else value < best)
+        if better:
+            self.state["best_metric"], self.state["best_step"] = value, step
+            self._export(self.output_dir / "best")
+
+    def _export(self, final: Path) -> None:
+        """Writes a transformers-layout model folder (LoRA merged, float32 master weights) + tokenizer."""
+        tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
+        model = self.model
+        if self.master is not None or has_lora(model):  # a copy, leaving the training model as it is
+            model = type(self.model)(self.model.config)
+            if has_lora(self.model):
+                apply_lora(model, self.args.lora_rank, self.args.lora_alpha)
+            model.update(self.model.parameters())
+            if self.master is not None:
+                model.update(self.master)
+            model.set_dtype(mx.float32)
+            merge_lora(model)
+        model.save_pretrained(tmp)
+        self.tokenizer.save_pretrained(tmp)
+        (tmp / "training_args.json").write_text(json.dumps(asdict(self.args), indent=2))
+        checkpoint.publish(tmp, final)
+
+    def _save_final(self) -> None:
+        tmp_root = self.output_dir / "final"
+        self._export(tmp_root)
+        for item in tmp_root.iterdir():  # the run folder itself loads with from_pretrained
+            os.replace(item, self.output_dir / item.name)
+        tmp_root.rmdir()
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def evaluate(self, data: Dataset | None = None) -> dict:
+        """The task's metrics on `data` (default: the eval set), with dropout off."""
+        data = data or self.eval_data
+        model = self.model
+        was_training = model.training
+        model.eval()
+        try:
+            if self.task == "question_answering":
+                return self._evaluate_qa(data)
+            outputs, losses = [], []
+            rng = np.random.default_rng([self.args.seed, 10**6])  # fixed masks for pre-training eval
+            for rows in batch_order(data.lengths(), self.args.eval_batch_size, 0, 0, shuffle=False):
+                batch = self._collate([data.features[i] for i in rows], rng)
+                out = model(**batch)
+                losses.append((out.loss.item(), len(rows)))
+                outputs.append((rows, batch, out))
+            loss = sum(v * n for v, n in losses) / sum(n for _, n in losses)
+            return {"loss": loss, **self._metrics(data, outputs)}
+        finally:
+            model.train(was_training)
+
+    def _metrics(self, data: Dataset, outputs) -> dict:
+        task = self.task_metrics
+        if task == "pretraining":
+            hit = total = sop = 0
+            for _, batch, out in outputs:
+                labels = np.array(batch["labels"])
+                predicted = np.array(out.prediction_logits.argmax(-1))
+                hit += int(((predicted == labels) & (labels != -100)).sum())
+                total += int((labels != -100).sum())
+                sop += int(
+                    (np.array(out.sop_logits.argmax(-1)) == np.array(batch["sentence_order_label"])).sum()
+                )
+            mlm_loss = self._mlm_loss(outputs)
+            return {
+                "mlm_accuracy": hit / max(total, 1),
+                "perplexity": math.exp(min(mlm_loss, 50)),
+                "sop_accuracy": sop / len(data),
+            }
+        if task == "token_classification":
+            names = self.model.config.id_to_label
+            predicted, gold = [], []
+            for rows, _, out in outputs:
+                logits = np.array(out.logits.argmax(-1))
+                for r, i in enumerate(rows):
+                    example, feature = data.examples[i], data.features[i]
+                    words = [
+                        (t, w)
+                        for t, w in enumerate(example["word_ids"])
+                        if w is not None and feature["labels"][t] != -100
+                    ]
+                    predicted.append([names.get(int(logits[r, t]), "O") for t, _ in words])
+                    gold.append([names.get(example["tags"][w], "O") for _, w in words])
+            scores = entity_scores(predicted, gold)
+            flat_p, flat_g = sum(predicted, []), sum(gold, [])
+            return {**scores, "accuracy": accuracy(flat_p, flat_g)}
+        logits = np.concatenate([np.array(out.logits.astype(mx.float32)) for _, _, out in outputs])
+        rows = np.concatenate([rows for rows, _, _ in outputs])
+        labels = np.array([data.features[i]["labels"] for i in rows])
+        if task == "regression":
+            return {"pearson": pearson(logits[:, 0], labels), "spearman": spearman(logits[:, 0], labels)}
+        if self.model.config.problem_type == "multi_label_classification":
+            predicted = (logits > 0).astype(int)
+            return {
+                "accuracy": accuracy(predicted.ravel(), labels.ravel()),
+                "subset_accuracy": float((predicted == labels).all(1).mean()),
+            }
+        predicted = logits.argmax(-1)
+        result = {"accuracy": accuracy(predicted, labels)}
+        if task == "sequence_classification":
+            result["macro_f1"] = macro_f1(predicted, labels)
+        return result
+
+    def _mlm_loss(self, outputs) -> float:
+        total = count = 0.0
+        for _, batch, out in outputs:
+            labels = np.array(batch["labels"])
+            logits = np.array(out.prediction_logits.astype(mx.float32), np.float64)
+            logits = logits - logits.max(-1, keepdims=True)
+            logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+            keep = labels != -100
+            total -= logp[keep, labels[keep]].sum()
+            count += keep.sum()
+        return total / max(count, 1)
+
+    def _evaluate_qa(self, data: Dataset) -> dict:
+        from ..pipelines import question_answering
+
+        examples = data.examples
+        answers = question_answering(
+            self.model,
+            self.tokenizer,
+            [{"question": e["question"], "context": e["context"]} for e in examples],
+            batch_size=self.args.eval_batch_size,
+        )
+        return squad_scores([a["answer"] for a in answers], [e["answers"] for e in examples])
+
+    # -- logging --------------------------------------------------------------------------------
+    def _log(self, entry: dict) -> None:
+        self.state["log"].append(entry)
+        with open(self.output_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def _rewrite_log(self) -> None:
+        """log.jsonl holds exactly the entries of the state we start from (a resume drops the rest)."""
+        from ..weights import atomic_write
+
+        lines = "".join(json.dumps(e) + "\n" for e in self.state["log"])
+        atomic_write(self.output_dir / "log.jsonl", lambda tmp: Path(tmp).write_text(lines))
+
+    def _progress(self, step: int, first: int, elapsed: float) -> None:
+        if not self.args.progress:
+            return
+        last = self.state["log"][-1]
+        eta = elapsed / max(step - first, 1) * (self.total_steps - step)
+        print(
+            f"\rstep {step}/{self.total_steps} | loss {last['loss']:.4f} | lr {last['learning_rate']:.2e} | "
+            f"{last['tokens_per_second']:.0f} tok/s | ETA {int(eta // 60)}:{int(eta % 60):02d}",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _plot(self) -> None:
+        entries = [e for e in self.state["log"] if "loss" in e]
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            logger.info("pip install matplotlib (the [plot] extra) for a loss plot")
+            return
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot([e["step"] for e in entries], [e["loss"] for e in entries], label="train loss")
+        evals = [e for e in self.state["log"] if "eval_loss" in e]
+        if evals:
+            ax.plot([e["step"] for e in evals], [e["eval_loss"] for e in evals], "o-", label="eval loss")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.legend()
+        fig.tight_layout()
+        from ..weights import atomic_write
+
+        atomic_write(self.output_dir / "loss.png", partial(_savefig, fig))
+        plt.close(fig)
+
+
+def _savefig(fig, tmp) -> None:
+    fig.savefig(str(tmp), format="png", dpi=100)
+
+
+def _unflatten_master(extra: dict):
+    from mlx.utils import tree_unflatten
+
+    return tree_unflatten(
+        [(k.removeprefix("master."), v) for k, v in extra.items() if k.startswith("master.")]
+    )

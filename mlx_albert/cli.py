@@ -21,6 +21,8 @@ EPILOG = """examples:
   mlx-albert ner --model my-ner --aggregation simple < article.txt
   mlx-albert qa --model my-qa --context "ALBERT shares one layer's weights." "What is shared?"
   mlx-albert embed --model mlx_model --file sentences.txt --output vectors.npy
+  mlx-albert train --model albert/albert-base-v2 --task sequence_classification \\
+      --train train.jsonl --eval dev.jsonl --output-dir my-classifier --epochs 3
   mlx-albert info --model mlx_model"""
 
 
@@ -192,6 +194,13 @@ def cmd_convert(args) -> None:
     print(f"Converted {args.hf_path} -> {convert(**options)}")
 
 
+def cmd_train(args) -> None:
+    from .training.run import run_from_args
+
+    logging.getLogger("mlx_albert").setLevel(logging.INFO)
+    print(json.dumps(run_from_args(args)))
+
+
 def cmd_info(args) -> None:
     from mlx.utils import tree_flatten
 
@@ -285,6 +294,11 @@ def configure_parser() -> argparse.ArgumentParser:
     p.add_argument("--pooling", default="mean", choices=["mean", "cls", "pooler"], help="default mean")
     p.add_argument("--no-normalize", action="store_true", help="keep raw lengths (default: unit L2 norm)")
     p.add_argument("--output", help="write an (N, H) float32 .npy file instead of printing")
+    train_help = "fine-tune any head on .jsonl/.csv data, or pre-train (MLM + SOP) on a .txt file"
+    p = sub.add_parser("train", help=train_help, description=train_help)
+    from .training.run import configure_parser as train_parser
+
+    train_parser(p).set_defaults(run=cmd_train)
     p = sub.add_parser("info", help="config, parameter count, dtype and quantization of a checkpoint")
     p.add_argument("--model", required=True, help="checkpoint folder or Hub repo id")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -293,6 +307,8 @@ def configure_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .training.trainer import TrainingError
+
     args = configure_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(message)s")
     if args.command == "convert":
@@ -303,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     try:
         args.run(args)
-    except (UserError, ValueError, TypeError, OSError, ImportError) as e:
+    except (UserError, ValueError, TypeError, OSError, ImportError, TrainingError) as e:
         print(f"mlx-albert {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

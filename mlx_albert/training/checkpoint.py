@@ -1,5 +1,6 @@
-"""Training checkpoints: weights, optimiser state, RNG key, step and config in one folder, written
-to a temporary folder and renamed into place, so a checkpoint either exists whole or not at all."""
+"""Training checkpoints: weights, optimiser state, step and config in one folder, written to a
+temporary folder and renamed into place, so a checkpoint either exists whole or not at all. (Random
+numbers need no saving: the trainer reseeds from (seed, step) before every step.)"""
 
 from __future__ import annotations
 
@@ -28,9 +29,7 @@ def save(
     weights = dict(tree_flatten(model.parameters()))
     weights.update(extra_weights or {})
     mx.save_safetensors(str(tmp / "weights.safetensors"), weights)
-    optimizer_state = dict(tree_flatten(optimizer.state))
-    optimizer_state["rng.key"] = mx.random.state[0]
-    mx.save_safetensors(str(tmp / "optimizer.safetensors"), optimizer_state)
+    mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
     (tmp / "config.json").write_text(json.dumps(model.config.to_hf(), indent=2))
     _kill_point("MLX_ALBERT_KILL_IN_SAVE", step)  # test hook: die with a half-written checkpoint
     (tmp / DONE).write_text(json.dumps({**state, "step": step}, indent=2))
@@ -61,14 +60,12 @@ def latest(output_dir: Path) -> Path | None:
 
 
 def load(path: Path, model: nn.Module, optimizer) -> tuple[dict, dict]:
-    """Restores weights, optimiser state and RNG key; returns (trainer state, extra weights)."""
+    """Restores weights and optimiser state; returns (trainer state, extra weights)."""
     weights = mx.load(str(path / "weights.safetensors"))
     own = dict(tree_flatten(model.parameters()))
     extra = {k: v for k, v in weights.items() if k not in own}
     model.load_weights([(k, v) for k, v in weights.items() if k in own], strict=True)
-    optimizer_state = mx.load(str(path / "optimizer.safetensors"))
-    mx.random.state[0] = optimizer_state.pop("rng.key")
-    optimizer.state = tree_unflatten(list(optimizer_state.items()))
+    optimizer.state = tree_unflatten(list(mx.load(str(path / "optimizer.safetensors")).items()))
     return json.loads((path / DONE).read_text()), extra
 
 

@@ -114,7 +114,10 @@ def label_set(task: str, records: list[tuple[str, dict]]) -> tuple[str, list[str
         return "multi_label_classification", sorted({str(x) for v in values for x in v})
     if all(isinstance(v, float) for v in values):
         return "regression", []
-    return "single_label_classification", sorted({str(v) for v in values}, key=lambda s: (len(s), s))
+    names = {str(v) for v in values}  # numbers in numeric order, names alphabetically
+    return "single_label_classification", sorted(
+        names, key=lambda s: (0, int(s), "") if s.lstrip("-").isdigit() else (1, 0, s)
+    )
 
 
 def build(

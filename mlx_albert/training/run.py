@@ -99,6 +99,42 @@ def finetune(
     return trainer, trainer.train()
 
 
+HELP = {
+    "output_dir": "where checkpoints, log.jsonl, loss.png, best/ and the final model go",
+    "epochs": "passes over the training data (fractions allowed)",
+    "max_steps": "optimiser steps in all (overrides --epochs)",
+    "batch_size": "examples per micro-batch",
+    "eval_batch_size": "examples per evaluation batch",
+    "grad_accumulation": "micro-batches per optimiser step (effective batch = batch size x this)",
+    "learning_rate": "peak AdamW learning rate",
+    "weight_decay": "AdamW decoupled weight decay (never on biases and LayerNorm weights)",
+    "adam_beta1": "AdamW beta1",
+    "adam_beta2": "AdamW beta2",
+    "adam_epsilon": "AdamW epsilon",
+    "schedule": "learning rate after warm-up: linear, cosine or constant",
+    "warmup_ratio": "share of the steps spent warming up linearly from 0",
+    "warmup_steps": "warm-up steps (overrides --warmup-ratio)",
+    "max_grad_norm": "clip gradients to this global norm (0: no clipping)",
+    "mixed_precision": "bfloat16 or float16 compute over float32 master weights (GPU backends)",
+    "seed": "seed of head initialisation, data order, dropout and masking",
+    "log_steps": "steps between log lines",
+    "eval_steps": "steps between evaluations (default: every epoch)",
+    "save_steps": "steps between checkpoints (default: every epoch)",
+    "save_total_limit": "checkpoints kept (the newest ones)",
+    "metric": "eval metric that picks best/ (default: the task's: accuracy, f1, pearson, ...)",
+    "greater_is_better": "whether a larger --metric is better",
+    "lora_rank": "train LoRA adapters of this rank on the shared layer instead of all weights",
+    "lora_alpha": "LoRA scale numerator (scale = alpha / rank)",
+    "lora_dropout": "dropout on the LoRA input",
+    "mlm_probability": "pretraining: share of tokens masked",
+    "max_ngram": "pretraining: mask n-grams up to this length (ALBERT used 3)",
+    "compile": "compile the training step with mx.compile",
+    "progress": "show a progress line on stderr",
+    "resume": "continue from the newest complete checkpoint in --output-dir",
+}
+CHOICES = {"schedule": ["linear", "cosine", "constant"], "mixed_precision": ["bfloat16", "float16"]}
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="checkpoint folder or Hub repo id to start from")
     parser.add_argument("--task", required=True, choices=list(ARCHITECTURE), help="what to train")
@@ -113,14 +149,22 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     for f in dataclasses.fields(TrainingArgs):
         flag = "--" + f.name.replace("_", "-")
         if isinstance(f.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=f.default, help=HELP[f.name]
+            )
         else:  # optional fields (default None) are ints except the two named ones
             kind = (
                 type(f.default)
                 if f.default is not None
                 else (str if f.name in ("mixed_precision", "metric") else int)
             )
-            parser.add_argument(flag, type=kind, default=f.default, help=f"default {f.default}")
+            parser.add_argument(
+                flag,
+                type=kind,
+                default=f.default,
+                choices=CHOICES.get(f.name),
+                help=f"{HELP[f.name]} (default {f.default})",
+            )
     return parser
 
 

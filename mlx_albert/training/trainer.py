@@ -231,6 +231,7 @@ class Trainer:
             self.state, extra = checkpoint.load(last, self.model, self.optimizer)
             if self.master is not None:
                 self._set_master(_unflatten_master(extra))
+            self._build_steps()  # the compiled steps captured the optimiser state objects just replaced
             logger.info("resumed from %s (step %d)", last, self.state["step"])
         elif args.resume:
             logger.info("no checkpoint in %s: starting from scratch", out)

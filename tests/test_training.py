@@ -1,0 +1,532 @@
+"""Training: AdamW and schedules equal to torch/transformers, accumulation, learning on generated
+data, resume after a kill (bit for bit), LoRA merge, mixed precision, metrics, and bad input."""
+
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+from conftest import case_folder, get_case, needs_torch
+from mlx.utils import tree_flatten
+
+import mlx_albert
+from mlx_albert.training import (
+    DataError,
+    Trainer,
+    TrainingArgs,
+    TrainingError,
+    adamw,
+    build,
+    clip_by_global_norm,
+    mask_tokens,
+    read_records,
+    schedule,
+)
+from mlx_albert.training.metrics import entity_scores, macro_f1, spearman, squad_scores
+from mlx_albert.training.run import finetune
+from mlx_albert.weights import mlx_to_hf
+
+TINY = Path(__file__).parent.parent / "models" / "tiny-albert"
+ANIMALS, PLACES = ["cat", "dog", "bird", "fish", "horse"], ["river", "mountain", "sea", "lake", "hill"]
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def separable(n: int, seed: int) -> list[dict]:
+    """Texts of animal words vs place words: a task a small model learns in seconds."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        animal = i % 2 == 1
+        words = rng.choices(ANIMALS if animal else PLACES, k=rng.randint(3, 8))
+        rows.append({"text": " ".join(words), "label": "animal" if animal else "place"})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    return {
+        "train": write_jsonl(root / "train.jsonl", separable(160, 0)),
+        "dev": write_jsonl(root / "dev.jsonl", separable(60, 1)),
+    }
+
+
+# -- optimiser -------------------------------------------------------------------------------
+
+
+@needs_torch
+def test_adamw_steps_match_torch(tmp_path):
+    """Two clipped AdamW steps (decay skipping biases and LayerNorm weights) equal torch's to 1e-5."""
+    import torch
+    import transformers
+
+    case = get_case("grouped_deep", "AlbertForSequenceClassification", "golden")
+    folder = case_folder(case, tmp_path)
+    inputs = {k: case["inputs"][k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
+    hf = transformers.AlbertForSequenceClassification.from_pretrained(
+        folder, attn_implementation="eager"
+    ).eval()
+    no_decay = {
+        id(p)
+        for m in hf.modules()
+        for n, p in m.named_parameters(recurse=False)
+        if isinstance(m, torch.nn.LayerNorm) or n == "bias"
+    }
+    groups = [
+        {"params": [p for p in hf.parameters() if id(p) not in no_decay], "weight_decay": 0.01},
+        {"params": [p for p in hf.parameters() if id(p) in no_decay], "weight_decay": 0.0},
+    ]
+    torch_opt = torch.optim.AdamW(groups, lr=1e-2, betas=(0.9, 0.98), eps=1e-6)
+    model = mlx_albert.load(folder)
+    optimizer = adamw(1e-2, 0.01, (0.9, 0.98), 1e-6)
+    loss_and_grad = nn.value_and_grad(model, lambda m: m(**inputs).loss)
+    for _ in range(2):
+        torch_opt.zero_grad()
+        hf(**{k: torch.tensor(v) for k, v in inputs.items()}).loss.backward()
+        torch.nn.utils.clip_grad_norm_(hf.parameters(), 0.05)  # small: clipping is active
+        torch_opt.step()
+        _, grads = loss_and_grad(model)
+        grads, _ = clip_by_global_norm(grads, 0.05)
+        optimizer.update(model, grads)
+        mx.eval(model.parameters())
+    ours = mlx_to_hf(dict(tree_flatten(model.parameters())))
+    ref = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
+    for key, value in ours.items():
+        assert np.abs(np.array(value) - ref[key]).max() < 1e-5, key
+
+
+@needs_torch
+@pytest.mark.parametrize("name", ["linear", "cosine", "constant"])
+def test_schedules_match_transformers(name):
+    import torch
+    import transformers
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=3e-4)
+    ref = {
+        "linear": transformers.get_linear_schedule_with_warmup,
+        "cosine": transformers.get_cosine_schedule_with_warmup,
+        "constant": lambda o, w, t: transformers.get_constant_schedule_with_warmup(o, w),
+    }[name](opt, 7, 40)
+    lr = schedule(name, 3e-4, 7, 40)
+    for step in range(41):  # to the last step (past it, transformers' cosine rises again)
+        assert abs(lr(mx.array(step)).item() - ref.get_last_lr()[0]) < 1e-10, step
+        opt.step()
+        ref.step()
+
+
+def test_weight_decay_skips_biases_and_norms():
+    from mlx_albert.training.optim import decays
+
+    assert decays("albert.encoder.groups.0.layers.0.ffn.weight")
+    assert decays("albert.embeddings.word_embeddings.weight")
+    assert not decays("albert.encoder.groups.0.layers.0.ffn.bias")
+    assert not decays("albert.encoder.groups.0.layers.0.attention.norm.weight")
+    assert not decays("albert.embeddings.norm.weight")
+
+
+# -- the loop --------------------------------------------------------------------------------
+
+
+def _trainer(data, tmp_path, **changes) -> Trainer:
+    args = TrainingArgs(output_dir=str(tmp_path / "run"), batch_size=8, learning_rate=1e-3, progress=False)
+    for k, v in changes.items():
+        setattr(args, k, v)
+    tok = mlx_albert.AlbertTokenizer.from_pretrained(TINY)
+    mx.random.seed(0)
+    model = mlx_albert.load(TINY, "for_sequence_classification", num_labels=2, dropout_rate=0.0)
+    train = build("sequence_classification", read_records(data["train"]), tok, 64, {"place": 0, "animal": 1})
+    return Trainer(model, tok, args, train)
+
+
+def test_accumulation_equals_one_big_batch(data, tmp_path):
+    one = _trainer(data, tmp_path / "a", compile=True)
+    two = _trainer(data, tmp_path / "b", compile=True)
+    features = one.train_data.features[:8]
+    from mlx_albert.training import collate
+
+    full = collate(features, 0)
+    halves = [collate(features[:4], 0), collate(features[4:], 0)]
+    (_, g1), (_, g2) = two._grads(halves[0]), two._grads(halves[1])
+    _, g = one._grads(full)
+    g, g_acc = (
+        dict(tree_flatten(g)),
+        dict(tree_flatten(g1)),
+    )
+    g2 = dict(tree_flatten(g2))
+    largest = max(mx.abs(v).max().item() for v in g.values())
+    for k in g:  # the mean of the two halves' gradients is the full batch's gradient
+        assert mx.abs((g_acc[k] + g2[k]) / 2 - g[k]).max().item() < 1e-5 * largest, k
+    loss_full, _ = one._step([full])
+    loss_acc, _ = two._step(halves)
+    assert abs(loss_full - loss_acc) < 1e-6
+    a, b = dict(tree_flatten(one.model.parameters())), dict(tree_flatten(two.model.parameters()))
+    # Adam's first step moves each weight by about lr * sign(g): equal to float32 noise, not better
+    assert max(mx.abs(a[k] - b[k]).max().item() for k in a) < 1e-5
+
+
+def test_compiled_step_equals_eager(data, tmp_path):
+    compiled = _trainer(data, tmp_path / "c", compile=True)
+    eager = _trainer(data, tmp_path / "e", compile=False)
+    for i in range(3):
+        batch = compiled._micro_batch(i)
+        assert abs(compiled._step([batch])[0] - eager._step([batch])[0]) < 1e-5
+    a, b = dict(tree_flatten(compiled.model.parameters())), dict(tree_flatten(eager.model.parameters()))
+    assert max(mx.abs(a[k] - b[k]).max().item() for k in a) < 1e-5
+
+
+def test_fine_tuning_learns_a_separable_task(data, tmp_path):
+    """Stated target: >= 95% held-out accuracy after 3 epochs (seconds on a CPU)."""
+    args = TrainingArgs(
+        output_dir=str(tmp_path / "run"),
+        epochs=3,
+        batch_size=16,
+        learning_rate=1e-3,
+        warmup_ratio=0.1,
+        progress=False,
+    )
+    trainer, results = finetune(TINY, "sequence_classification", data["train"], data["dev"], args)
+    assert results["accuracy"] >= 0.95 and results["macro_f1"] >= 0.95
+    out = Path(args.output_dir)
+    model = mlx_albert.load(out)  # the run folder is a checkpoint: weights, config, tokenizer
+    assert model.config.id_to_label == {0: "animal", 1: "place"}
+    from mlx_albert.pipelines import text_classification
+
+    tok = mlx_albert.AlbertTokenizer.from_pretrained(out)
+    assert text_classification(model, tok, "dog cat bird")[0]["label"] == "animal"
+    assert (out / "best" / "model.safetensors").exists() and (out / "log.jsonl").exists()
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert any("eval_accuracy" in e for e in log) and all(math.isfinite(e.get("loss", 0)) for e in log)
+
+
+def test_pretraining_lowers_the_mlm_loss(tmp_path):
+    """From random weights, 8 epochs on a small generated corpus cut the held-out MLM loss by a fifth."""
+    from mlx_albert.training import read_documents, sop_dataset
+
+    rng = random.Random(0)
+    text = "\n\n".join(
+        "\n".join(" ".join(["the", rng.choice(ANIMALS), "sees", "the", rng.choice(PLACES)]) for _ in range(4))
+        for _ in range(40)
+    )
+    (tmp_path / "corpus.txt").write_text(text)
+    tok = mlx_albert.AlbertTokenizer.from_pretrained(TINY)
+    mx.random.seed(0)
+    model = mlx_albert.AlbertForPreTraining(mlx_albert.load(TINY).config)
+    documents = read_documents(tmp_path / "corpus.txt")
+    train, held_out = sop_dataset(documents[:32], tok, 64), sop_dataset(documents[32:], tok, 64)
+    args = TrainingArgs(
+        output_dir=str(tmp_path / "run"),
+        epochs=8,
+        batch_size=8,
+        learning_rate=3e-3,
+        progress=False,
+        max_ngram=3,
+    )
+    trainer = Trainer(model, tok, args, train, held_out)
+    before = trainer.evaluate()
+    after = trainer.train()
+    assert after["loss"] < 0.8 * before["loss"] and after["perplexity"] < before["perplexity"]
+    assert after["mlm_accuracy"] > before["mlm_accuracy"]
+
+
+def test_lora_trains_few_weights_and_merges_exactly(data, tmp_path):
+    args = TrainingArgs(
+        output_dir=str(tmp_path / "run"),
+        epochs=2,
+        batch_size=16,
+        learning_rate=5e-3,
+        lora_rank=4,
+        progress=False,
+    )
+    trainer, results = finetune(TINY, "sequence_classification", data["train"], data["dev"], args)
+    trainable = sum(v.size for _, v in tree_flatten(trainer.model.trainable_parameters()))
+    total = sum(v.size for _, v in tree_flatten(trainer.model.parameters()))
+    assert trainable < 0.25 * total and results["accuracy"] > 0.5
+    merged = mlx_albert.load(args.output_dir)
+    assert not any("lora" in k for k, _ in tree_flatten(merged.parameters()))
+    trainer.model.eval()
+    ids = mlx_albert.AlbertTokenizer.from_pretrained(TINY)(
+        ["cat dog", "sea hill lake"], padding=True, return_tensors="mlx"
+    )
+    assert mx.abs(trainer.model(**ids).logits - merged(**ids).logits).max().item() < 1e-5
+
+
+def test_mixed_precision_keeps_float32_master_weights(data, tmp_path):
+    trainer = _trainer(data, tmp_path, mixed_precision="bfloat16", max_steps=4)
+    trainer.train()
+    assert all(v.dtype == mx.float32 for _, v in tree_flatten(trainer.master))
+    assert trainer.model.dtype == mx.bfloat16
+    saved = mlx_albert.load(trainer.output_dir)
+    assert saved.dtype == mx.float32
+    for k, v in tree_flatten(trainer.master):
+        assert mx.array_equal(dict(tree_flatten(saved.parameters()))[k], v), k
+
+
+@needs_torch
+def test_result_loads_in_transformers(data, tmp_path):
+    import torch
+    import transformers
+
+    trainer = _trainer(data, tmp_path, max_steps=3)
+    trainer.train()
+    ref = transformers.AlbertForSequenceClassification.from_pretrained(trainer.output_dir).eval()
+    ids = trainer.tokenizer(["cat dog", "sea"], padding=True, return_tensors="np")
+    with torch.no_grad():
+        theirs = ref(**{k: torch.tensor(v).long() for k, v in ids.items()}).logits.numpy()
+    model = mlx_albert.load(trainer.output_dir)
+    assert np.abs(np.array(model(**ids).logits) - theirs).max() < 1e-4
+
+
+# -- resume ----------------------------------------------------------------------------------
+
+
+def _train_cli(data, out: Path, resume=False, env=None) -> subprocess.CompletedProcess:
+    argv = [
+        sys.executable,
+        "-m",
+        "mlx_albert",
+        "train",
+        "--model",
+        str(TINY),
+        "--task",
+        "sequence_classification",
+        "--train",
+        str(data["train"]),
+        "--output-dir",
+        str(out),
+        "--max-steps",
+        "16",
+        "--batch-size",
+        "8",
+        "--save-steps",
+        "5",
+        "--learning-rate",
+        "1e-3",
+        "--no-progress",
+        "--seed",
+        "3",
+    ]
+    return subprocess.run(
+        argv + (["--resume"] if resume else []),
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
+
+
+def _weights(folder: Path) -> dict:
+    return {k: np.array(v) for k, v in mx.load(str(folder / "model.safetensors")).items()}
+
+
+def test_resume_after_a_kill_ends_with_the_same_weights(data, tmp_path):
+    straight = _train_cli(data, tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    killed = _train_cli(data, tmp_path / "killed", env={"MLX_ALBERT_KILL_AT_STEP": "7"})
+    assert killed.returncode == -9  # SIGKILL: no cleanup ran
+    assert sorted(p.name for p in (tmp_path / "killed").glob("checkpoint-*")) == ["checkpoint-5"]
+    resumed = _train_cli(data, tmp_path / "killed", resume=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "killed")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)  # bit for bit
+    log = [json.loads(line) for line in (tmp_path / "killed" / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == sorted({e["step"] for e in log})  # no step logged twice
+
+
+def test_a_half_written_checkpoint_is_never_picked(data, tmp_path):
+    out = tmp_path / "run"
+    died = _train_cli(data, out, env={"MLX_ALBERT_KILL_IN_SAVE": "10"})
+    assert died.returncode == -9
+    assert (out / "checkpoint-5").is_dir() and not (out / "checkpoint-10").exists()
+    assert list(out.glob(".tmp-checkpoint-10-*"))  # the half-written one is there, under a temp name
+    from mlx_albert.training import checkpoint
+
+    assert checkpoint.latest(out).name == "checkpoint-5"
+    resumed = _train_cli(data, out, resume=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert not list(out.glob(".tmp-*"))
+    assert _train_cli(data, tmp_path / "straight").returncode == 0
+    a, b = _weights(tmp_path / "straight"), _weights(out)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+# -- data and metrics ------------------------------------------------------------------------
+
+
+def test_qa_positions_point_at_the_answer(tmp_path):
+    tok = mlx_albert.AlbertTokenizer.from_pretrained(TINY)
+    context = "Maria lives in Paris near the river. " * 4 + "John lives in Rome."
+    rows = [
+        {
+            "question": "Where does John live?",
+            "context": context,
+            "answers": {"text": ["Rome"], "answer_start": [context.index("Rome")]},
+        }
+    ]
+    ds = build(
+        "question_answering", read_records(write_jsonl(tmp_path / "qa.jsonl", rows)), tok, 48, doc_stride=8
+    )
+    assert len(ds) > 1  # several windows
+    hits = [f for f in ds.features if f["start_positions"] > 0]
+    assert hits and all(f["start_positions"] == f["end_positions"] == 0 for f in ds.features if f not in hits)
+    for f in hits:
+        encodings, _ = tok.encode(
+            "Where does John live?",
+            context,
+            truncation="only_second",
+            max_length=48,
+            stride=8,
+            return_overflowing_tokens=True,
+        )
+        window = next(e for e in encodings if e.ids == f["input_ids"])
+        start, end = window.offsets[f["start_positions"]][0], window.offsets[f["end_positions"]][1]
+        assert context[start:end].strip() == "Rome"
+
+
+def test_mlm_masking_follows_bert_rules():
+    tok = mlx_albert.AlbertTokenizer.from_pretrained(TINY)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, tok.vocab_size, (64, 128))
+    special = np.zeros_like(ids, dtype=bool)
+    special[:, 0] = special[:, -1] = True
+    corrupted, labels = mask_tokens(ids, special, tok, rng)
+    chosen = labels != -100
+    assert abs(chosen.sum() / (~special).sum() - 0.15) < 0.01 and not chosen[special].any()
+    assert np.array_equal(labels[chosen], ids[chosen])
+    as_mask = (corrupted[chosen] == tok.mask_token_id).mean()
+    kept = (corrupted[chosen] == ids[chosen]).mean()
+    assert abs(as_mask - 0.8) < 0.03 and abs(kept - 0.1) < 0.03
+    assert np.array_equal(corrupted[~chosen], ids[~chosen])
+    _, ngram_labels = mask_tokens(ids, special, tok, np.random.default_rng(1), max_ngram=3)
+    runs = np.diff(
+        np.flatnonzero(np.diff(np.concatenate([[0], (ngram_labels[0] != -100).astype(int), [0]])))
+    )[::2]
+    assert runs.max() >= 2  # whole n-grams are masked
+
+
+def test_metrics_follow_their_references():
+    gold = [["O", "O", "O", "B-MISC", "I-MISC", "I-MISC", "O"], ["B-PER", "I-PER", "O"]]
+    pred = [["O", "O", "B-MISC", "I-MISC", "I-MISC", "I-MISC", "O"], ["B-PER", "I-PER", "O"]]
+    assert entity_scores(pred, gold) == {"precision": 0.5, "recall": 0.5, "f1": 0.5}  # seqeval's README
+    assert entity_scores([["I-PER", "I-PER", "O"]], [["B-PER", "I-PER", "O"]])["f1"] == 1.0  # IOB1 start
+    scores = squad_scores(["the Eiffel Tower!", "Paris"], [["Eiffel tower"], ["in Paris France"]])
+    assert scores["exact_match"] == 50.0 and abs(scores["f1"] - 100 * (1 + 0.5) / 2) < 1e-9
+    assert macro_f1([0, 0, 1, 2], [0, 1, 1, 2]) == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
+    assert spearman([1, 2, 2, 3], [10, 20, 20, 30]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+def test_bad_data_files_name_file_and_line(tmp_path):
+    tok = mlx_albert.AlbertTokenizer.from_pretrained(TINY)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label"\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:2: not valid JSON"):
+        read_records(bad)
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    with pytest.raises(DataError, match="holds no examples"):
+        read_records(tmp_path / "empty.jsonl")
+    (tmp_path / "ragged.csv").write_text("text,label\nhello,x,extra\n")
+    with pytest.raises(DataError, match=r"ragged.csv:2: has a different number of columns"):
+        read_records(tmp_path / "ragged.csv")
+    records = read_records(write_jsonl(tmp_path / "l.jsonl", [{"text": "a", "label": "zebra"}]))
+    with pytest.raises(
+        DataError, match=r"l.jsonl:1: label 'zebra' is not in the label set \['animal', 'place'\]"
+    ):
+        build("sequence_classification", records, tok, 32, {"animal": 0, "place": 1})
+    records = read_records(write_jsonl(tmp_path / "m.jsonl", [{"txt": "a", "label": "x"}]))
+    with pytest.raises(DataError, match=r"m.jsonl:1: missing field 'text'"):
+        build("sequence_classification", records, tok, 32, {"x": 0})
+    qa = [
+        {
+            "question": "q?",
+            "context": "Maria lives in Paris.",
+            "answers": {"text": ["Paris"], "answer_start": [3]},
+        }
+    ]
+    with pytest.raises(DataError, match=r"qa.jsonl:1: answer 'Paris' is not at character 3"):
+        build("question_answering", read_records(write_jsonl(tmp_path / "qa.jsonl", qa)), tok, 32)
+    ner = [{"tokens": ["a", "b"], "tags": ["O"]}]
+    with pytest.raises(DataError, match=r"ner.jsonl:1: 2 tokens but 1 tags"):
+        build(
+            "token_classification", read_records(write_jsonl(tmp_path / "ner.jsonl", ner)), tok, 32, {"O": 0}
+        )
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_records(tmp_path / "nope.jsonl")
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch):
+    trainer = _trainer(data, tmp_path, max_steps=6, save_steps=2)
+    real = Trainer._step
+    monkeypatch.setattr(
+        Trainer, "_step", lambda self, b: (float("nan"), 0.0) if self.state["step"] == 4 else real(self, b)
+    )
+    with pytest.raises(
+        TrainingError, match=r"the loss became nan at step 5: lower the learning rate .*checkpoint-4"
+    ):
+        trainer.train()
+    assert (trainer.output_dir / "checkpoint-4" / "trainer_state.json").exists()
+    assert not (trainer.output_dir / "checkpoint-6").exists()
+
+
+def test_out_of_memory_gives_a_hint(data, tmp_path, monkeypatch):
+    trainer = _trainer(data, tmp_path, max_steps=2)
+
+    def oom(self, batches):
+        raise RuntimeError("[malloc] Unable to allocate 123456789 bytes: out of memory")
+
+    monkeypatch.setattr(Trainer, "_step", oom)
+    with pytest.raises(
+        TrainingError, match="out of memory at batch_size=8: lower --batch-size and raise --grad-accum"
+    ):
+        trainer.train()
+
+
+def test_cli_train_errors_are_one_line(data, tmp_path, capsys):
+    from mlx_albert.cli import main
+
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "a"}])
+    code = main(
+        [
+            "train",
+            "--model",
+            str(TINY),
+            "--task",
+            "sequence_classification",
+            "--train",
+            str(bad),
+            "--output-dir",
+            str(tmp_path / "o"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and "bad.jsonl:1: missing field 'label'" in err and "Traceback" not in err
+    existing = tmp_path / "exists"
+    (existing / "checkpoint-3").mkdir(parents=True)
+    (existing / "checkpoint-3" / "trainer_state.json").write_text("{}")
+    code = main(
+        [
+            "train",
+            "--model",
+            str(TINY),
+            "--task",
+            "sequence_classification",
+            "--train",
+            str(data["train"]),
+            "--output-dir",
+            str(existing),
+        ]
+    )
+    assert code == 1 and "--resume" in capsys.readouterr().err

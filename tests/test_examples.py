@@ -21,3 +21,16 @@ def test_example_runs(script):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip(), "printed nothing"
+
+
+def test_finetune_example_runs_end_to_end(tmp_path):
+    out = tmp_path / "reviews"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "finetune.py"), "--epochs", "1", "--output-dir", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "held-out, last epoch" in done.stdout and (out / "model.safetensors").exists()

@@ -530,3 +530,106 @@ def test_cli_train_errors_are_one_line(data, tmp_path, capsys):
         ]
     )
     assert code == 1 and "--resume" in capsys.readouterr().err
+
+
+# -- every task from files -------------------------------------------------------------------
+
+NAMES, CITIES, FILLER = (
+    ["maria", "john", "ann"],
+    ["paris", "rome", "york"],
+    ["lives", "in", "near", "the", "river"],
+)
+
+
+def _task_files(root: Path, task: str, rng: random.Random) -> tuple[Path, Path]:
+    def rows(n):
+        out = []
+        for _ in range(n):
+            if task == "regression":
+                k = rng.randint(0, 5)
+                words = rng.sample(ANIMALS, k) + rng.sample(PLACES, 5 - k)
+                rng.shuffle(words)
+                out.append({"text": " ".join(words), "label": float(k)})
+            elif task == "multi_label":
+                labels = [t for t, pool in (("animal", ANIMALS), ("place", PLACES)) if rng.random() < 0.5]
+                words = [w for t in labels for w in rng.sample(ANIMALS if t == "animal" else PLACES, 2)]
+                out.append({"text": " ".join(words) or "the", "label": labels})
+            elif task == "token_classification":  # CSV: space-separated cells
+                tokens, tags = [], []
+                for _ in range(rng.randint(3, 8)):
+                    pool, tag = rng.choice(
+                        [(NAMES, "B-PER"), (CITIES, "B-LOC"), (FILLER, "O"), (FILLER, "O")]
+                    )
+                    tokens.append(rng.choice(pool))
+                    tags.append(tag)
+                out.append({"tokens": " ".join(tokens), "tags": " ".join(tags)})
+            elif task == "question_answering":
+                name, city = rng.choice(NAMES), rng.choice(CITIES)
+                context = f"{name} lives in {city} near the river."
+                out.append(
+                    {
+                        "question": f"where does {name} live?",
+                        "context": context,
+                        "answer": city,
+                        "answer_start": context.index(city),
+                    }
+                )
+            else:  # multiple choice, CSV: "|"-separated choices
+                name = rng.choice(NAMES)
+                choices = ["person", "place"] if rng.random() < 0.5 else ["place", "person"]
+                out.append(
+                    {
+                        "question": f"{name} is a",
+                        "choices": "|".join(choices),
+                        "label": choices.index("person"),
+                    }
+                )
+        return out
+
+    paths = []
+    for split, n in (("train", 96), ("dev", 32)):
+        data = rows(n)
+        if task in ("token_classification", "multiple_choice"):
+            import csv
+
+            path = root / f"{task}_{split}.csv"
+            with open(path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(data[0]))
+                writer.writeheader()
+                writer.writerows(data)
+        else:
+            path = write_jsonl(root / f"{task}_{split}.jsonl", data)
+        paths.append(path)
+    return tuple(paths)
+
+
+@pytest.mark.parametrize(
+    "task, kind, metric, floor",
+    [
+        ("regression", "sequence_classification", "pearson", 0.5),
+        ("multi_label", "sequence_classification", "accuracy", 0.6),
+        ("token_classification", "token_classification", "f1", 0.5),
+        ("question_answering", "question_answering", "f1", 50.0),
+        ("multiple_choice", "multiple_choice", "accuracy", 0.7),
+    ],
+)
+def test_every_task_trains_from_files(tmp_path, task, kind, metric, floor):
+    train, dev = _task_files(tmp_path, task, random.Random(0))
+    args = TrainingArgs(
+        output_dir=str(tmp_path / "run"),
+        epochs=6,
+        batch_size=8,
+        learning_rate=2e-3,
+        warmup_ratio=0.1,
+        progress=False,
+    )
+    trainer, results = finetune(TINY, kind, train, dev, args)
+    assert results[metric] >= floor, results
+    losses = [e["loss"] for e in trainer.state["log"] if "loss" in e]
+    assert losses[-1] < losses[0]
+    assert (tmp_path / "run" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model = mlx_albert.load(tmp_path / "run")
+    if task == "regression":
+        assert model.config.problem_type == "regression" and model.config.num_labels == 1
+    if task == "multi_label":
+        assert model.config.problem_type == "multi_label_classification"

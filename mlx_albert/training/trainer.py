@@ -103,7 +103,9 @@ class Trainer:
             args.warmup_steps if args.warmup_steps is not None else int(args.warmup_ratio * self.total_steps)
         )
         mx.random.seed(args.seed)
-        # Ids and labels come from our data pipeline; the range checks' host sync cannot be compiled.
+        # Ids and labels come from our data pipeline; the range checks' host sync cannot be compiled
+        # (train() puts them back when it ends).
+        self._checks = getattr(model, "albert", model).check_inputs
         getattr(model, "albert", model).check_inputs = False
         if args.lora_rank:
             n = apply_lora(model, args.lora_rank, args.lora_alpha, args.lora_dropout)
@@ -251,7 +253,7 @@ class Trainer:
             try:
                 loss, norm = self._step(batches)
             except (RuntimeError, MemoryError) as e:
-                if "memory" in str(e).lower() or isinstance(e, MemoryError):
+                if isinstance(e, MemoryError) or any(w in str(e).lower() for w in ("memory", "allocate")):
                     raise TrainingError(
                         f"out of memory at batch_size={args.batch_size}: lower --batch-size and raise "
                         f"--grad-accumulation to keep the effective batch ({e})"
@@ -295,6 +297,7 @@ class Trainer:
         results = self.evaluate() if self.eval_data is not None else {}
         self._save_final()
         self._plot()
+        getattr(self.model, "albert", self.model).check_inputs = self._checks
         return results
 
     def _save_checkpoint(self, step: int) -> None:

@@ -290,7 +290,7 @@ def test_result_loads_in_transformers(data, tmp_path):
 # -- resume ----------------------------------------------------------------------------------
 
 
-def _train_cli(data, out: Path, resume=False, env=None) -> subprocess.CompletedProcess:
+def _train_cli(data, out: Path, resume=False, env=None, extra=()) -> subprocess.CompletedProcess:
     argv = [
         sys.executable,
         "-m",
@@ -317,7 +317,7 @@ def _train_cli(data, out: Path, resume=False, env=None) -> subprocess.CompletedP
         "3",
     ]
     return subprocess.run(
-        argv + (["--resume"] if resume else []),
+        argv + (["--resume"] if resume else []) + list(extra),
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
@@ -335,6 +335,8 @@ def test_resume_after_a_kill_ends_with_the_same_weights(data, tmp_path):
     killed = _train_cli(data, tmp_path / "killed", env={"MLX_ALBERT_KILL_AT_STEP": "7"})
     assert killed.returncode == -9  # SIGKILL: no cleanup ran
     assert sorted(p.name for p in (tmp_path / "killed").glob("checkpoint-*")) == ["checkpoint-5"]
+    other_seed = _train_cli(data, tmp_path / "killed", resume=True, extra=["--seed", "4"])
+    assert other_seed.returncode == 1 and "resume with --seed 3" in other_seed.stderr
     resumed = _train_cli(data, tmp_path / "killed", resume=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "killed")
@@ -458,6 +460,16 @@ def test_bad_data_files_name_file_and_line(tmp_path):
     ]
     with pytest.raises(DataError, match=r"qa.jsonl:1: answer 'Paris' is not at character 3"):
         build("question_answering", read_records(write_jsonl(tmp_path / "qa.jsonl", qa)), tok, 32)
+    mc = [{"question": "q", "choices": ["a", "b"], "answer": "c"}]
+    with pytest.raises(DataError, match=r"mc.jsonl:1: answer 'c' is not one of the choices"):
+        build("multiple_choice", read_records(write_jsonl(tmp_path / "mc.jsonl", mc)), tok, 32)
+    mc = [{"question": "q", "choices": ["a", "b"], "answer": "b"}]
+    assert (
+        build("multiple_choice", read_records(write_jsonl(tmp_path / "mc.jsonl", mc)), tok, 32).features[0][
+            "labels"
+        ]
+        == 1
+    )
     ner = [{"tokens": ["a", "b"], "tags": ["O"]}]
     with pytest.raises(DataError, match=r"ner.jsonl:1: 2 tokens but 1 tags"):
         build(

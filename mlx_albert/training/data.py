@@ -7,7 +7,8 @@ Record fields (JSONL objects, or CSV columns):
   token_classification     tokens, tags (lists; in CSV space-separated strings)
   question_answering       question, context, answers {"text": [...], "answer_start": [...]}
                            (or answer + answer_start)
-  multiple_choice          question, choices (list; in CSV "|"-separated), label (index)
+  multiple_choice          question, choices (list; in CSV "|"-separated), label (index) or
+                           answer (the right choice's text)
 """
 
 from __future__ import annotations
@@ -257,7 +258,16 @@ def _choices(records, tokenizer, max_length, *_):
     features, count = [], None
     for where, record in records:
         question, choices = _field(where, record, "question"), _field(where, record, "choices", list)
-        label = int(_field(where, record, "label", object))
+        if "label" not in record and "answer" in record:  # the right choice's text instead of its index
+            if record["answer"] not in choices:
+                raise DataError(f"{where}: answer {record['answer']!r} is not one of the choices {choices}")
+            label = choices.index(record["answer"])
+        else:
+            label = _field(where, record, "label", object)
+            try:
+                label = int(label)
+            except (TypeError, ValueError):
+                raise DataError(f"{where}: label {label!r} should be the index of the right choice") from None
         count = count or len(choices)
         if len(choices) != count or count < 2:
             raise DataError(

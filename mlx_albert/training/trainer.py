@@ -131,7 +131,7 @@ class Trainer:
             model.set_dtype(self.compute_dtype)
         self.optimizer.init(self.master if self.master is not None else model.trainable_parameters())
         self._build_steps()
-        self.state = {"step": 0, "best_metric": None, "best_step": None, "log": []}
+        self.state = {"step": 0, "seed": args.seed, "best_metric": None, "best_step": None, "log": []}
 
     # -- the compiled pieces ------------------------------------------------------------------
     def _build_steps(self):
@@ -231,6 +231,12 @@ class Trainer:
         checkpoint.prune(out, 0)  # leftovers of saves that died half-way
         if args.resume and (last := checkpoint.latest(out)) is not None:
             self.state, extra = checkpoint.load(last, self.model, self.optimizer)
+            if self.state.get("seed", args.seed) != args.seed:
+                seed = self.state["seed"]
+                raise ValueError(
+                    f"{last} was trained with seed {seed}: resume with --seed {seed} "
+                    "(data order, masks and dropout follow it)"
+                )
             if self.master is not None:
                 self._set_master(_unflatten_master(extra))
             self._build_steps()  # the compiled steps captured the optimiser state objects just replaced

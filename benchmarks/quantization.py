@@ -23,7 +23,7 @@ from mlx_albert.convert import convert
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="base")
-    p.add_argument("--bits", default="8,4")
+    p.add_argument("--bits", default="8,4,4/8", help="bit widths; a/b: a bits, b for the shared layers")
     p.add_argument("--out", default="bench_results")
     args = p.parse_args()
     ids, mask = inputs(4, 64)
@@ -33,15 +33,22 @@ def main():
         AlbertModel(config_for(args.model)).save_pretrained(Path(tmp) / "f32")
         ref = np.array(mlx_albert.load(Path(tmp) / "f32")(ids, attention_mask=mask).pooler_output)
         f32_size = (Path(tmp) / "f32" / "model.safetensors").stat().st_size
-        for bits in map(int, args.bits.split(",")):
-            out = convert(str(Path(tmp) / "f32"), str(Path(tmp) / f"q{bits}"), quantize=True, q_bits=bits)
+        for spec in args.bits.split(","):
+            bits, _, shared = spec.partition("/")
+            out = convert(
+                str(Path(tmp) / "f32"),
+                str(Path(tmp) / f"q{bits}-{shared}"),
+                quantize=True,
+                q_bits=int(bits),
+                q_shared_bits=int(shared) if shared else None,
+            )
             pooled = np.array(mlx_albert.load(out)(ids, attention_mask=mask).pooler_output)
             cos = (pooled * ref).sum(-1) / np.linalg.norm(pooled, axis=-1) / np.linalg.norm(ref, axis=-1)
             size = (out / "model.safetensors").stat().st_size
             rows.append(
                 dict(
                     model=args.model,
-                    bits=bits,
+                    bits=spec,
                     size_mb=size / 2**20,
                     f32_mb=f32_size / 2**20,
                     ratio=size / f32_size,

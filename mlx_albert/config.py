@@ -80,7 +80,7 @@ class AlbertConfig:
     pad_token_id: int | None = 0
     problem_type: str | None = None  # regression | single_label_classification | multi_label_...
     architectures: list[str] | None = None
-    quantization: dict[str, int] | None = None  # {"group_size": g, "bits": b} for quantized weights
+    quantization: dict | None = None  # {"group_size": g, "bits": b[, layer path: {"bits": b}]} if quantized
     extra: dict[str, Any] = field(default_factory=dict)  # other config.json keys, kept for export
 
     def __post_init__(self):
@@ -138,10 +138,19 @@ class AlbertConfig:
                 f"AlbertConfig.pad_token_id ({self.pad_token_id}) must be in "
                 f"[0, vocab_size={self.vocab_size})"
             )
-        if self.quantization is not None and set(self.quantization) - {"group_size", "bits", "mode"}:
-            raise ValueError(
-                f"AlbertConfig.quantization {self.quantization} may only hold group_size, bits and mode"
-            )
+        if self.quantization is not None:
+            # group_size, bits, mode; plus, as mlx-lm, per-layer overrides {path: {"bits", "group_size"}}
+            bad = [
+                k
+                for k, v in self.quantization.items()
+                if k not in ("group_size", "bits", "mode")
+                and not (isinstance(v, dict) and set(v) <= {"group_size", "bits", "mode"})
+            ]
+            if bad:
+                raise ValueError(
+                    f"AlbertConfig.quantization {self.quantization} may only hold group_size, bits, mode "
+                    f"and per-layer {{bits, group_size}} overrides; not {bad}"
+                )
 
     @property
     def head_dim(self) -> int:

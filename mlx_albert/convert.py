@@ -30,6 +30,9 @@ TOKENIZER_FILES = (
 def _model_card(hf_path: str, model: nn.Module, dtype: str, quantization: dict | None) -> str:
     n = sum(v.size for _, v in tree_flatten(model.parameters()))
     q = f"{quantization['bits']}-bit (group size {quantization['group_size']})" if quantization else "none"
+    overrides = sorted({v["bits"] for v in (quantization or {}).values() if isinstance(v, dict)})
+    if overrides:
+        q += f"; shared layers {'/'.join(map(str, overrides))}-bit"
     return (
         f"---\nlibrary_name: mlx\ntags: [mlx, albert]\nbase_model: {hf_path}\n---\n\n"
         f"# {type(model).__name__} for MLX\n\nConverted from `{hf_path}` with mlx_albert.\n\n"
@@ -45,6 +48,7 @@ def convert(
     quantize: bool = False,
     q_bits: int = 4,
     q_group_size: int = 64,
+    q_shared_bits: int | None = None,
     upload_repo: str | None = None,
     force: bool = False,
     revision: str | None = None,
@@ -54,7 +58,9 @@ def convert(
     """Converts a transformers ALBERT checkpoint (folder or repo id) into an MLX folder.
 
     The folder is assembled beside `mlx_path` and renamed into place, so an interrupted run
-    never leaves a half-written model. Returns the output path.
+    never leaves a half-written model. With `quantize`, linear and embedding layers get `q_bits`
+    bits; `q_shared_bits` gives the shared transformer layers (which run num_blocks times, so their
+    error compounds) their own width. Returns the output path.
     """
     out = Path(mlx_path)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
@@ -70,13 +76,18 @@ def convert(
                 f"{hf_path} is already quantized ({config.quantization}); convert from "
                 "the float checkpoint instead"
             )
-        nn.quantize(
-            model,
-            group_size=q_group_size,
-            bits=q_bits,
-            class_predicate=lambda p, m: quantizable(p, m, q_group_size),
-        )
-        model.config = config.replace(quantization={"group_size": q_group_size, "bits": q_bits})
+        quantization = {"group_size": q_group_size, "bits": q_bits}
+
+        def predicate(path: str, module: nn.Module):
+            if not quantizable(path, module, q_group_size):
+                return False
+            if q_shared_bits is not None and q_shared_bits != q_bits and ".groups." in path:
+                quantization[path] = {"group_size": q_group_size, "bits": q_shared_bits}
+                return dict(quantization[path])
+            return True
+
+        nn.quantize(model, group_size=q_group_size, bits=q_bits, class_predicate=predicate)
+        model.config = config.replace(quantization=quantization)
     stored = str(model.dtype).removeprefix("mlx.core.")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
@@ -118,6 +129,13 @@ def configure_parser(parser: argparse.ArgumentParser | None = None) -> argparse.
     )
     parser.add_argument("-q", "--quantize", action="store_true", help="quantize linear and embedding layers")
     parser.add_argument("--q-bits", type=int, choices=[2, 3, 4, 5, 6, 8], default=4, help="bits per weight")
+    parser.add_argument(
+        "--q-shared-bits",
+        type=int,
+        choices=[2, 3, 4, 5, 6, 8],
+        default=None,
+        help="bits for the shared transformer layers, which run num_blocks times (default: --q-bits)",
+    )
     parser.add_argument(
         "--q-group-size",
         type=int,

@@ -173,12 +173,22 @@ class PreTrainedMixin:
         weights = _align_prefix(weights, "albert" in model)
         if config.quantization:
             q = config.quantization
+
+            def predicate(path: str, module: nn.Module):
+                if f"{path}.scales" not in weights:
+                    return False
+                # per-layer overrides are keyed by the converted model's paths (with or without albert.)
+                for key in (path, path.removeprefix(BACKBONE), BACKBONE + path):
+                    if isinstance(q.get(key), dict):
+                        return {"group_size": q["group_size"], "mode": q.get("mode", "affine"), **q[key]}
+                return True
+
             nn.quantize(
                 model,
                 group_size=q["group_size"],
                 bits=q["bits"],
                 mode=q.get("mode", "affine"),
-                class_predicate=lambda p, m: f"{p}.scales" in weights,
+                class_predicate=predicate,
             )
         weights = match_weights(model, weights, str(path_or_repo_id))
         if dtype is None:  # new head weights take the checkpoint's float dtype

@@ -58,6 +58,7 @@ CASES = {
     "bfloat16": (["--dtype", "bfloat16"], 4e-2, 0.999),
     "q8": (["-q", "--q-bits", "8"], 5e-2, 0.999),
     "q4": (["-q", "--q-bits", "4", "--q-group-size", "32"], None, 0.97),
+    "q4s8": (["-q", "--q-bits", "4", "--q-group-size", "32", "--q-shared-bits", "8"], None, 0.985),
 }
 
 
@@ -80,6 +81,12 @@ def test_round_trip(name, hf_folder, reference, tmp_path):
         assert size < 0.45 * (hf_folder / "model.safetensors").stat().st_size
         assert isinstance(model.albert.encoder.groups[0].layers[0].ffn, nn.QuantizedLinear)
         assert isinstance(model.albert.embeddings.word_embeddings, nn.QuantizedEmbedding)
+        shared_bits = 8 if "--q-shared-bits" in flags else int(flags[2])
+        assert model.albert.encoder.groups[0].layers[0].ffn.bits == shared_bits
+        assert model.albert.embeddings.word_embeddings.bits == int(flags[2])
+        # the bare backbone loads the same per-layer widths from the task model's file
+        backbone = mlx_albert.load(tmp_path / "out", "base")
+        assert backbone.encoder.groups[0].layers[0].attention.query.bits == shared_bits
 
 
 def test_refuses_to_overwrite_without_force(hf_folder, tmp_path, capsys):

@@ -101,15 +101,51 @@ class AlbertLayerGroup(nn.Module):
 
 
 class AlbertEncoder(nn.Module):
+    # Inference on the CPU backend runs the batch in slices whose activations stay under this many
+    # bytes: the CPU computes one op at a time anyway, so slicing costs little and bounds peak memory
+    # (GPUs need the whole batch to fill the device: no slicing there unless activation_budget is set).
+    CPU_ACTIVATION_BUDGET = 128 << 20
+
     def __init__(self, config: AlbertConfig):
         super().__init__()
         self.num_blocks = config.num_blocks
+        self.num_heads = config.num_attention_heads
+        self.intermediate_size = config.intermediate_size
         self.embedding_projection = nn.Linear(config.embedding_size, config.hidden_size)
         self.groups = [AlbertLayerGroup(config) for _ in range(config.num_groups)]
+        self.activation_budget: int | None = None  # bytes; None: the backend's default
+
+    def slice_size(self, batch: int, seq: int, itemsize: int) -> int:
+        """Sequences per slice: all of them unless one layer's activations would pass the budget."""
+        budget = self.activation_budget
+        if budget is None and mx.default_device() == mx.cpu:
+            budget = self.CPU_ACTIVATION_BUDGET
+        # measured: about 5 copies of the attention scores and 10 of the FFN activation per sequence
+        per_sequence = seq * (5 * self.num_heads * seq + 10 * self.intermediate_size) * itemsize
+        if budget is None or batch * per_sequence <= budget:
+            return batch
+        return max(1, budget // per_sequence)
 
     def __call__(
         self, x: mx.array, bias: mx.array, output_hidden_states: bool = False, output_attentions: bool = False
     ):
+        B, L, _ = x.shape
+        size = (
+            B
+            if self.training or output_hidden_states or output_attentions
+            else self.slice_size(B, L, x.dtype.size)
+        )
+        if size < B:
+            parts = []
+            for i in range(0, B, size):
+                piece = x[i : i + size]
+                if parts:  # still lazy, but a slice starts only once the previous one is done
+                    piece = mx.depends(piece, parts[-1])
+                parts.append(self._run(piece, bias[i : i + size], False, False)[0])
+            return mx.concatenate(parts), None, None
+        return self._run(x, bias, output_hidden_states, output_attentions)
+
+    def _run(self, x: mx.array, bias: mx.array, output_hidden_states: bool, output_attentions: bool):
         x = self.embedding_projection(x)  # (B, L, E) -> (B, L, H)
         hidden_states = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None

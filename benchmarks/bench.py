@@ -29,7 +29,6 @@ else:
     # isort: split
     import mlx.core as mx
     import mlx.nn as nn
-    import mlx.optimizers as optim
 
     from mlx_albert import AlbertConfig, AlbertForSequenceClassification, AlbertModel
 
@@ -93,20 +92,32 @@ def mlx_forward(config, batch, seq, dtype, bits, args):
 
 
 def mlx_train_step(config, batch, seq, dtype, args):
+    """One step as `mlx-albert train` runs it: the Trainer's compiled value_and_grad + clip + AdamW."""
+    from mlx_albert.training import Trainer, TrainingArgs
+    from mlx_albert.training.data import Dataset
+
     mx.random.seed(0)
     model = AlbertForSequenceClassification(config)
-    model.albert.check_inputs = False
     model.set_dtype(getattr(mx, dtype))
     model.train()
-    optimizer = optim.AdamW(learning_rate=1e-5)
-    ids, mask = (mx.array(a) for a in inputs(batch, seq))
-    labels = mx.array(np.arange(batch) % 2)
-    loss_and_grad = nn.value_and_grad(model, lambda m: m(ids, attention_mask=mask, labels=labels).loss)
-
-    def step():
-        loss, grads = loss_and_grad(model)
-        optimizer.update(model, grads)
-        mx.eval(loss, model.parameters(), optimizer.state)
+    ids, mask = inputs(batch, seq)
+    features = [
+        {"input_ids": list(i[m > 0]), "token_type_ids": [0] * int(m.sum()), "labels": int(n % 2)}
+        for n, (i, m) in enumerate(zip(ids, mask, strict=True))
+    ]
+    trainer = Trainer(
+        model,
+        None,
+        TrainingArgs(learning_rate=1e-5, progress=False, max_grad_norm=0),
+        Dataset("sequence_classification", features),
+    )
+    arrays = {
+        "input_ids": mx.array(ids),
+        "attention_mask": mx.array(mask),
+        "token_type_ids": mx.zeros_like(mx.array(ids)),
+        "labels": mx.array(np.arange(batch) % 2),
+    }
+    step = lambda: trainer._step([arrays])  # noqa: E731  (evaluates loss, weights and optimiser state)
 
     mx.reset_peak_memory()
     seconds = timeit(step, 1, max(2, args.repeats // 2))

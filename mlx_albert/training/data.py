@@ -153,10 +153,15 @@ def _classification(records, tokenizer, max_length, label_to_id, problem_type, _
     for where, record in records:
         texts.append(_field(where, record, "text"))
         pairs.append(record.get("text_pair"))
-    has_pairs = any(p is not None for p in pairs)
-    encodings, _ = tokenizer.encode(
-        texts, [p or "" for p in pairs] if has_pairs else None, truncation=True, max_length=max_length
-    )
+    if all(p is not None for p in pairs) or all(p is None for p in pairs):
+        encodings, _ = tokenizer.encode(
+            texts, pairs if pairs[0] is not None else None, truncation=True, max_length=max_length
+        )
+    else:  # some records are pairs, some single texts: each as it is
+        encodings = [
+            tokenizer.encode(t, p, truncation=True, max_length=max_length)[0][0]
+            for t, p in zip(texts, pairs, strict=True)
+        ]
     for (where, record), e in zip(records, encodings, strict=True):
         value = _field(where, record, "label", object)
         if problem_type == "regression":

@@ -8,7 +8,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import GOLDEN, MODES
+from conftest import GOLDEN, MODES, needs_torch
 from oracle import PAIRS, TEXTS, tokenizer_case
 
 import mlx_albert
@@ -126,3 +126,87 @@ def test_overflow_errors(spm_only):
             max_length=8,
             return_overflowing_tokens=True,
         )
+
+
+def _train_spiece(folder, corpus: list[str], vocab_size: int, **config) -> None:
+    """A SentencePiece model trained here (the sentencepiece trainer), in an ALBERT folder."""
+    import io
+
+    spm = pytest.importorskip("sentencepiece")
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="unigram",
+        hard_vocab_limit=False,
+        pad_id=0,
+        unk_id=1,
+        bos_id=-1,
+        eos_id=-1,
+        control_symbols=["[CLS]", "[SEP]", "[MASK]"],
+        character_coverage=0.9995,
+        minloglevel=2,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spiece.model").write_bytes(model.getvalue())
+    base = {"tokenizer_class": "AlbertTokenizer", "remove_space": True, "model_max_length": 64}
+    (folder / "tokenizer_config.json").write_text(json.dumps({**base, **config}))
+
+
+CORPUS = [
+    "Café au lait à Paris, naïve façade; Ångström units — 1,000,000 or 3.5%.",
+    "The QUICK brown fox jumps over the lazy dog. “Quoted” and ‘single’ text ``here''.",
+    "日本語のテキストと中文字符 mixed with emoji 😀🎉 and tabs\tand  spaces.",
+    "Numbers 12, 345 and 6,789 appear; e-mail a.b@c.de; URL https://x.y/z?q=1.",
+] * 40
+
+
+@needs_torch
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"do_lower_case": True, "keep_accents": False},
+        {"do_lower_case": False, "keep_accents": True},
+        {"do_lower_case": False, "keep_accents": False},
+    ],
+    ids=["uncased", "cased-accents", "cased"],
+)
+def test_matches_transformers_on_a_freshly_trained_spiece(tmp_path, config):
+    import transformers
+
+    _train_spiece(tmp_path, CORPUS, 400, **config)
+    ref = transformers.AlbertTokenizer.from_pretrained(tmp_path)
+    ours = AlbertTokenizer.from_pretrained(tmp_path)
+    texts = (
+        TEXTS + [c.upper() for c in CORPUS[:4]] + ["Ünïcödé ĀĒĪŌŪ ﬁ ligature ①②", "  leading and trailing  "]
+    )
+    for text in texts:
+        expected = ref(text, return_offsets_mapping=True)
+        got = ours(text, return_offsets_mapping=True)
+        assert got["input_ids"] == expected["input_ids"], text
+        assert [tuple(o) for o in got["offset_mapping"]] == [tuple(o) for o in expected["offset_mapping"]], (
+            text
+        )
+        assert ours.decode(got["input_ids"], skip_special_tokens=True) == ref.decode(
+            expected["input_ids"], skip_special_tokens=True
+        )
+    pairs = ref(
+        "Where is the café?",
+        CORPUS[1],
+        truncation="only_second",
+        max_length=32,
+        stride=4,
+        return_overflowing_tokens=True,
+        return_token_type_ids=True,
+    )
+    got = ours(
+        "Where is the café?",
+        CORPUS[1],
+        truncation="only_second",
+        max_length=32,
+        stride=4,
+        return_overflowing_tokens=True,
+    )
+    assert len(got["input_ids"]) > 1  # several windows
+    assert got["input_ids"] == pairs["input_ids"] and got["token_type_ids"] == pairs["token_type_ids"]

@@ -479,6 +479,14 @@ def test_bad_data_files_name_file_and_line(tmp_path):
         read_records(tmp_path / "nope.jsonl")
 
 
+def test_model_and_data_must_match(data, tmp_path):
+    trainer = _trainer(data, tmp_path)
+    with pytest.raises(
+        ValueError, match="sequence_classification data needs an AlbertForSequenceClassification"
+    ):
+        Trainer(mlx_albert.load(TINY), trainer.tokenizer, trainer.args, trainer.train_data)
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch):
     trainer = _trainer(data, tmp_path, max_steps=6, save_steps=2)
     real = Trainer._step

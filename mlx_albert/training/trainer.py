@@ -38,6 +38,15 @@ DEFAULT_METRIC = {
 }
 
 
+MODEL_FOR_TASK = {
+    "sequence_classification": "AlbertForSequenceClassification",
+    "token_classification": "AlbertForTokenClassification",
+    "question_answering": "AlbertForQuestionAnswering",
+    "multiple_choice": "AlbertForMultipleChoice",
+    "pretraining": "AlbertForPreTraining",
+}
+
+
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss, memory): the message says why and what to do."""
 
@@ -88,6 +97,11 @@ class Trainer:
         self.model, self.tokenizer, self.args = model, tokenizer, args
         self.train_data, self.eval_data = train_data, eval_data
         self.task = train_data.task
+        expected = MODEL_FOR_TASK[self.task]
+        if type(model).__name__ != expected:
+            raise ValueError(f"{self.task} data needs an {expected}, got {type(model).__name__}")
+        if eval_data is not None and eval_data.task != self.task:
+            raise ValueError(f"evaluation data is for {eval_data.task}, training data for {self.task}")
         if self.task == "sequence_classification" and model.config.problem_type == "regression":
             self.task_metrics = "regression"
         else:

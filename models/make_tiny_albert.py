@@ -66,15 +66,15 @@ def corpus(n: int = 3000, seed: int = 0) -> list[str]:
     ]
 
 
-def main(out: Path = HERE / "tiny-albert") -> None:
+def train_spiece(sentences, vocab_size: int, character_coverage: float = 1.0) -> bytes:
+    """A unigram SentencePiece model with ALBERT's special pieces (<pad>, <unk>, [CLS], [SEP], [MASK])."""
     import sentencepiece as spm
 
-    out.mkdir(parents=True, exist_ok=True)
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(corpus()),
+        sentence_iterator=iter(sentences),
         model_writer=model,
-        vocab_size=160,
+        vocab_size=vocab_size,
         model_type="unigram",
         hard_vocab_limit=False,
         pad_id=0,
@@ -82,9 +82,17 @@ def main(out: Path = HERE / "tiny-albert") -> None:
         bos_id=-1,
         eos_id=-1,
         control_symbols=["[CLS]", "[SEP]", "[MASK]"],
-        character_coverage=1.0,
+        character_coverage=character_coverage,
         minloglevel=2,
     )
+    return model.getvalue()
+
+
+def main(out: Path = HERE / "tiny-albert") -> None:
+    import sentencepiece as spm
+
+    out.mkdir(parents=True, exist_ok=True)
+    model = io.BytesIO(train_spiece(corpus(), 160))
     (out / "spiece.model").write_bytes(model.getvalue())
     vocab_size = spm.SentencePieceProcessor(model_proto=model.getvalue()).get_piece_size()
     (out / "tokenizer_config.json").write_text(

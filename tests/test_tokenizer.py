@@ -3,6 +3,7 @@ SentencePiece model (live, and against golden/tokenizer.json), plus files and er
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import mlx.core as mx
@@ -130,26 +131,12 @@ def test_overflow_errors(spm_only):
 
 def _train_spiece(folder, corpus: list[str], vocab_size: int, **config) -> None:
     """A SentencePiece model trained here (the sentencepiece trainer), in an ALBERT folder."""
-    import io
+    pytest.importorskip("sentencepiece")
+    sys.path.insert(0, str(TINY.parent))
+    from make_tiny_albert import train_spiece
 
-    spm = pytest.importorskip("sentencepiece")
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(corpus),
-        model_writer=model,
-        vocab_size=vocab_size,
-        model_type="unigram",
-        hard_vocab_limit=False,
-        pad_id=0,
-        unk_id=1,
-        bos_id=-1,
-        eos_id=-1,
-        control_symbols=["[CLS]", "[SEP]", "[MASK]"],
-        character_coverage=0.9995,
-        minloglevel=2,
-    )
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "spiece.model").write_bytes(model.getvalue())
+    (folder / "spiece.model").write_bytes(train_spiece(corpus, vocab_size, character_coverage=0.9995))
     base = {"tokenizer_class": "AlbertTokenizer", "remove_space": True, "model_max_length": 64}
     (folder / "tokenizer_config.json").write_text(json.dumps({**base, **config}))
 
@@ -191,22 +178,8 @@ def test_matches_transformers_on_a_freshly_trained_spiece(tmp_path, config):
         assert ours.decode(got["input_ids"], skip_special_tokens=True) == ref.decode(
             expected["input_ids"], skip_special_tokens=True
         )
-    pairs = ref(
-        "Where is the café?",
-        CORPUS[1],
-        truncation="only_second",
-        max_length=32,
-        stride=4,
-        return_overflowing_tokens=True,
-        return_token_type_ids=True,
-    )
-    got = ours(
-        "Where is the café?",
-        CORPUS[1],
-        truncation="only_second",
-        max_length=32,
-        stride=4,
-        return_overflowing_tokens=True,
-    )
+    windows = dict(truncation="only_second", max_length=32, stride=4, return_overflowing_tokens=True)
+    pairs = ref("Where is the café?", CORPUS[1], return_token_type_ids=True, **windows)
+    got = ours("Where is the café?", CORPUS[1], **windows)
     assert len(got["input_ids"]) > 1  # several windows
     assert got["input_ids"] == pairs["input_ids"] and got["token_type_ids"] == pairs["token_type_ids"]

@@ -24,13 +24,15 @@ import numpy as np
 
 from ..tokenizer import AlbertTokenizer
 
-TASKS = (
-    "sequence_classification",
-    "token_classification",
-    "question_answering",
-    "multiple_choice",
-    "pretraining",
-)
+# each task and the spec architecture it trains
+TASK_ARCHITECTURES = {
+    "sequence_classification": "for_sequence_classification",
+    "token_classification": "for_token_classification",
+    "question_answering": "for_question_answering",
+    "multiple_choice": "for_multiple_choice",
+    "pretraining": "for_pre_training",
+}
+TASKS = tuple(TASK_ARCHITECTURES)
 PAD_MULTIPLE = 8
 
 

@@ -8,19 +8,12 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from .data import TASK_ARCHITECTURES as ARCHITECTURE
 from .data import build, label_set, read_records
 from .pretraining import read_documents, sop_dataset
 from .trainer import Trainer, TrainingArgs
 
 logger = logging.getLogger(__name__)
-
-ARCHITECTURE = {
-    "sequence_classification": "for_sequence_classification",
-    "token_classification": "for_token_classification",
-    "question_answering": "for_question_answering",
-    "multiple_choice": "for_multiple_choice",
-    "pretraining": "for_pre_training",
-}
 
 
 def finetune(

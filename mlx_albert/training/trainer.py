@@ -20,7 +20,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
 from . import checkpoint
-from .data import Dataset, batch_order, collate
+from .data import TASK_ARCHITECTURES, Dataset, batch_order, collate
 from .evaluate import qa_metrics, task_metrics
 from .lora import apply_lora, has_lora, merge_lora
 from .optim import adamw, clip_by_global_norm, schedule
@@ -35,15 +35,6 @@ DEFAULT_METRIC = {
     "question_answering": "f1",
     "multiple_choice": "accuracy",
     "pretraining": "mlm_accuracy",
-}
-
-
-MODEL_FOR_TASK = {
-    "sequence_classification": "AlbertForSequenceClassification",
-    "token_classification": "AlbertForTokenClassification",
-    "question_answering": "AlbertForQuestionAnswering",
-    "multiple_choice": "AlbertForMultipleChoice",
-    "pretraining": "AlbertForPreTraining",
 }
 
 
@@ -97,7 +88,9 @@ class Trainer:
         self.model, self.tokenizer, self.args = model, tokenizer, args
         self.train_data, self.eval_data = train_data, eval_data
         self.task = train_data.task
-        expected = MODEL_FOR_TASK[self.task]
+        from ..heads import ARCHITECTURES
+
+        expected = ARCHITECTURES[TASK_ARCHITECTURES[self.task]].__name__
         if type(model).__name__ != expected:
             raise ValueError(f"{self.task} data needs an {expected}, got {type(model).__name__}")
         if eval_data is not None and eval_data.task != self.task:

@@ -31,6 +31,14 @@ def to_numpy(x: mx.array) -> np.ndarray:
     return np.array(x.astype(mx.float32) if mx.issubdtype(x.dtype, mx.floating) else x)
 
 
+def check_strings(task: str, texts: list) -> list[str]:
+    """The texts, or a TypeError naming the task and the first non-string."""
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(f"{task} takes strings, got {type(text).__name__}: {text!r}")
+    return texts
+
+
 def dispatch(inputs, is_single: Callable[[Any], bool], run: Callable[[list], list], batch_size: int):
     """One input -> one result; a list/tuple -> a list; any other iterable -> a generator (streamed)."""
     if batch_size < 1:

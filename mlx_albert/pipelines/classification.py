@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..tokenizer import AlbertTokenizer
-from ._batching import dispatch, max_tokens, run_batches, to_numpy
+from ._batching import check_strings, dispatch, max_tokens, run_batches, to_numpy
 from .fill_mask import softmax
 
 FUNCTIONS = {
@@ -145,11 +145,8 @@ def token_classification(
     ignore = set(ignore_labels)
 
     def run(texts: list) -> list:
-        for text in texts:
-            if not isinstance(text, str):
-                raise TypeError(f"token_classification takes strings, got {type(text).__name__}: {text!r}")
         encodings, sample = tokenizer.encode(
-            texts,
+            check_strings("token_classification", texts),
             truncation=True,
             max_length=limit,
             stride=stride or 0,

@@ -7,16 +7,9 @@ import mlx.core as mx
 import numpy as np
 
 from ..tokenizer import AlbertTokenizer
-from ._batching import backbone, dispatch, max_tokens, run_batches, to_numpy
+from ._batching import backbone, check_strings, dispatch, max_tokens, run_batches, to_numpy
 
 POOLINGS = ("cls", "mean", "pooler")
-
-
-def _check(texts: list) -> list[str]:
-    for text in texts:
-        if not isinstance(text, str):
-            raise TypeError(f"expected strings, got {type(text).__name__}: {text!r}")
-    return texts
 
 
 def feature_extraction(
@@ -33,7 +26,9 @@ def feature_extraction(
     limit = max_tokens(model, tokenizer)
 
     def run(texts: list) -> list:
-        encodings, _ = tokenizer.encode(_check(texts), truncation=True, max_length=limit)
+        encodings, _ = tokenizer.encode(
+            check_strings("feature_extraction", texts), truncation=True, max_length=limit
+        )
         states = run_batches(
             [[e] for e in encodings],
             lambda b: list(to_numpy(backbone(model)(**b).last_hidden_state)),
@@ -82,7 +77,7 @@ def embed(
         return list(to_numpy(pooled))
 
     def run(texts: list) -> list:
-        encodings, _ = tokenizer.encode(_check(texts), truncation=True, max_length=limit)
+        encodings, _ = tokenizer.encode(check_strings("embed", texts), truncation=True, max_length=limit)
         return run_batches(
             [[e] for e in encodings], forward, tokenizer.pad_token_id, limit, batch_size, progress
         )

@@ -6,7 +6,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..tokenizer import AlbertTokenizer
-from ._batching import backbone, dispatch, max_tokens, run_batches, to_numpy
+from ._batching import backbone, check_strings, dispatch, max_tokens, run_batches, to_numpy
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -57,10 +57,7 @@ def fill_mask(
         return [logits[rows == r] for r in range(ids.shape[0])]
 
     def run(texts: list) -> list:
-        for text in texts:
-            if not isinstance(text, str):
-                raise TypeError(f"fill_mask takes strings, got {type(text).__name__}: {text!r}")
-        encodings, _ = tokenizer.encode(texts, truncation=True, max_length=limit)
+        encodings, _ = tokenizer.encode(check_strings("fill_mask", texts), truncation=True, max_length=limit)
         for text, e in zip(texts, encodings, strict=True):
             if mask_id not in e.ids:
                 raise ValueError(

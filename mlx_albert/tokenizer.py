@@ -273,6 +273,32 @@ class AlbertTokenizer:
             return {k: v[0] for k, v in out.items()}
         return out
 
+    def encode_windows(
+        self,
+        questions: list[str],
+        contexts: list[str],
+        max_length: int,
+        stride: int,
+        names: tuple[str, str] = ("max_length", "stride"),
+    ) -> tuple[list[Encoding], list[int]]:
+        """(question, context) pairs as overlapping windows over the context (question repeated in each),
+        as question answering reads them; ValueError when a question leaves no room for context
+        (`names`: what the caller calls max_length and stride, for that message)."""
+        try:
+            return self.encode(
+                questions,
+                contexts,
+                truncation="only_second",
+                max_length=max_length,
+                stride=stride,
+                return_overflowing_tokens=True,
+            )
+        except ValueError as e:
+            raise ValueError(
+                f"a question leaves no room for the context in {names[0]}={max_length} tokens with "
+                f"{names[1]}={stride}: shorten the question or raise {names[0]} ({e})"
+            ) from None
+
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         return self.tokenizer.decode([int(i) for i in np.asarray(ids).reshape(-1)], skip_special_tokens)
 

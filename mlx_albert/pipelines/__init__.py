@@ -66,12 +66,10 @@ def pipeline(
     if isinstance(model, str | os.PathLike):
         from ..pretrained import load
 
-        path = model
-        model = load(path, TASKS[task][1], **load_options)
-        if tokenizer is None:
-            tokenizer = AlbertTokenizer.from_pretrained(
-                path, load_options.get("revision"), load_options.get("cache_dir")
-            )
+        if tokenizer is None:  # both from the one resolved checkpoint
+            model, tokenizer = load(model, TASKS[task][1], return_tokenizer=True, **load_options)
+        else:
+            model = load(model, TASKS[task][1], **load_options)
     elif tokenizer is None:
         raise ValueError("pass tokenizer= along with a model object (or give a checkpoint path instead)")
     return Pipeline(task, model, tokenizer, **defaults)

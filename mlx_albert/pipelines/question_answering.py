@@ -73,20 +73,9 @@ def question_answering(
     def run(items: list) -> list:
         examples = [_example(item) for item in items]
         questions, contexts = [q for q, _ in examples], [c for _, c in examples]
-        try:
-            windows, sample = tokenizer.encode(
-                questions,
-                contexts,
-                truncation="only_second",
-                max_length=max_seq_len,
-                stride=doc_stride,
-                return_overflowing_tokens=True,
-            )
-        except ValueError as e:
-            raise ValueError(
-                f"a question leaves no room for the context in max_seq_len={max_seq_len} tokens with "
-                f"doc_stride={doc_stride}: shorten the question or raise max_seq_len ({e})"
-            ) from None
+        windows, sample = tokenizer.encode_windows(
+            questions, contexts, max_seq_len, doc_stride, names=("max_seq_len", "doc_stride")
+        )
 
         def forward(batch):
             out = model(**batch)

@@ -231,16 +231,11 @@ def _qa(records, tokenizer, max_length, _labels, _problem, doc_stride):
         contexts.append(_field(where, record, "context"))
         answers.append(_answers(where, record))
     try:
-        windows, sample = tokenizer.encode(
-            questions,
-            contexts,
-            truncation="only_second",
-            max_length=max_length,
-            stride=doc_stride,
-            return_overflowing_tokens=True,
+        windows, sample = tokenizer.encode_windows(
+            questions, contexts, max_length, doc_stride, names=("--max-length", "--doc-stride")
         )
     except ValueError as e:
-        raise DataError(f"a question is too long for max_length={max_length}: {e}") from None
+        raise DataError(str(e)) from None
     features = []
     for w, i in zip(windows, sample, strict=True):
         start = end = 0  # no answer in this window: both point at [CLS]

@@ -158,6 +158,19 @@ PAIRS = [
 ]
 
 
+def window_args(strategy: str) -> dict:
+    """Tokenizer arguments of the overflow-window cases (PAIRS' first texts fit either length)."""
+    return dict(
+        truncation=strategy,
+        max_length=96 if strategy == "only_second" else 40,
+        stride=5,
+        padding=True,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        return_special_tokens_mask=True,
+    )
+
+
 def tokenizer_case(folder) -> dict:
     """transformers' AlbertTokenizer on TEXTS and PAIRS: ids, types, truncation and padding."""
     import transformers
@@ -180,18 +193,7 @@ def tokenizer_case(folder) -> dict:
         decoded=[tok.decode(tok(t)["input_ids"]) for t in TEXTS],
         offsets=[tok(t, return_offsets_mapping=True)["offset_mapping"] for t in TEXTS],
         windows={
-            strategy: tok(
-                [a for a, _ in PAIRS],
-                [b for _, b in PAIRS],
-                truncation=strategy,
-                max_length=96 if strategy == "only_second" else 40,
-                stride=5,
-                padding=True,
-                return_overflowing_tokens=True,
-                return_offsets_mapping=True,
-                return_special_tokens_mask=True,
-                **kw,
-            ).data
+            strategy: tok([a for a, _ in PAIRS], [b for _, b in PAIRS], **window_args(strategy), **kw).data
             for strategy in ("only_second", "longest_first")
         },
     )

@@ -10,7 +10,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from conftest import GOLDEN, MODES, needs_torch
-from oracle import PAIRS, TEXTS, tokenizer_case
+from oracle import PAIRS, TEXTS, tokenizer_case, window_args
 
 import mlx_albert
 from mlx_albert.tokenizer import AlbertTokenizer, read_spiece
@@ -99,17 +99,7 @@ def test_offsets_and_overflow_windows_match_transformers(mode, spm_only):
         ref["offsets"]
     )
     for strategy, windows in ref["windows"].items():
-        ours = tok(
-            [a for a, _ in PAIRS],
-            [b for _, b in PAIRS],
-            truncation=strategy,
-            max_length=96 if strategy == "only_second" else 40,
-            stride=5,
-            padding=True,
-            return_overflowing_tokens=True,
-            return_offsets_mapping=True,
-            return_special_tokens_mask=True,
-        )
+        ours = tok([a for a, _ in PAIRS], [b for _, b in PAIRS], **window_args(strategy))
         assert ours.keys() == windows.keys()
         for key in windows:
             assert _lists(ours[key]) == _lists(windows[key]), (strategy, key)

@@ -138,10 +138,13 @@ def test_weight_decay_skips_biases_and_norms():
 # -- the loop --------------------------------------------------------------------------------
 
 
+def _args(tmp_path, **fields) -> TrainingArgs:
+    """Quiet run arguments writing to tmp_path/run."""
+    return TrainingArgs(output_dir=str(tmp_path / "run"), progress=False, **fields)
+
+
 def _trainer(data, tmp_path, **changes) -> Trainer:
-    args = TrainingArgs(output_dir=str(tmp_path / "run"), batch_size=8, learning_rate=1e-3, progress=False)
-    for k, v in changes.items():
-        setattr(args, k, v)
+    args = _args(tmp_path, **{"batch_size": 8, "learning_rate": 1e-3, **changes})
     tok = mlx_albert.AlbertTokenizer.from_pretrained(TINY)
     mx.random.seed(0)
     model = mlx_albert.load(TINY, "for_sequence_classification", num_labels=2, dropout_rate=0.0)
@@ -187,14 +190,7 @@ def test_compiled_step_equals_eager(data, tmp_path):
 
 def test_fine_tuning_learns_a_separable_task(data, tmp_path):
     """Stated target: >= 95% held-out accuracy after 3 epochs (seconds on a CPU)."""
-    args = TrainingArgs(
-        output_dir=str(tmp_path / "run"),
-        epochs=3,
-        batch_size=16,
-        learning_rate=1e-3,
-        warmup_ratio=0.1,
-        progress=False,
-    )
+    args = _args(tmp_path, epochs=3, batch_size=16, learning_rate=1e-3, warmup_ratio=0.1)
     trainer, results = finetune(TINY, "sequence_classification", data["train"], data["dev"], args)
     assert results["accuracy"] >= 0.95 and results["macro_f1"] >= 0.95
     out = Path(args.output_dir)
@@ -224,14 +220,7 @@ def test_pretraining_lowers_the_mlm_loss(tmp_path):
     model = mlx_albert.AlbertForPreTraining(mlx_albert.load(TINY).config)
     documents = read_documents(tmp_path / "corpus.txt")
     train, held_out = sop_dataset(documents[:32], tok, 64), sop_dataset(documents[32:], tok, 64)
-    args = TrainingArgs(
-        output_dir=str(tmp_path / "run"),
-        epochs=8,
-        batch_size=8,
-        learning_rate=3e-3,
-        progress=False,
-        max_ngram=3,
-    )
+    args = _args(tmp_path, epochs=8, batch_size=8, learning_rate=3e-3, max_ngram=3)
     trainer = Trainer(model, tok, args, train, held_out)
     before = trainer.evaluate()
     after = trainer.train()
@@ -240,14 +229,7 @@ def test_pretraining_lowers_the_mlm_loss(tmp_path):
 
 
 def test_lora_trains_few_weights_and_merges_exactly(data, tmp_path):
-    args = TrainingArgs(
-        output_dir=str(tmp_path / "run"),
-        epochs=2,
-        batch_size=16,
-        learning_rate=5e-3,
-        lora_rank=4,
-        progress=False,
-    )
+    args = _args(tmp_path, epochs=2, batch_size=16, learning_rate=5e-3, lora_rank=4)
     trainer, results = finetune(TINY, "sequence_classification", data["train"], data["dev"], args)
     trainable = sum(v.size for _, v in tree_flatten(trainer.model.trainable_parameters()))
     total = sum(v.size for _, v in tree_flatten(trainer.model.parameters()))
@@ -635,14 +617,7 @@ def _task_files(root: Path, task: str, rng: random.Random) -> tuple[Path, Path]:
 )
 def test_every_task_trains_from_files(tmp_path, task, kind, metric, floor):
     train, dev = _task_files(tmp_path, task, random.Random(0))
-    args = TrainingArgs(
-        output_dir=str(tmp_path / "run"),
-        epochs=6,
-        batch_size=8,
-        learning_rate=2e-3,
-        warmup_ratio=0.1,
-        progress=False,
-    )
+    args = _args(tmp_path, epochs=6, batch_size=8, learning_rate=2e-3, warmup_ratio=0.1)
     trainer, results = finetune(TINY, kind, train, dev, args)
     assert results[metric] >= floor, results
     losses = [e["loss"] for e in trainer.state["log"] if "loss" in e]

@@ -97,7 +97,17 @@ class Dataset:
         return len(self.features)
 
     def lengths(self) -> np.ndarray:
+        """The longest sequence of each example (for length bucketing)."""
         return np.array([_length(f) for f in self.features])
+
+    def token_counts(self) -> np.ndarray:
+        """Tokens of each example, every choice counted (for throughput)."""
+        return np.array(
+            [
+                sum(map(len, ids)) if isinstance(ids[0], list) else len(ids)
+                for ids in (f["input_ids"] for f in self.features)
+            ]
+        )
 
 
 def _length(feature: dict) -> int:

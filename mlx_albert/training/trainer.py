@@ -102,6 +102,7 @@ class Trainer:
         self.metric = args.metric or DEFAULT_METRIC[self.task_metrics]
         self.output_dir = Path(args.output_dir)
         self.lengths = train_data.lengths()
+        self.token_counts = train_data.token_counts()  # for tokens/s without reading the device
         self.batches_per_epoch = math.ceil(len(train_data) / args.batch_size)
         steps_per_epoch = max(1, self.batches_per_epoch // args.grad_accumulation)
         self.total_steps = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
@@ -207,13 +208,17 @@ class Trainer:
         return loss.item(), norm.item()
 
     # -- data -----------------------------------------------------------------------------------
-    def _micro_batch(self, index: int) -> dict:
-        """Micro-batch number `index` of the run (epochs laid end to end); deterministic in the seed."""
+    def _rows(self, index: int) -> tuple[int, int, np.ndarray]:
+        """(epoch, position, example rows) of micro-batch `index` (epochs laid end to end)."""
         epoch, position = divmod(index, self.batches_per_epoch)
         if getattr(self, "_order_epoch", None) != epoch:
             self._order = batch_order(self.lengths, self.args.batch_size, self.args.seed, epoch)
             self._order_epoch = epoch
-        rows = self._order[position]
+        return epoch, position, self._order[position]
+
+    def _micro_batch(self, index: int) -> dict:
+        """Micro-batch number `index` of the run; deterministic in the seed."""
+        epoch, position, rows = self._rows(index)
         features = [self.train_data.features[i] for i in rows]
         return self._collate(features, rng=np.random.default_rng([self.args.seed, epoch, position]))
 
@@ -260,9 +265,8 @@ class Trainer:
         first = step
         losses = []
         while step < self.total_steps:
-            batches = [
-                self._micro_batch(step * args.grad_accumulation + i) for i in range(args.grad_accumulation)
-            ]
+            indices = [step * args.grad_accumulation + i for i in range(args.grad_accumulation)]
+            batches = [self._micro_batch(i) for i in indices]
             try:
                 loss, norm = self._step(batches)
             except (RuntimeError, MemoryError) as e:
@@ -281,7 +285,7 @@ class Trainer:
                     + (f"the last good checkpoint is {last}" if last else "no checkpoint was written")
                 )
             losses.append(loss)
-            tokens += sum(int(np.array(b["attention_mask"]).sum()) for b in batches)
+            tokens += sum(int(self.token_counts[self._rows(i)[2]].sum()) for i in indices)  # host-side
             self.state["step"] = step
             checkpoint._kill_point("MLX_ALBERT_KILL_AT_STEP", step)  # test hook
             if step % args.log_steps == 0 or step == self.total_steps:

@@ -1,6 +1,6 @@
 """mlx_albert: the ALBERT model family (Bumblebee.Text.Albert's options) on Apple's MLX."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from . import _blas  # noqa: E402  (must run before mlx.core is imported)
 
@@ -18,7 +18,7 @@ from .heads import (  # noqa: E402
 )
 from .model import AlbertModel  # noqa: E402
 from .pipelines import pipeline  # noqa: E402
-from .pretrained import load  # noqa: E402
+from .loading import load  # noqa: E402
 from .tokenizer import AlbertTokenizer  # noqa: E402
 
 __all__ = [

@@ -175,7 +175,7 @@ def cmd_embed(args) -> None:
         read_records(args.file, args.texts, ("text",)), pooling=args.pooling, normalize=not args.no_normalize
     )
     if args.output:
-        from .weights import atomic_write
+        from .files import atomic_write
 
         matrix = np.stack(list(vectors))
         atomic_write(Path(args.output), lambda tmp: np.save(open(tmp, "wb"), matrix))
@@ -204,7 +204,8 @@ def cmd_train(args) -> None:
 def cmd_info(args) -> None:
     from mlx.utils import tree_flatten
 
-    from .pretrained import load, resolve
+    from .hub import resolve
+    from .loading import load
 
     folder = resolve(args.model)
     model = load(folder, lazy=True)

@@ -14,7 +14,9 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from .pretrained import load, quantizable, resolve
+from .hub import resolve
+from .loading import load
+from .pretrained import quantizable
 
 logger = logging.getLogger(__name__)
 DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}

@@ -8,7 +8,7 @@ import mlx.nn as nn
 from .activations import ACTIVATIONS
 from .config import AlbertConfig
 from .losses import binary_cross_entropy_with_logits, check_labels, cross_entropy, mse
-from .model import AlbertModel, _as_array, init_weights
+from .model import AlbertModel, as_array, init_weights
 from .outputs import (
     AlbertForPreTrainingOutput,
     MaskedLMOutput,
@@ -63,7 +63,7 @@ class _AlbertHeadModel(nn.Module, PreTrainedMixin):
         )
 
     def _labels(self, name: str, labels, num_classes: int | None = None) -> mx.array:
-        labels = _as_array(name, labels)
+        labels = as_array(name, labels)
         if num_classes is not None and self.albert.check_inputs:
             check_labels(name, labels, num_classes)
         return labels
@@ -234,7 +234,7 @@ class AlbertForMultipleChoice(_AlbertHeadModel):
         output_hidden_states=None,
         output_attentions=None,
     ) -> MultipleChoiceModelOutput:
-        input_ids = _as_array("input_ids", input_ids)
+        input_ids = as_array("input_ids", input_ids)
         if input_ids.ndim != 3:
             raise ValueError(
                 f"multiple choice input_ids must have shape (batch, num_choices, seq), "
@@ -245,7 +245,7 @@ class AlbertForMultipleChoice(_AlbertHeadModel):
         def flat(name, value):
             if value is None:
                 return None
-            value = _as_array(name, value)
+            value = as_array(name, value)
             if tuple(value.shape) != (B, C, L):
                 raise ValueError(f"{name} has shape {tuple(value.shape)} but input_ids has {(B, C, L)}")
             return value.reshape(B * C, L)

@@ -161,7 +161,7 @@ class AlbertEncoder(nn.Module):
         return x, hidden_states, attentions
 
 
-def _as_array(name: str, value: Any) -> mx.array:
+def as_array(name: str, value: Any) -> mx.array:
     if isinstance(value, mx.array):
         return value
     array = np.asarray(value)
@@ -187,7 +187,7 @@ def prepare_inputs(
     """Converts inputs to mx.arrays, fills transformers' defaults and validates shapes and ranges."""
     if input_ids is None:
         raise ValueError("input_ids is required: a (batch, seq) array of token ids")
-    input_ids = _as_array("input_ids", input_ids)
+    input_ids = as_array("input_ids", input_ids)
     if input_ids.ndim != 2:
         raise ValueError(
             f"input_ids must have shape (batch, seq), got {tuple(input_ids.shape)}; "
@@ -208,7 +208,7 @@ def prepare_inputs(
     ):
         if value is None:
             continue
-        value = _as_array(name, value)
+        value = as_array(name, value)
         if tuple(value.shape) != (B, L):
             raise ValueError(
                 f"{name} has shape {tuple(value.shape)} but input_ids has {(B, L)}: "

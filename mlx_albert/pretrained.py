@@ -1,10 +1,12 @@
-"""from_pretrained / save_pretrained / load: checkpoint folders and Hub repo ids, strict weight
-matching with named keys, new task heads initialised, quantized checkpoints restored."""
+"""from_pretrained / save_pretrained: strict weight matching with named keys, new task heads
+initialised, quantized checkpoints restored (`load()` and Hub resolution live above and below)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
 from pathlib import Path
 from typing import TypeVar
 
@@ -13,51 +15,15 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
 from .config import AlbertConfig
-from .weights import BACKBONE, hf_to_mlx, mlx_to_hf, read_weights, write_json, write_safetensors
+from .files import clean_stale, staged_folder
+from .hub import resolve
+from .text import escape
+from .weights import BACKBONE, hf_to_mlx, mlx_to_hf, read_weights, stale_weight_files, write_json, write_safetensors
 
 logger = logging.getLogger(__name__)
 M = TypeVar("M", bound="PreTrainedMixin")
 _ENCODER_PARTS = ("embeddings.", "encoder.")  # always in a checkpoint
 _BACKBONE_PARTS = (*_ENCODER_PARTS, "pooler.")  # the pooler is optional, initialised like a head
-HUB_PATTERNS = ["*.json", "*.safetensors", "spiece.model", "*.txt", "*.md"]
-
-
-def resolve(
-    path_or_repo_id: str | os.PathLike,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-) -> Path:
-    """A local checkpoint folder, or a Hub repo id downloaded (or found in the local cache)."""
-    path = Path(path_or_repo_id).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise NotADirectoryError(f"{path} is a file; pass the checkpoint folder that contains it")
-    text = str(path_or_repo_id)
-    if text.startswith((".", "/", "~")) or text.count("/") > 1 or not text.strip():
-        raise FileNotFoundError(f"checkpoint folder {text!r} does not exist")
-    from huggingface_hub import snapshot_download
-
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-    kwargs = dict(repo_id=text, revision=revision, cache_dir=cache_dir, allow_patterns=HUB_PATTERNS)
-    try:
-        folder = Path(snapshot_download(**kwargs, local_files_only=offline))
-    except Exception as first:  # no network, unknown repo, gated repo, ...
-        try:  # fall back to whatever the local cache holds
-            folder = Path(snapshot_download(**kwargs, local_files_only=True))
-        except Exception:
-            where = "the local Hugging Face cache (offline)" if offline else "the Hub or the local cache"
-            raise FileNotFoundError(
-                f"{text!r} is neither a local folder nor a repo id found in {where} "
-                f"({type(first).__name__}); check the name, or download it while online"
-            ) from None
-    if not any(folder.glob("*.safetensors")) and not offline:  # only a PyTorch checkpoint
-        folder = Path(
-            snapshot_download(
-                repo_id=text, revision=revision, cache_dir=cache_dir, allow_patterns=["pytorch_model*.bin*"]
-            )
-        )
-    return folder
 
 
 def quantizable(path: str, module: nn.Module, group_size: int = 64) -> bool:
@@ -84,8 +50,48 @@ def _is_head(name: str) -> bool:
     return not name.removeprefix(BACKBONE).startswith(_ENCODER_PARTS)
 
 
-def match_weights(model: nn.Module, weights: dict[str, mx.array], source: str) -> dict[str, mx.array]:
-    """Checks checkpoint weights against the model; raises listing every problem by name."""
+_LAYER = re.compile(r"(?:albert\.)?encoder\.groups\.(\d+)\.layers\.(\d+)\.")
+# (our weight name, config field that sets its rows, transformers key) for the large allocations
+_ROWS = (
+    ("embeddings.word_embeddings.weight", "vocab_size", "vocab_size"),
+    ("embeddings.position_embeddings.weight", "max_positions", "max_position_embeddings"),
+    ("embeddings.token_type_embeddings.weight", "max_token_types", "type_vocab_size"),
+    ("encoder.embedding_projection.weight", "hidden_size", "hidden_size"),
+    ("encoder.groups.0.layers.0.ffn.weight", "intermediate_size", "intermediate_size"),
+)
+
+
+def check_config(config: AlbertConfig, weights: dict[str, mx.array], source: str) -> None:
+    """Compares the config's sizes with the weights' names and shapes before anything is built, so a
+    wrong or hostile config.json fails at once instead of allocating (or aborting) first."""
+    layers: dict[int, set[int]] = {}
+    for name in weights:
+        if m := _LAYER.match(name):
+            layers.setdefault(int(m[1]), set()).add(int(m[2]))
+    problems = []
+    if layers and sorted(layers) != list(range(config.num_groups)):
+        problems.append(f"num_hidden_groups={config.num_groups} but the weights hold {len(layers)} group(s)")
+    depths = {len(d) for d in layers.values()}
+    if layers and (depths != {config.block_depth} or any(d != set(range(len(d))) for d in layers.values())):
+        problems.append(
+            f"inner_group_num={config.block_depth} but the weights hold {sorted(depths)} layer(s) per group"
+        )
+    for name, field, key in _ROWS:
+        value = weights.get(name, weights.get(BACKBONE + name))
+        if value is not None and value.ndim and value.shape[0] != getattr(config, field):
+            problems.append(f"{key}={getattr(config, field)} but {name} has {value.shape[0]} rows")
+    if problems:
+        raise ValueError(
+            f"config.json of {source} does not match its weights: " + "; ".join(problems)
+            + ". Use the config.json that belongs to these weights."
+        )
+
+
+def match_weights(
+    model: nn.Module, weights: dict[str, mx.array], source: str
+) -> tuple[dict[str, mx.array], list[str]]:
+    """Checks checkpoint weights against the model; raises listing every problem by name. Returns the
+    weights the model uses and the names of the weights it initialised anew (missing_keys)."""
     expected = dict(tree_flatten(model.parameters()))
     unused = sorted(k for k in weights if k not in expected)
     missing = sorted(k for k in expected if k not in weights)
@@ -117,7 +123,7 @@ def match_weights(model: nn.Module, weights: dict[str, mx.array], source: str) -
             type(model).__name__,
             missing,
         )
-    return {k: v for k, v in weights.items() if k in expected}
+    return {k: v for k, v in weights.items() if k in expected}, missing
 
 
 class PreTrainedMixin:
@@ -157,6 +163,10 @@ class PreTrainedMixin:
         """
         folder = resolve(path_or_repo_id, revision, cache_dir)
         config = AlbertConfig.from_json(folder / "config.json")
+        weights, unknown = hf_to_mlx(read_weights(folder))
+        if unknown:
+            raise ValueError(f"{folder} holds weights that are not ALBERT's: {escape(str(sorted(unknown)[:10]))}")
+        check_config(config, weights, str(path_or_repo_id))
         if "id_to_label" in config_changes and "num_labels" not in config_changes:  # as transformers
             config_changes = {**config_changes, "num_labels": len(config_changes["id_to_label"])}
         if (
@@ -167,9 +177,6 @@ class PreTrainedMixin:
         if config_changes:
             config = config.replace(**config_changes)
         model = cls(config)
-        weights, unknown = hf_to_mlx(read_weights(folder))
-        if unknown:
-            raise ValueError(f"{folder} holds weights that are not ALBERT's: {sorted(unknown)}")
         weights = _align_prefix(weights, "albert" in model)
         if config.quantization:
             q = config.quantization
@@ -190,7 +197,8 @@ class PreTrainedMixin:
                 mode=q.get("mode", "affine"),
                 class_predicate=predicate,
             )
-        weights = match_weights(model, weights, str(path_or_repo_id))
+        weights, missing = match_weights(model, weights, str(path_or_repo_id))
+        model.missing_keys = missing  # heads initialised anew, as transformers' output_loading_info
         if dtype is None:  # new head weights take the checkpoint's float dtype
             dtype = next(
                 (
@@ -209,54 +217,33 @@ class PreTrainedMixin:
         return model
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Writes config.json + model.safetensors with transformers' names (each file atomically)."""
+        """Writes config.json + model.safetensors with transformers' names, replacing any earlier
+        weight files (shards, index, .bin). A folder of files is rebuilt beside `path` and swapped in
+        as one step, so a kill leaves the old model or the new one, never a mix; a folder holding
+        sub-folders (a training run) gets each file replaced atomically, weights first."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         weights = mlx_to_hf(dict(tree_flatten(self.parameters())))
         config = self.config.replace(architectures=[type(self).__name__]).to_hf()
         config["torch_dtype"] = str(self.dtype).removeprefix("mlx.core.")
         # "pt" layout: transformers reads unquantized files directly.
         fmt = "mlx" if self.config.quantization else "pt"
-        write_safetensors(path / "model.safetensors", weights, {"format": fmt})
-        write_json(path / "config.json", config)
 
+        def write(folder: Path) -> None:
+            write_safetensors(folder / "model.safetensors", weights, {"format": fmt})
+            write_json(folder / "config.json", config)
 
-def load(
-    path_or_repo_id: str | os.PathLike,
-    architecture: str | None = None,
-    return_tokenizer: bool = False,
-    **kwargs,
-):
-    """Loads a checkpoint as one of the spec's architectures.
-
-    Args:
-        path_or_repo_id: checkpoint folder or Hub repo id.
-        architecture: "base", "for_masked_language_modeling", ... (or a transformers class name);
-            default: the checkpoint's `architectures`, else "base".
-        return_tokenizer: also return the checkpoint's AlbertTokenizer: `model, tokenizer = load(...)`.
-        **kwargs: passed to `from_pretrained` (dtype, revision, lazy, config overrides).
-    """
-    if return_tokenizer:
-        from .tokenizer import AlbertTokenizer
-
-        folder = resolve(path_or_repo_id, kwargs.get("revision"), kwargs.get("cache_dir"))
-        return load(folder, architecture, **kwargs), AlbertTokenizer.from_pretrained(folder)
-    from .heads import ARCHITECTURES
-
-    by_class = {cls.__name__: cls for cls in ARCHITECTURES.values()}
-    if architecture is None:
-        folder = resolve(path_or_repo_id, kwargs.get("revision"), kwargs.get("cache_dir"))
-        names = AlbertConfig.from_json(folder / "config.json").architectures or ["AlbertModel"]
-        if names[0] not in by_class:
-            raise ValueError(
-                f"unknown architecture {names[0]!r} in {folder / 'config.json'}; "
-                f"pass architecture= one of {list(ARCHITECTURES)}"
-            )
-        cls = by_class[names[0]]
-        path_or_repo_id = folder
-    else:
-        key = architecture.lstrip(":")
-        cls = ARCHITECTURES.get(key) or by_class.get(key)
-        if cls is None:
-            raise ValueError(f"unknown architecture {architecture!r}; use one of {list(ARCHITECTURES)}")
-    return cls.from_pretrained(path_or_repo_id, **kwargs)
+        clean_stale(path)
+        if path.is_dir() and any(p.is_dir() for p in path.iterdir()):
+            write(path)
+            for stale in stale_weight_files(path):
+                stale.unlink(missing_ok=True)
+            return
+        with staged_folder(path) as tmp:
+            replaced = {"model.safetensors", "config.json"} | {p.name for p in stale_weight_files(path)}
+            for item in path.iterdir() if path.is_dir() else ():
+                if item.name not in replaced and item.is_file():  # keep the folder's other files
+                    try:
+                        os.link(item, tmp / item.name)
+                    except OSError:
+                        shutil.copy2(item, tmp / item.name)
+            write(tmp)

@@ -117,7 +117,7 @@ class AlbertTokenizer:
         cls, path_or_repo_id, revision: str | None = None, cache_dir=None
     ) -> "AlbertTokenizer":
         """Reads tokenizer.json, or builds the tokenizer from spiece.model (+ tokenizer_config.json)."""
-        from .pretrained import resolve
+        from .hub import resolve
 
         folder = resolve(path_or_repo_id, revision, cache_dir)
         config_path = folder / "tokenizer_config.json"
@@ -311,7 +311,8 @@ class AlbertTokenizer:
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Writes tokenizer.json and tokenizer_config.json (each atomically)."""
-        from .weights import atomic_write, write_json
+        from .files import atomic_write
+        from .weights import write_json
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)

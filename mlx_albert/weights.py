@@ -4,13 +4,14 @@ with strict checks (truncation, corruption, missing files) and atomic writes."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import struct
-import tempfile
 from pathlib import Path
 
 import mlx.core as mx
+
+from .files import atomic_write
+from .text import escape
 
 # (transformers name, mlx_albert name, or None: tied in transformers and dropped on import).
 # {g}: group, {d}: layer within the group, {p}: a parameter of the module (weight, bias and, for
@@ -62,6 +63,7 @@ WEIGHT_NAMES: tuple[tuple[str, str | None], ...] = (
     ("embeddings.position_ids", None),  # a buffer old transformers versions saved
 )
 BACKBONE = "albert."
+MAX_HEADER = 100 << 20  # safetensors' own limit on the JSON header
 _PLACEHOLDERS = {"g": r"(?P<g>\d+)", "d": r"(?P<d>\d+)", "p": r"(?P<p>weight|bias|scales|biases)"}
 
 
@@ -109,31 +111,46 @@ def mlx_to_hf(weights: dict[str, mx.array]) -> dict[str, mx.array]:
     return out
 
 
-def check_safetensors(path: Path) -> None:
-    """Validates a safetensors header and that the file is as long as the header says."""
+def check_safetensors(path: Path) -> dict:
+    """Validates a safetensors header (types, offsets, spans) and that the file is as long as the
+    header says, before anything is allocated; returns the header."""
     size = path.stat().st_size
+
+    def corrupt(what: str) -> ValueError:
+        return ValueError(f"{path} is corrupt or truncated ({what}): re-download or re-convert it")
+
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
-            raise ValueError(f"{path} is truncated ({size} bytes): re-download or re-convert it")
+            raise corrupt(f"{size} bytes, no header")
         (n,) = struct.unpack("<Q", head)
-        if n > size - 8:
-            raise ValueError(
-                f"{path} is truncated or corrupt (header of {n} bytes in a {size}-byte "
-                "file): re-download or re-convert it"
-            )
+        if n > size - 8 or n > MAX_HEADER:
+            raise corrupt(f"a header of {n} bytes in a {size}-byte file")
         try:
             header = json.loads(f.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ValueError(
-                f"{path} has a corrupt safetensors header: re-download or re-convert it"
-            ) from None
-    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            raise corrupt("the header is not JSON") from None
+    if not isinstance(header, dict):
+        raise corrupt(f"the header is a {type(header).__name__}, not an object")
+    end = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        shape = info.get("shape") if isinstance(info, dict) else None
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(type(o) is int and o >= 0 for o in offsets)
+            or offsets[0] > offsets[1]
+            or not isinstance(shape, list)
+            or not all(type(d) is int and d >= 0 for d in shape)
+        ):
+            raise corrupt(f"tensor {escape(name)!r} has malformed data_offsets/shape")
+        end = max(end, offsets[1])
     if 8 + n + end != size:
-        raise ValueError(
-            f"{path} is truncated or corrupt: the header describes {8 + n + end} bytes, "
-            f"the file has {size}; re-download or re-convert it"
-        )
+        raise corrupt(f"the header describes {8 + n + end} bytes, the file has {size}")
+    return header
 
 
 def _load_safetensors(path: Path) -> dict[str, mx.array]:
@@ -156,6 +173,17 @@ def _load_torch_bin(path: Path) -> dict[str, mx.array]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(f"could not read {path} ({e}): re-download it") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    bad = (
+        [f"a {type(state).__name__}"]
+        if not isinstance(state, dict)
+        else [escape(str(k)) for k, v in state.items() if not isinstance(k, str) or not torch.is_tensor(v)]
+    )
+    if bad:
+        raise ValueError(
+            f"{path} is not a state dict of named tensors (found {bad[:5]}): re-download or re-save it"
+        )
     # bfloat16 has no numpy dtype: go through float32 and cast back in MLX.
     return {
         k: mx.array(v.float().numpy()).astype(mx.bfloat16)
@@ -168,52 +196,75 @@ def _load_torch_bin(path: Path) -> dict[str, mx.array]:
 def _shards(folder: Path, index_name: str) -> list[Path]:
     index_path = folder / index_name
     try:
-        weight_map = json.loads(index_path.read_text())["weight_map"]
-    except (json.JSONDecodeError, KeyError):
+        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
         raise ValueError(f"{index_path} is not a valid shard index: re-download it") from None
-    files = [folder / f for f in sorted(set(weight_map.values()))]
-    missing = [f.name for f in files if not f.exists()]
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise ValueError(f"{index_path}: weight_map must map tensor names to shard file names")
+    files = []
+    for name in sorted(set(weight_map.values())):
+        shard = Path(name)
+        if shard.is_absolute() or shard.name != name or name in ("", ".", ".."):
+            raise ValueError(
+                f"{index_path} names the shard {escape(name)!r}, which is not a file in the checkpoint "
+                "folder: re-download it"
+            )
+        files.append(folder / name)
+    missing = [escape(f.name) for f in files if not f.exists()]
     if missing:
         raise FileNotFoundError(f"{index_path} lists shards that are missing: {missing}")
     return files
 
 
-def read_weights(folder: Path) -> dict[str, mx.array]:
-    """All tensors of a checkpoint folder: safetensors (single or sharded), else pytorch_model.bin."""
-    for single, index, reader in (
-        ("model.safetensors", "model.safetensors.index.json", _load_safetensors),
-        ("pytorch_model.bin", "pytorch_model.bin.index.json", _load_torch_bin),
-    ):
+WEIGHT_FILES = (  # (single file, shard index, reader) in order of preference
+    ("model.safetensors", "model.safetensors.index.json", _load_safetensors),
+    ("pytorch_model.bin", "pytorch_model.bin.index.json", _load_torch_bin),
+)
+
+
+def weight_files(folder: Path) -> tuple[list[Path], object]:
+    """The weight files of a checkpoint folder and their reader; refuses a folder holding both a
+    single file and a shard index (one of them is stale)."""
+    for single, index, reader in WEIGHT_FILES:
+        if (folder / index).exists() and (folder / single).exists():
+            raise ValueError(
+                f"{folder} holds both {single} and {index}: one of them is left over from an earlier "
+                "save; delete the stale one"
+            )
         if (folder / index).exists():
-            files = _shards(folder, index)
-        elif (folder / single).exists():
-            files = [folder / single]
-        else:
-            continue
-        weights = {}
-        for f in files:
-            weights.update(reader(f))
-        return weights
+            return _shards(folder, index), reader
+        if (folder / single).exists():
+            return [folder / single], reader
     raise FileNotFoundError(
         f"no weights in {folder}: expected model.safetensors, "
         "model.safetensors.index.json or pytorch_model.bin"
     )
 
 
-def atomic_write(path: Path, write) -> None:
-    """Calls write(tmp_path) then renames tmp_path onto path, so path is never half-written."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def read_weights(folder: Path) -> dict[str, mx.array]:
+    """All tensors of a checkpoint folder: safetensors (single or sharded), else pytorch_model.bin."""
+    files, reader = weight_files(folder)
+    weights = {}
+    for f in files:
+        weights.update(reader(f))
+    return weights
+
+
+def stale_weight_files(folder: Path) -> list[Path]:
+    """Weight files that a new model.safetensors replaces: shard indexes, their shards, .bin files."""
+    found = []
+    for single, index, _ in WEIGHT_FILES:
+        if (folder / index).exists():
+            try:
+                found += _shards(folder, index)
+            except (ValueError, FileNotFoundError):
+                pass
+            found.append(folder / index)
+        if single != "model.safetensors" and (folder / single).exists():
+            found.append(folder / single)
+    found += folder.glob("model-*-of-*.safetensors")
+    found += folder.glob("pytorch_model-*-of-*.bin")
+    return sorted(set(found))
 
 
 def write_safetensors(path: Path, weights: dict[str, mx.array], metadata: dict[str, str]) -> None:

@@ -14,7 +14,8 @@ from safetensors.numpy import save_file
 
 import mlx_albert
 from mlx_albert import ARCHITECTURES, AlbertConfig
-from mlx_albert.weights import atomic_write, hf_to_mlx, mlx_to_hf
+from mlx_albert.files import atomic_write
+from mlx_albert.weights import hf_to_mlx, mlx_to_hf
 
 
 @pytest.mark.parametrize("arch", HF_ARCHITECTURES)
@@ -101,7 +102,7 @@ def test_config_weight_shape_mismatch(folder):
     config["intermediate_size"] = 99
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(
-        ValueError, match=r"shape mismatches: .*ffn\.weight: checkpoint \(24, 16\) vs model \(99, 16\)"
+        ValueError, match=r"intermediate_size=99 but encoder\.groups\.0\.layers\.0\.ffn\.weight has 24 rows"
     ):
         mlx_albert.load(folder)
 
@@ -119,7 +120,11 @@ def test_unexpected_and_missing_backbone_weights(folder, tmp_path):
         **{"albert.encoder.albert_layer_groups.1.albert_layers.0.ffn.weight": np.zeros((24, 16), np.float32)},
     )
     write_hf_folder(tmp_path / "extra", case["hf_config"], extra)
-    with pytest.raises(ValueError, match=r"not in the model: \['albert\.encoder\.groups\.1"):
+    with pytest.raises(ValueError, match=r"num_hidden_groups=1 but the weights hold 2 group"):
+        mlx_albert.load(tmp_path / "extra")
+    extra = dict(weights, **{"albert.encoder.embedding_hidden_mapping_in.scales": np.zeros((2,), np.float32)})
+    write_hf_folder(tmp_path / "extra", case["hf_config"], extra)
+    with pytest.raises(ValueError, match=r"not in the model: \['albert\.encoder\.embedding_projection"):
         mlx_albert.load(tmp_path / "extra")
     missing = {k: v for k, v in weights.items() if "attention.query" not in k}
     write_hf_folder(tmp_path / "missing", case["hf_config"], missing)

@@ -64,7 +64,7 @@ def pipeline(
         raise ValueError(f"unknown task {task!r}; use one of {sorted(TASKS) + sorted(ALIASES)}")
     load_options = {k: defaults.pop(k) for k in ("dtype", "revision", "cache_dir") if k in defaults}
     if isinstance(model, str | os.PathLike):
-        from ..pretrained import load
+        from ..loading import load
 
         if tokenizer is None:  # both from the one resolved checkpoint
             model, tokenizer = load(model, TASKS[task][1], return_tokenizer=True, **load_options)

@@ -42,7 +42,7 @@ def finetune(
         (the Trainer, the final evaluation metrics).
     """
     from .. import ARCHITECTURES, AlbertConfig, AlbertTokenizer, load
-    from ..pretrained import resolve
+    from ..hub import resolve
 
     if task not in ARCHITECTURE:
         raise ValueError(f"task must be one of {list(ARCHITECTURE)}, got {task!r}")

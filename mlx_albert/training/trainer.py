@@ -388,7 +388,7 @@ class Trainer:
 
     def _rewrite_log(self) -> None:
         """log.jsonl holds exactly the entries of the state we start from (a resume drops the rest)."""
-        from ..weights import atomic_write
+        from ..files import atomic_write
 
         lines = "".join(json.dumps(e) + "\n" for e in self.state["log"])
         atomic_write(self.output_dir / "log.jsonl", lambda tmp: Path(tmp).write_text(lines))
@@ -425,7 +425,7 @@ class Trainer:
         ax.set_ylabel("loss")
         ax.legend()
         fig.tight_layout()
-        from ..weights import atomic_write
+        from ..files import atomic_write
 
         atomic_write(self.output_dir / "loss.png", partial(_savefig, fig))
         plt.close(fig)

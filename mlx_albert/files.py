@@ -1,0 +1,169 @@
+"""Writing files and folders so that a kill, a full disk or a crash never leaves them half-written:
+temporary siblings named with our pid, fsync, then one rename (or an atomic exchange of folders).
+Leftovers of killed writers are cleaned, or restored, on the next write."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-[A-Za-z0-9_]{8}(?P<suffix>\.\w+)?$")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot fsync a directory
+        pass
+    finally:
+        os.close(fd)
+
+
+def _no_space(error: OSError, path: Path) -> OSError:
+    if error.errno == errno.ENOSPC:
+        return OSError(errno.ENOSPC, f"no space left on the device while writing {path}: free some space "
+                       "or write elsewhere (nothing was replaced)")
+    return error
+
+
+def clean_stale(path: Path) -> None:
+    """Removes temporary siblings of `path` left by writers that died; restores a folder that a dead
+    writer had moved aside when `path` itself is missing."""
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        return
+    for item in parent.iterdir():
+        m = _TMP.match(item.name)
+        if not m or m["name"] != path.name or _alive(int(m["pid"])):
+            continue
+        if m["kind"] == "old" and not path.exists():
+            os.replace(item, path)  # killed between moving the old one aside and the new one in
+        elif item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            item.unlink(missing_ok=True)
+
+
+def temp_sibling(path: Path, kind: str = "tmp", folder: bool = False) -> Path:
+    """A new, empty temporary file or folder beside `path`, named so that clean_stale finds it."""
+    path = Path(path)
+    prefix = f".{path.name}.{kind}-{os.getpid()}-"
+    if folder:
+        return Path(tempfile.mkdtemp(dir=path.parent, prefix=prefix))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=path.suffix)
+    os.close(fd)
+    return Path(tmp)
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Calls write(tmp) then renames tmp onto path (after fsync): path is never half-written, and on
+    any error (a full disk included) the temporary file is removed and path is left as it was."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: the folder {path.parent} does not exist")
+    clean_stale(path)
+    tmp = temp_sibling(path)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
+        _fsync(tmp)
+        os.replace(tmp, path)
+        _fsync(path.parent)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _no_space(e, path) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swaps two paths where the OS can (Linux renameat2, macOS renamex_np)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if sys.platform.startswith("linux") and hasattr(libc, "renameat2"):
+            at_fdcwd, rename_exchange = -100, 2
+            return libc.renameat2(at_fdcwd, bytes(a), at_fdcwd, bytes(b), rename_exchange) == 0
+        if sys.platform == "darwin" and hasattr(libc, "renamex_np"):
+            return libc.renamex_np(bytes(a), bytes(b), 0x2) == 0  # RENAME_SWAP
+    except (OSError, AttributeError):
+        pass
+    return False
+
+
+def publish_folder(tmp: Path, dest: Path) -> None:
+    """Moves the finished folder `tmp` onto `dest`, replacing what was there as one atomic step where
+    the OS allows (else two renames, undone by clean_stale if a kill falls between them)."""
+    tmp, dest = Path(tmp), Path(dest)
+    for item in tmp.rglob("*"):
+        if item.is_file():
+            _fsync(item)
+    _fsync(tmp)
+    if not dest.exists():
+        os.replace(tmp, dest)
+    elif _exchange(tmp, dest):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old contents
+    else:
+        old = temp_sibling(dest, "old", folder=True)
+        os.rmdir(old)
+        os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync(dest.parent)
+
+
+@contextlib.contextmanager
+def staged_folder(dest: Path):
+    """`with staged_folder(dest) as tmp:` fill tmp; on success it replaces dest (publish_folder), on
+    any error it is removed and dest is untouched."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(dest)
+    tmp = temp_sibling(dest, folder=True)
+    try:
+        yield tmp
+        publish_folder(tmp, dest)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _no_space(e, dest) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def check_disjoint(outputs: dict[str, Path], inputs: dict[str, Path]) -> None:
+    """Refuses an output path that equals, contains or lies inside an input (writing it would replace
+    or delete the input)."""
+    for out_name, out in outputs.items():
+        o = Path(out).expanduser().resolve()
+        for in_name, src in inputs.items():
+            i = Path(src).expanduser().resolve()
+            if o == i or o in i.parents or i in o.parents:
+                raise ValueError(
+                    f"{out_name} {out} {'is' if o == i else 'overlaps'} {in_name} {src}: writing there would "
+                    f"replace or delete the input; choose an output folder outside it"
+                )

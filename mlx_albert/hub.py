@@ -1,0 +1,47 @@
+"""Where a checkpoint lives: a local folder, or a Hub repo id downloaded with huggingface_hub (or
+read from the local cache when offline)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HUB_PATTERNS = ["*.json", "*.safetensors", "spiece.model", "*.txt", "*.md"]
+
+
+def resolve(
+    path_or_repo_id: str | os.PathLike,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
+    """A local checkpoint folder, or a Hub repo id downloaded (or found in the local cache)."""
+    path = Path(path_or_repo_id).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise NotADirectoryError(f"{path} is a file; pass the checkpoint folder that contains it")
+    text = str(path_or_repo_id)
+    if text.startswith((".", "/", "~")) or text.count("/") > 1 or not text.strip():
+        raise FileNotFoundError(f"checkpoint folder {text!r} does not exist")
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    kwargs = dict(repo_id=text, revision=revision, cache_dir=cache_dir, allow_patterns=HUB_PATTERNS)
+    try:
+        folder = Path(snapshot_download(**kwargs, local_files_only=offline))
+    except Exception as first:  # no network, unknown repo, gated repo, ...
+        try:  # fall back to whatever the local cache holds
+            folder = Path(snapshot_download(**kwargs, local_files_only=True))
+        except Exception:
+            where = "the local Hugging Face cache (offline)" if offline else "the Hub or the local cache"
+            raise FileNotFoundError(
+                f"{text!r} is neither a local folder nor a repo id found in {where} "
+                f"({type(first).__name__}); check the name, or download it while online"
+            ) from None
+    if not any(folder.glob("*.safetensors")) and not offline:  # only a PyTorch checkpoint
+        folder = Path(
+            snapshot_download(
+                repo_id=text, revision=revision, cache_dir=cache_dir, allow_patterns=["pytorch_model*.bin*"]
+            )
+        )
+    return folder

@@ -1,0 +1,92 @@
+"""load(): a checkpoint as one of the spec's architectures (the class from config.json's
+`architectures`), optionally with its tokenizer, and the checks that keep the pair honest."""
+
+from __future__ import annotations
+
+import os
+
+import mlx.nn as nn
+
+from .config import AlbertConfig
+from .heads import ARCHITECTURES
+from .hub import resolve
+from .tokenizer import AlbertTokenizer
+from .weights import BACKBONE
+
+
+class UntrainedHeadError(ValueError):
+    """A task needs a head the checkpoint does not have (it would answer with random weights)."""
+
+
+def load(
+    path_or_repo_id: str | os.PathLike,
+    architecture: str | None = None,
+    return_tokenizer: bool = False,
+    **kwargs,
+):
+    """Loads a checkpoint as one of the spec's architectures.
+
+    Args:
+        path_or_repo_id: checkpoint folder or Hub repo id.
+        architecture: "base", "for_masked_language_modeling", ... (or a transformers class name);
+            default: the checkpoint's `architectures`, else "base".
+        return_tokenizer: also return the checkpoint's AlbertTokenizer: `model, tokenizer = load(...)`.
+        **kwargs: passed to `from_pretrained` (dtype, revision, lazy, config overrides).
+
+    Raises:
+        ValueError: an unknown architecture, weights that do not fit, or a tokenizer whose
+            vocabulary is larger than the model's embedding table.
+    """
+    folder = resolve(path_or_repo_id, kwargs.get("revision"), kwargs.get("cache_dir"))
+    by_class = {cls.__name__: cls for cls in ARCHITECTURES.values()}
+    if architecture is None:
+        names = AlbertConfig.from_json(folder / "config.json").architectures or ["AlbertModel"]
+        if not isinstance(names, list) or names[0] not in by_class:
+            raise ValueError(
+                f"unknown architecture {str(names)[:80]!r} in {folder / 'config.json'}; "
+                f"pass architecture= one of {list(ARCHITECTURES)}"
+            )
+        cls = by_class[names[0]]
+    else:
+        key = architecture.lstrip(":")
+        cls = ARCHITECTURES.get(key) or by_class.get(key)
+        if cls is None:
+            raise ValueError(f"unknown architecture {architecture!r}; use one of {list(ARCHITECTURES)}")
+    model = cls.from_pretrained(folder, **{k: v for k, v in kwargs.items() if k not in ("revision",)})
+    if not return_tokenizer:
+        return model
+    tokenizer = AlbertTokenizer.from_pretrained(folder)
+    check_tokenizer(model, tokenizer, str(folder))
+    return model, tokenizer
+
+
+def check_tokenizer(model: nn.Module, tokenizer: AlbertTokenizer, source: str = "the checkpoint") -> None:
+    """Refuses a tokenizer that can produce ids past the model's embedding table."""
+    vocab = model.config.vocab_size
+    if tokenizer.vocab_size > vocab:
+        raise ValueError(
+            f"the tokenizer of {source} has {tokenizer.vocab_size} tokens but the model's vocab_size is "
+            f"{vocab}: ids >= {vocab} would read past the embedding table; use the tokenizer that "
+            "belongs to this model"
+        )
+
+
+def check_trained(model: nn.Module, task: str, source: str, allow_pooler: bool = True) -> None:
+    """Raises UntrainedHeadError when `model` was loaded with head weights initialised anew."""
+    missing = [
+        k
+        for k in getattr(model, "missing_keys", [])
+        if not (allow_pooler and k.removeprefix(BACKBONE).startswith("pooler."))
+    ]
+    if missing:
+        heads = sorted({k.removeprefix(BACKBONE).split(".")[0] for k in missing})
+        raise UntrainedHeadError(
+            f"{source} has no trained {'/'.join(heads)} weights for {task} (it is a "
+            f"{_saved_as(model)} checkpoint): its answers would be random. Fine-tune it first "
+            "(mlx-albert train), or pass allow_untrained_head=True (--allow-untrained-head) to run anyway"
+        )
+
+
+def _saved_as(model: nn.Module) -> str:
+    names = getattr(model.config, "architectures", None) or ["AlbertModel"]
+    return str(names[0])

@@ -4,12 +4,17 @@ translation table to and from a Hugging Face transformers `config.json`."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .activations import ACTIVATIONS
+from .text import escape
+
+logger = logging.getLogger(__name__)
 
 # (our option, transformers config.json key) — the one translation table, read both ways.
 HF_NAMES: tuple[tuple[str, str], ...] = (
@@ -35,6 +40,20 @@ HF_NAMES: tuple[tuple[str, str], ...] = (
     ("problem_type", "problem_type"),
     ("architectures", "architectures"),
 )
+# Upper bounds that no real checkpoint reaches and that keep a hostile config.json from allocating
+# terabytes or building a graph of a billion layers: ids are int32, layers are run one by one.
+MAX_SIZE = 2**31 - 1
+MAX_LAYERS = 1024  # num_blocks * block_depth (ALBERT-xxlarge runs 12)
+# transformers' PretrainedConfig keys: known, carried in `extra` without a warning.
+_HF_COMMON = {
+    "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id", "mask_token_id", "unk_token_id",
+    "is_decoder", "add_cross_attention", "chunk_size_feed_forward", "torchscript", "pruned_heads",
+    "tokenizer_class", "finetuning_task", "task_specific_params", "use_cache", "_name_or_path",
+    "_attn_implementation", "_attn_implementation_autoset", "gradient_checkpointing", "prefix",
+    "decoder_start_token_id", "output_scores", "return_dict_in_generate", "cross_attention_hidden_size",
+    "tie_encoder_decoder", "is_encoder_decoder", "down_scale_factor", "gap_size", "net_structure_type",
+    "num_memory_blocks", "_commit_hash", "base_model", "quantization_config",
+}
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 # transformers keys that carry no meaning here and are regenerated on export.
 _HF_IGNORED = {
@@ -101,8 +120,15 @@ class AlbertConfig:
             "num_labels",
         ):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"AlbertConfig.{name} must be a positive integer, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIZE:
+                raise ValueError(
+                    f"AlbertConfig.{name} must be a positive integer up to {MAX_SIZE}, got {str(value)[:40]}"
+                )
+        if self.num_blocks * self.block_depth > MAX_LAYERS:
+            raise ValueError(
+                f"AlbertConfig.num_blocks x block_depth = {self.num_blocks * self.block_depth} layers is "
+                f"past the limit of {MAX_LAYERS}: check num_hidden_layers and inner_group_num"
+            )
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"AlbertConfig.hidden_size ({self.hidden_size}) must be divisible by "
@@ -171,20 +197,42 @@ class AlbertConfig:
     @classmethod
     def from_hf(cls, hf: dict[str, Any]) -> "AlbertConfig":
         """Reads a transformers `config.json` dict (unknown keys are kept in `extra`)."""
+        if not isinstance(hf, dict):
+            raise ValueError(f"config.json must hold a JSON object, got a {type(hf).__name__}")
         if hf.get("model_type", "albert") != "albert":
-            raise ValueError(f"config.json has model_type {hf['model_type']!r}, not 'albert'")
+            raise ValueError(f"config.json has model_type {escape(str(hf['model_type']))!r}, not 'albert'")
         ours = {name: hf[key] for name, key in HF_NAMES if key in hf}
         id2label = hf.get("id2label") or {}
-        ours["num_labels"] = int(hf.get("num_labels") or len(id2label) or 2)
+        label2id = hf.get("label2id") or {}
+        if not isinstance(id2label, dict) or not isinstance(label2id, dict):
+            raise ValueError("config.json: id2label and label2id must be objects")
+        try:
+            ours["num_labels"] = int(hf.get("num_labels") or len(id2label) or 2)
+            id2label = {int(k): v for k, v in id2label.items()}
+            label2id = {str(k): int(v) for k, v in label2id.items()}
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError("config.json: num_labels, id2label keys and label2id values must be integers") from None
         # transformers writes LABEL_i names when none were given: keep only real names.
         if any(str(v) != f"LABEL_{k}" for k, v in id2label.items()):
-            ours["id_to_label"] = {int(k): v for k, v in id2label.items()}
-            ours["label_to_id"] = {k: int(v) for k, v in (hf.get("label2id") or {}).items()}
+            ours["id_to_label"] = id2label
+            ours["label_to_id"] = label2id
         if "quantization" in hf:
+            if not isinstance(hf["quantization"], dict):
+                raise ValueError("config.json: quantization must be an object")
             ours["quantization"] = dict(hf["quantization"])
         known = {key for _, key in HF_NAMES} | _HF_IGNORED | {"quantization"}
         ours["extra"] = {k: v for k, v in hf.items() if k not in known}
-        return cls(**ours)
+        for key in sorted(set(ours["extra"]) - _HF_COMMON):
+            near = difflib.get_close_matches(key, sorted(known | _HF_COMMON), n=1, cutoff=0.75)
+            logger.warning(
+                "config.json: unknown key %r is ignored%s",
+                escape(key),
+                f" (did you mean {near[0]!r}?)" if near else "",
+            )
+        try:
+            return cls(**ours)
+        except TypeError as e:  # a value of the wrong type in a comparison
+            raise ValueError(f"config.json holds a value of the wrong type ({e})") from None
 
     def to_hf(self) -> dict[str, Any]:
         """A transformers `config.json` dict (transformers' AlbertConfig loads it)."""
@@ -207,11 +255,16 @@ class AlbertConfig:
     def from_json(cls, path: str | Path) -> "AlbertConfig":
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            if path.stat().st_size > 10 << 20:
+                raise ValueError(f"{path} is {path.stat().st_size} bytes: not a config.json")
+            data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise FileNotFoundError(f"{path} not found: a checkpoint folder needs its config.json") from None
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise ValueError(
-                f"{path} is not valid JSON ({e}); re-download or re-convert the checkpoint"
+                f"{path} is not valid JSON ({type(e).__name__}); re-download or re-convert the checkpoint"
             ) from None
-        return cls.from_hf(data)
+        try:
+            return cls.from_hf(data)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None

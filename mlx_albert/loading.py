@@ -39,8 +39,9 @@ def load(
     """
     folder = resolve(path_or_repo_id, kwargs.get("revision"), kwargs.get("cache_dir"))
     by_class = {cls.__name__: cls for cls in ARCHITECTURES.values()}
+    config = AlbertConfig.from_json(folder / "config.json")
     if architecture is None:
-        names = AlbertConfig.from_json(folder / "config.json").architectures or ["AlbertModel"]
+        names = config.architectures or ["AlbertModel"]
         if not isinstance(names, list) or names[0] not in by_class:
             raise ValueError(
                 f"unknown architecture {str(names)[:80]!r} in {folder / 'config.json'}; "
@@ -52,7 +53,7 @@ def load(
         cls = ARCHITECTURES.get(key) or by_class.get(key)
         if cls is None:
             raise ValueError(f"unknown architecture {architecture!r}; use one of {list(ARCHITECTURES)}")
-    model = cls.from_pretrained(folder, **{k: v for k, v in kwargs.items() if k not in ("revision",)})
+    model = cls.from_pretrained(folder, config=config, **{k: v for k, v in kwargs.items() if k != "revision"})
     if not return_tokenizer:
         return model
     tokenizer = AlbertTokenizer.from_pretrained(folder)

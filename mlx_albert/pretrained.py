@@ -78,7 +78,9 @@ def check_config(config: AlbertConfig, weights: dict[str, mx.array], source: str
         )
     for name, field, key in _ROWS:
         value = weights.get(name, weights.get(BACKBONE + name))
-        if value is not None and value.ndim and value.shape[0] != getattr(config, field):
+        if value is None:
+            problems.append(f"{name} is missing from the checkpoint")
+        elif value.ndim and value.shape[0] != getattr(config, field):
             problems.append(f"{key}={getattr(config, field)} but {name} has {value.shape[0]} rows")
     if problems:
         raise ValueError(
@@ -146,6 +148,7 @@ class PreTrainedMixin:
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
         lazy: bool = False,
+        config: AlbertConfig | None = None,
         **config_changes,
     ) -> M:
         """Loads a transformers or mlx_albert checkpoint folder, or a Hub repo id.
@@ -155,6 +158,7 @@ class PreTrainedMixin:
             dtype: cast floating weights (e.g. mx.float32); default: as stored.
             revision, cache_dir: passed to huggingface_hub for repo ids.
             lazy: leave weights unevaluated (memory-mapped until first use).
+            config: the checkpoint's config when already read (default: its config.json).
             **config_changes: AlbertConfig fields to override, e.g. num_labels=3.
 
         Raises:
@@ -162,7 +166,7 @@ class PreTrainedMixin:
             ValueError: corrupt files, or weights that do not fit the config.
         """
         folder = resolve(path_or_repo_id, revision, cache_dir)
-        config = AlbertConfig.from_json(folder / "config.json")
+        config = config or AlbertConfig.from_json(folder / "config.json")
         weights, unknown = hf_to_mlx(read_weights(folder))
         if unknown:
             raise ValueError(f"{folder} holds weights that are not ALBERT's: {escape(str(sorted(unknown)[:10]))}")

@@ -239,3 +239,130 @@ def test_num_labels_override_on_a_base_checkpoint(tmp_path):
     model = mlx_albert.AlbertForSequenceClassification.from_pretrained(folder, num_labels=5)
     assert model.config.num_labels == 5 and model.config.id_to_label == {}
     assert model(case["inputs"]["input_ids"]).logits.shape == (3, 5)
+
+
+# -- hostile and stale files -------------------------------------------------------------------
+
+
+def _config(folder, **changes):
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"num_hidden_groups": 20000, "num_hidden_layers": 20000}, "20000 layers is past the limit"),
+        ({"num_hidden_groups": 4, "num_hidden_layers": 4}, "num_hidden_groups=4 but the weights hold 1 group"),
+        ({"inner_group_num": 100000}, "layers is past the limit|inner_group_num=100000"),
+        ({"num_hidden_layers": 10**9}, "past the limit of 1024"),
+        ({"vocab_size": 10**12}, "vocab_size must be a positive integer up to"),
+        ({"vocab_size": 2**31 - 1}, "vocab_size=2147483647 but embeddings.word_embeddings.weight has"),
+        ({"hidden_act": ["gelu"]}, "wrong type|activation"),
+    ],
+)
+def test_config_sizes_are_checked_before_anything_is_built(folder, changes, message):
+    import time
+
+    _config(folder, **changes)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=message):
+        mlx_albert.load(folder)
+    assert time.perf_counter() - start < 2  # no 36 s of allocation first
+
+
+def test_config_json_that_is_not_an_object(folder):
+    (folder / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="config.json: config.json must hold a JSON object, got a list"):
+        mlx_albert.load(folder)
+    (folder / "config.json").write_text('{"id2label": [1]}')
+    with pytest.raises(ValueError, match="id2label and label2id must be objects"):
+        mlx_albert.load(folder)
+
+
+def test_misspelt_config_key_warns_with_the_nearest_name(folder, caplog):
+    _config(folder, num_hiden_layers=4, bos_token_id=2)
+    with caplog.at_level(logging.WARNING, logger="mlx_albert"):
+        mlx_albert.load(folder)
+    warnings = [r.getMessage() for r in caplog.records if "unknown key" in r.getMessage()]
+    assert warnings == ["config.json: unknown key 'num_hiden_layers' is ignored (did you mean 'num_hidden_layers'?)"]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"[1, 2]", b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": ["0", "4"]}}', b'{"a": 5}'],
+)
+def test_malformed_safetensors_headers(folder, header):
+    (folder / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 4)
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        mlx_albert.load(folder)
+
+
+@needs_torch
+@pytest.mark.parametrize("content", [[1, 2], None, {"a": {"b": 1}}, {1: 2}])
+def test_pytorch_bin_that_is_not_a_state_dict(folder, content):
+    import torch
+
+    (folder / "model.safetensors").unlink()
+    torch.save(content, folder / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="not a state dict of named tensors"):
+        mlx_albert.load(folder)
+
+
+def _shard(folder, weights: dict, index_entries: dict | None = None):
+    save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(folder / "model-00001-of-00001.safetensors"))
+    weight_map = index_entries or {k: "model-00001-of-00001.safetensors" for k in weights}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+
+
+def test_shard_index_entries_stay_inside_the_folder(folder):
+    case = get_case("factorised", "AlbertForSequenceClassification", "golden")
+    (folder / "model.safetensors").rename(folder.parent / "outside.safetensors")
+    for bad in ("../outside.safetensors", str(folder.parent / "outside.safetensors"), "sub/../x"):
+        (folder / "model.safetensors.index.json").write_text(
+            json.dumps({"weight_map": {k: bad for k in case["weights"]}})
+        )
+        with pytest.raises(ValueError, match="not a file in the checkpoint folder"):
+            mlx_albert.load(folder)
+
+
+def test_a_save_replaces_a_sharded_checkpoint_and_loading_refuses_both(folder):
+    case = get_case("factorised", "AlbertForSequenceClassification", "golden")
+    old = mlx_albert.load(folder)
+    (folder / "model.safetensors").unlink()
+    _shard(folder, {k: v for k, v in case["weights"].items() if not k.startswith("regression.")})
+    (folder / "tokenizer_config.json").write_text("{}")  # the user's other files stay
+    new = mlx_albert.AlbertForSequenceClassification(old.config)  # other (random) weights
+    new.save_pretrained(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "tokenizer_config.json"]
+    again = mlx_albert.load(folder)
+    np.testing.assert_array_equal(np.array(again.classifier.weight), np.array(new.classifier.weight))
+    _shard(folder, {k: v for k, v in case["weights"].items() if not k.startswith("regression.")})
+    with pytest.raises(ValueError, match="holds both model.safetensors and model.safetensors.index.json"):
+        mlx_albert.load(folder)
+
+
+def test_a_kill_during_save_pretrained_leaves_the_old_model(folder):
+    import subprocess
+    import sys
+
+    before = np.array(mlx_albert.load(folder).classifier.weight)
+    script = f"""
+import os, signal
+import mlx_albert, mlx_albert.weights as w
+config = mlx_albert.load({str(folder)!r}).config
+model = mlx_albert.AlbertForSequenceClassification(config.replace(num_labels=3, id_to_label={{}}, label_to_id={{}}))
+w.write_json = lambda *a: os.kill(os.getpid(), signal.SIGKILL)  # dies between weights and config
+import mlx_albert.pretrained as p
+p.write_json = w.write_json
+model.save_pretrained({str(folder)!r})
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert done.returncode == -9
+    after = mlx_albert.load(folder)  # (3, H) weights with a (2, H) config would not load
+    np.testing.assert_array_equal(np.array(after.classifier.weight), before)
+    leftovers = [p for p in folder.parent.iterdir() if p.name.startswith(".m.tmp-")]
+    assert leftovers  # the killed writer's staging folder ...
+    after.save_pretrained(folder)
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".m.")]  # ... cleaned by the next save

@@ -1,0 +1,79 @@
+"""Atomic writes: temporary siblings, a full disk, kills between two renames, overlapping paths."""
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from mlx_albert.files import atomic_write, check_disjoint, clean_stale, publish_folder, staged_folder
+
+
+def test_disk_full_is_one_line_and_leaves_the_old_file(tmp_path):
+    path = tmp_path / "model.safetensors"
+    path.write_text("old")
+
+    def full(tmp: Path):
+        tmp.write_text("partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match=f"no space left on the device while writing {path}"):
+        atomic_write(path, full)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+
+def test_staged_folder_replaces_whole_or_not_at_all(tmp_path):
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "a").write_text("old")
+    with pytest.raises(RuntimeError):
+        with staged_folder(dest) as tmp:
+            (tmp / "a").write_text("new")
+            raise RuntimeError("killed")
+    assert (dest / "a").read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    with staged_folder(dest) as tmp:
+        (tmp / "b").write_text("new")
+    assert sorted(p.name for p in dest.iterdir()) == ["b"] and len(list(tmp_path.iterdir())) == 1
+
+
+def test_leftovers_of_dead_writers_are_cleaned_and_a_moved_folder_restored(tmp_path):
+    dest = tmp_path / "out"
+    dead = 2**22 + 12345  # no such pid
+    while True:
+        try:
+            os.kill(dead, 0)
+            dead += 1
+        except ProcessLookupError:
+            break
+        except PermissionError:
+            dead += 1
+    (tmp_path / f".out.tmp-{dead}-abcdefgh").mkdir()
+    (tmp_path / f".out.tmp-{dead}-abcdefgh" / "x").write_text("half")
+    old = tmp_path / f".out.old-{dead}-abcdefgh"
+    old.mkdir()
+    (old / "model").write_text("the user's model")
+    (tmp_path / f".other.tmp-{dead}-abcdefgh").write_text("not ours")
+    mine = tmp_path / f".out.tmp-{os.getpid()}-abcdefgh"
+    mine.write_text("in flight")
+    clean_stale(dest)  # a kill fell between "move the old folder aside" and "move the new one in"
+    assert (dest / "model").read_text() == "the user's model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", ".other.tmp-" + f"{dead}-abcdefgh", mine.name])
+
+
+def test_publish_folder_swaps(tmp_path):
+    dest, new = tmp_path / "dest", tmp_path / "new"
+    dest.mkdir()
+    new.mkdir()
+    (dest / "old").write_text("1")
+    (new / "new").write_text("2")
+    publish_folder(new, dest)
+    assert [p.name for p in dest.iterdir()] == ["new"] and sorted(p.name for p in tmp_path.iterdir()) == ["dest"]
+
+
+def test_outputs_may_not_overlap_inputs(tmp_path):
+    src = tmp_path / "model"
+    src.mkdir()
+    for out in (src, src / "sub", tmp_path):
+        with pytest.raises(ValueError, match="would replace or delete the input"):
+            check_disjoint({"--output-dir": out}, {"--model": src})
+    check_disjoint({"--output-dir": tmp_path / "other"}, {"--model": src})

@@ -214,7 +214,7 @@ def cmd_info(args) -> None:
     info = {
         "path": str(folder),
         "architecture": type(model).__name__,
-        "parameters": int(sum(v.size for k, v in params.items() if not k.endswith((".scales", ".biases")))),
+        "parameters": model.num_parameters(),
         "bytes": int(sum(v.nbytes for v in params.values())),
         "dtype": str(model.dtype).removeprefix("mlx.core."),
         "quantization": config.quantization,

@@ -7,18 +7,18 @@ import argparse
 import logging
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_flatten
 
+from .files import check_disjoint, clean_stale, staged_folder
 from .hub import resolve
 from .loading import load
 from .pretrained import quantizable
 
 logger = logging.getLogger(__name__)
+BITS = [2, 3, 4, 5, 6, 8]  # the widths MLX's quantized kernels support (no 7)
 DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 TOKENIZER_FILES = (
     "spiece.model",
@@ -29,16 +29,18 @@ TOKENIZER_FILES = (
 )
 
 
-def _model_card(hf_path: str, model: nn.Module, dtype: str, quantization: dict | None) -> str:
-    n = sum(v.size for _, v in tree_flatten(model.parameters()))
+def _model_card(hf_path: str, from_hub: bool, model: nn.Module, dtype: str, quantization: dict | None) -> str:
+    n = model.num_parameters()
     q = f"{quantization['bits']}-bit (group size {quantization['group_size']})" if quantization else "none"
     overrides = sorted({v["bits"] for v in (quantization or {}).values() if isinstance(v, dict)})
     if overrides:
         q += f"; shared layers {'/'.join(map(str, overrides))}-bit"
+    source = hf_path if from_hub else Path(hf_path).name  # a local path means nothing to readers
+    base = f"base_model: {hf_path}\n" if from_hub else ""
     return (
-        f"---\nlibrary_name: mlx\ntags: [mlx, albert]\nbase_model: {hf_path}\n---\n\n"
-        f"# {type(model).__name__} for MLX\n\nConverted from `{hf_path}` with mlx_albert.\n\n"
-        f"- dtype: {dtype}\n- quantization: {q}\n- stored parameters: {n:,}\n\n"
+        f"---\nlibrary_name: mlx\ntags: [mlx, albert]\n{base}---\n\n"
+        f"# {type(model).__name__} for MLX\n\nConverted from `{source}` with mlx_albert.\n\n"
+        f"- dtype: {dtype}\n- quantization: {q}\n- parameters: {n:,}\n\n"
         '```python\nimport mlx_albert\nmodel = mlx_albert.load("path/to/this/folder")\n```\n'
     )
 
@@ -48,8 +50,8 @@ def convert(
     mlx_path: str = "mlx_model",
     dtype: str | None = None,
     quantize: bool = False,
-    q_bits: int = 4,
-    q_group_size: int = 64,
+    q_bits: int | None = None,
+    q_group_size: int | None = None,
     q_shared_bits: int | None = None,
     upload_repo: str | None = None,
     force: bool = False,
@@ -64,12 +66,21 @@ def convert(
     bits; `q_shared_bits` gives the shared transformer layers (which run num_blocks times, so their
     error compounds) their own width. Returns the output path.
     """
+    given = [f for f, v in (("--q-bits", q_bits), ("--q-group-size", q_group_size), ("--q-shared-bits", q_shared_bits)) if v is not None]
+    if given and not quantize:
+        raise ValueError(f"{', '.join(given)} without -q/--quantize would write an unquantized model: add -q")
+    q_bits, q_group_size = q_bits or 4, q_group_size or 64
+    for name, bits in (("--q-bits", q_bits), ("--q-shared-bits", q_shared_bits)):
+        if bits is not None and bits not in BITS:
+            raise ValueError(f"{name} {bits} is not supported by MLX: use one of {BITS}")
     out = Path(mlx_path)
+    clean_stale(out)  # a convert killed between its two renames put the old folder aside: restored here
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise FileExistsError(f"{out} exists and is not empty; pass --force to replace it")
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}")
     src = resolve(hf_path, revision, cache_dir)
+    check_disjoint({"--mlx-path": out}, {"--hf-path": src})
     model = load(src, architecture, dtype=DTYPES[dtype] if dtype else None)
     config = model.config
     if quantize:
@@ -91,32 +102,33 @@ def convert(
         nn.quantize(model, group_size=q_group_size, bits=q_bits, class_predicate=predicate)
         model.config = config.replace(quantization=quantization)
     stored = str(model.dtype).removeprefix("mlx.core.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    from_hub = not Path(hf_path).expanduser().exists()
+    with staged_folder(out) as tmp:
         model.save_pretrained(tmp)
         for name in TOKENIZER_FILES:
             if (src / name).exists():
                 shutil.copy2(src / name, tmp / name)
-        (tmp / "README.md").write_text(_model_card(hf_path, model, stored, model.config.quantization))
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{tmp.name[-8:]}"
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        card = _model_card(hf_path, from_hub, model, stored, model.config.quantization)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
     logger.debug("wrote %s", out)
     if upload_repo:
-        from huggingface_hub import HfApi
-
-        api = HfApi()
-        api.create_repo(upload_repo, exist_ok=True)
-        api.upload_folder(folder_path=str(out), repo_id=upload_repo)
+        upload(out, upload_repo)
     return out
+
+
+def upload(folder: Path, repo_id: str) -> None:
+    """Uploads a converted folder to the Hub; errors (offline, not logged in) become one line."""
+    from huggingface_hub import HfApi
+
+    try:
+        api = HfApi()
+        api.create_repo(repo_id, exist_ok=True)
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id)
+    except Exception as e:  # huggingface_hub raises many types (HTTP, connection, auth)
+        raise OSError(
+            f"could not upload {folder} to the Hub repo {repo_id!r} ({type(e).__name__}): check the network "
+            f"and `huggingface-cli login`; the converted model is in {folder}"
+        ) from None
 
 
 def configure_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -130,11 +142,11 @@ def configure_parser(parser: argparse.ArgumentParser | None = None) -> argparse.
         help="cast float weights (default: keep the checkpoint's; float32 is fastest on CPU)",
     )
     parser.add_argument("-q", "--quantize", action="store_true", help="quantize linear and embedding layers")
-    parser.add_argument("--q-bits", type=int, choices=[2, 3, 4, 5, 6, 8], default=4, help="bits per weight")
+    parser.add_argument("--q-bits", type=int, choices=BITS, default=None, help="bits per weight (default 4)")
     parser.add_argument(
         "--q-shared-bits",
         type=int,
-        choices=[2, 3, 4, 5, 6, 8],
+        choices=BITS,
         default=None,
         help="bits for the shared transformer layers, which run num_blocks times (default: --q-bits)",
     )
@@ -142,8 +154,8 @@ def configure_parser(parser: argparse.ArgumentParser | None = None) -> argparse.
         "--q-group-size",
         type=int,
         choices=[32, 64, 128],
-        default=64,
-        help="weights sharing one scale and bias",
+        default=None,
+        help="weights sharing one scale and bias (default 64)",
     )
     parser.add_argument("--upload-repo", default=None, help="Hub repo id to upload the result to")
     parser.add_argument("--force", action="store_true", help="replace a non-empty --mlx-path")

@@ -128,6 +128,19 @@ def match_weights(
     return {k: v for k, v in weights.items() if k in expected}, missing
 
 
+def _quantized_bits(model: nn.Module, name: str) -> int | None:
+    """The bits of a quantized layer's packed `weight` (None for float parameters)."""
+    path, _, leaf = name.rpartition(".")
+    if leaf != "weight":
+        return None
+    module = model
+    for part in path.split("."):
+        module = module[int(part)] if isinstance(module, list) else getattr(module, part, None)
+        if module is None:
+            return None
+    return getattr(module, "bits", None) if isinstance(module, nn.QuantizedLinear | nn.QuantizedEmbedding) else None
+
+
 class PreTrainedMixin:
     """Loading and saving for AlbertModel and the task models (transformers' checkpoint layout)."""
 
@@ -138,6 +151,17 @@ class PreTrainedMixin:
         """The float dtype of the weights (of the embeddings' LayerNorm, never quantized)."""
         backbone = self["albert"] if "albert" in self else self
         return backbone.embeddings.norm.weight.dtype
+
+    def num_parameters(self) -> int:
+        """Parameters of the model as transformers counts them: quantized weights count as the float
+        matrix they stand for (their scales and biases are not parameters of the model)."""
+        total = 0
+        for name, value in tree_flatten(self.parameters()):
+            if name.endswith((".scales", ".biases")):
+                continue
+            bits = _quantized_bits(self, name)
+            total += value.size * 32 // bits if bits else value.size
+        return total
 
     @classmethod
     def from_pretrained(

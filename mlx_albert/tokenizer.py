@@ -293,10 +293,17 @@ class AlbertTokenizer:
                 stride=stride,
                 return_overflowing_tokens=True,
             )
-        except ValueError as e:
+        except ValueError:
+            longest = max(len(e.ids) for e in self.encode(questions)[0])  # [CLS] question [SEP]
+            room = max_length - longest - 1  # what a window keeps for the context (and its [SEP])
+            if room < 2:
+                raise ValueError(
+                    f"a question of {longest - 2} tokens leaves no room for the context in "
+                    f"{names[0]}={max_length} tokens: shorten the question"
+                ) from None
             raise ValueError(
-                f"a question leaves no room for the context in {names[0]}={max_length} tokens with "
-                f"{names[1]}={stride}: shorten the question or raise {names[0]} ({e})"
+                f"{names[1]}={stride} must be below the {room} context tokens a window of {names[0]}="
+                f"{max_length} keeps after the question: lower {names[1]} (e.g. {names[1]}={room // 2})"
             ) from None
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:

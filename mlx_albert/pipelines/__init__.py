@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from ..loading import UntrainedHeadError, check_tokenizer, check_trained, load
 from ..tokenizer import AlbertTokenizer
 from .classification import text_classification, token_classification
 from .embeddings import embed, feature_extraction, similarity
@@ -41,14 +42,25 @@ class Pipeline:
         self.function = TASKS[task][0]
 
     def __call__(self, inputs=None, **options):
-        return self.function(self.model, self.tokenizer, inputs, **{**self.defaults, **options})
+        options = {**self.defaults, **options}
+        if self.task == "embed" and options.get("pooling") == "pooler" and "pooler" not in self.defaults:
+            pooler = [k for k in getattr(self.model, "missing_keys", []) if k.startswith(("pooler.", "albert.pooler."))]
+            if pooler:
+                raise UntrainedHeadError(
+                    "this checkpoint has no trained pooler: pooling='pooler' would be random; use 'mean' or 'cls'"
+                )
+        return self.function(self.model, self.tokenizer, inputs, **options)
 
     def __repr__(self) -> str:
         return f"Pipeline(task={self.task!r}, model={type(self.model).__name__})"
 
 
 def pipeline(
-    task: str, model: str | os.PathLike | object, tokenizer: AlbertTokenizer | None = None, **defaults
+    task: str,
+    model: str | os.PathLike | object,
+    tokenizer: AlbertTokenizer | None = None,
+    allow_untrained_head: bool = False,
+    **defaults,
 ) -> Pipeline:
     """Builds a pipeline for `task` ("fill-mask", "text-classification", "token-classification"/"ner",
     "question-answering", "multiple-choice", "feature-extraction", "embed").
@@ -56,27 +68,37 @@ def pipeline(
     Args:
         model: a checkpoint folder or Hub repo id (loaded with the task's architecture), or a model.
         tokenizer: default: the checkpoint's own (a model object needs one passed).
+        allow_untrained_head: run even when the checkpoint lacks the task's head (e.g. question
+            answering on a masked-LM checkpoint), whose new weights give random answers.
         **defaults: options for every call, e.g. top_k=3, batch_size=32; `dtype`, `revision` and
             `cache_dir` go to loading instead.
+
+    Raises:
+        UntrainedHeadError: the checkpoint has no trained weights for the task's head.
+        ValueError: an unknown task, or a tokenizer with more tokens than the model's vocabulary.
     """
     task = ALIASES.get(task, task)
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; use one of {sorted(TASKS) + sorted(ALIASES)}")
     load_options = {k: defaults.pop(k) for k in ("dtype", "revision", "cache_dir") if k in defaults}
     if isinstance(model, str | os.PathLike):
-        from ..loading import load
-
+        source = str(model)
         if tokenizer is None:  # both from the one resolved checkpoint
             model, tokenizer = load(model, TASKS[task][1], return_tokenizer=True, **load_options)
         else:
             model = load(model, TASKS[task][1], **load_options)
+        if not allow_untrained_head:
+            pooler_used = task not in ("feature-extraction", "embed") or defaults.get("pooling") == "pooler"
+            check_trained(model, task, source, allow_pooler=not pooler_used)
     elif tokenizer is None:
         raise ValueError("pass tokenizer= along with a model object (or give a checkpoint path instead)")
+    check_tokenizer(model, tokenizer)
     return Pipeline(task, model, tokenizer, **defaults)
 
 
 __all__ = [
     "TASKS",
+    "UntrainedHeadError",
     "Pipeline",
     "pipeline",
     "fill_mask",

@@ -4,6 +4,7 @@ longest (rounded up to a multiple of 8), run the model, hand results back in inp
 from __future__ import annotations
 
 import itertools
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -18,8 +19,32 @@ CHUNK_BATCHES = 64  # inputs are sorted within chunks of batch_size * CHUNK_BATC
 
 
 def max_tokens(model, tokenizer, max_length: int | None = None) -> int:
-    """The longest sequence both the tokenizer settings and the model's position table allow."""
-    return min(max_length or tokenizer.model_max_length, model.config.max_positions)
+    """The longest sequence both the tokenizer settings and the model's position table allow (or
+    max_length when given; it may not pass the model's position table)."""
+    limit = model.config.max_positions
+    if max_length is not None:
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or not 3 <= max_length <= limit:
+            raise ValueError(
+                f"max_length must be an integer in [3, {limit}] (the model's max_positions), got {max_length!r}"
+            )
+        return max_length
+    return min(tokenizer.model_max_length, limit)
+
+
+# Rust's char::is_whitespace, which the tokenizer's WhitespaceSplit uses (Python's isspace adds \x1c-\x1f).
+_WORD = re.compile(r"[^\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
+
+
+def clip_text(text: str, limit: int) -> str:
+    """`text` cut after its first 2*limit + 16 words when it is long: words are tokenised one by one
+    and each gives at least one token, so the first `limit` tokens are the same, and a 10 MB text no
+    longer costs 10 MB of tokenisation to use 512 tokens."""
+    if len(text) <= 64 * limit:
+        return text
+    for count, match in enumerate(_WORD.finditer(text), 1):
+        if count > 2 * limit + 16:
+            return text[: match.end()]
+    return text
 
 
 def backbone(model):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..tokenizer import AlbertTokenizer
-from ._batching import check_strings, dispatch, max_tokens, run_batches, to_numpy
+from ._batching import check_strings, clip_text, dispatch, max_tokens, run_batches, to_numpy
 from .fill_mask import softmax
 
 FUNCTIONS = {
@@ -41,6 +41,7 @@ def text_classification(
     function_to_apply: str | None = None,
     batch_size: int = 8,
     progress: bool = False,
+    max_length: int | None = None,
 ):
     """Classifies texts or text pairs (transformers' TextClassificationPipeline).
 
@@ -67,10 +68,12 @@ def text_classification(
     legacy = top_k is _LEGACY
     if not legacy and top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
-    limit = max_tokens(model, tokenizer)
+    limit = max_tokens(model, tokenizer, max_length)
 
     def run(items: list) -> list:
         pairs = [_pair(item) for item in items]
+        # a single text keeps only what truncation can reach (pairs truncate longest-first: kept whole)
+        pairs = [(clip_text(a, limit), b) if b is None else (a, b) for a, b in pairs]
         if any(b is not None for _, b in pairs) and any(b is None for _, b in pairs):
             groups = [tokenizer.encode(a, b, truncation=True, max_length=limit)[0] for a, b in pairs]
         else:
@@ -114,6 +117,7 @@ def token_classification(
     stride: int | None = None,
     batch_size: int = 8,
     progress: bool = False,
+    max_length: int | None = None,
 ):
     """Labels each token, or groups tokens into entities (transformers' TokenClassificationPipeline).
 
@@ -134,7 +138,7 @@ def token_classification(
     strategy = aggregation_strategy.lower()
     if strategy not in AGGREGATIONS:
         raise ValueError(f"aggregation_strategy must be one of {AGGREGATIONS}, got {aggregation_strategy!r}")
-    limit = max_tokens(model, tokenizer)
+    limit = max_tokens(model, tokenizer, max_length)
     if stride is not None:
         if strategy == "none":
             raise ValueError('stride needs an aggregation_strategy other than "none" to merge the windows')
@@ -145,8 +149,11 @@ def token_classification(
     ignore = set(ignore_labels)
 
     def run(texts: list) -> list:
+        texts = check_strings("token_classification", texts)
+        if stride is None:  # windows need the whole text; truncation only its start
+            texts = [clip_text(t, limit) for t in texts]
         encodings, sample = tokenizer.encode(
-            check_strings("token_classification", texts),
+            texts,
             truncation=True,
             max_length=limit,
             stride=stride or 0,

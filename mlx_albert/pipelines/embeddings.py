@@ -7,7 +7,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..tokenizer import AlbertTokenizer
-from ._batching import backbone, check_strings, dispatch, max_tokens, run_batches, to_numpy
+from ._batching import backbone, check_strings, clip_text, dispatch, max_tokens, run_batches, to_numpy
 
 POOLINGS = ("cls", "mean", "pooler")
 
@@ -19,16 +19,16 @@ def feature_extraction(
     return_tensors: bool = False,
     batch_size: int = 8,
     progress=False,
+    max_length: int | None = None,
 ):
     """The last hidden state of each text, [CLS] and [SEP] included: a nested list of shape
     [1, L, H] as transformers, or an np.ndarray of that shape with return_tensors=True.
     Texts longer than the model are truncated."""
-    limit = max_tokens(model, tokenizer)
+    limit = max_tokens(model, tokenizer, max_length)
 
     def run(texts: list) -> list:
-        encodings, _ = tokenizer.encode(
-            check_strings("feature_extraction", texts), truncation=True, max_length=limit
-        )
+        texts = [clip_text(t, limit) for t in check_strings("feature_extraction", texts)]
+        encodings, _ = tokenizer.encode(texts, truncation=True, max_length=limit)
         states = run_batches(
             [[e] for e in encodings],
             lambda b: list(to_numpy(backbone(model)(**b).last_hidden_state)),
@@ -51,6 +51,7 @@ def embed(
     normalize: bool = True,
     batch_size: int = 32,
     progress: bool = False,
+    max_length: int | None = None,
 ) -> np.ndarray:
     """Sentence embeddings: (H,) for one text, (N, H) for a list (texts are truncated to the model).
 
@@ -59,7 +60,7 @@ def embed(
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-    limit = max_tokens(model, tokenizer)
+    limit = max_tokens(model, tokenizer, max_length)
 
     def forward(batch):
         out = backbone(model)(**batch)
@@ -77,7 +78,8 @@ def embed(
         return list(to_numpy(pooled))
 
     def run(texts: list) -> list:
-        encodings, _ = tokenizer.encode(check_strings("embed", texts), truncation=True, max_length=limit)
+        texts = [clip_text(t, limit) for t in check_strings("embed", texts)]
+        encodings, _ = tokenizer.encode(texts, truncation=True, max_length=limit)
         return run_batches(
             [[e] for e in encodings], forward, tokenizer.pad_token_id, limit, batch_size, progress
         )

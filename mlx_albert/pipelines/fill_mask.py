@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 import mlx.core as mx
 import numpy as np
 
+from ..text import escape
 from ..tokenizer import AlbertTokenizer
-from ._batching import backbone, check_strings, dispatch, max_tokens, run_batches, to_numpy
+from ._batching import backbone, check_strings, clip_text, dispatch, max_tokens, run_batches, to_numpy
+
+
+logger = logging.getLogger(__name__)
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -22,6 +28,7 @@ def fill_mask(
     targets: str | list[str] | None = None,
     batch_size: int = 8,
     progress: bool = False,
+    max_length: int | None = None,
 ):
     """Predicts the [MASK] tokens of each text (transformers' FillMaskPipeline).
 
@@ -43,11 +50,11 @@ def fill_mask(
     target_ids = None
     if targets is not None:
         targets = [targets] if isinstance(targets, str) else list(targets)
-        target_ids = np.array(sorted({tokenizer(t)["input_ids"][1] for t in targets if t}))
+        target_ids = np.array(sorted({i for t in targets if (i := _target_id(tokenizer, t)) is not None}))
         if target_ids.size == 0:
             raise ValueError("targets holds no usable word: pass non-empty strings")
         top_k = min(top_k, len(target_ids))
-    limit = max_tokens(model, tokenizer)
+    limit = max_tokens(model, tokenizer, max_length)
 
     def forward(batch):
         ids = np.array(batch["input_ids"])
@@ -57,13 +64,16 @@ def fill_mask(
         return [logits[rows == r] for r in range(ids.shape[0])]
 
     def run(texts: list) -> list:
-        encodings, _ = tokenizer.encode(check_strings("fill_mask", texts), truncation=True, max_length=limit)
+        texts = [clip_text(t, limit) for t in check_strings("fill_mask", texts)]
+        encodings, _ = tokenizer.encode(texts, truncation=True, max_length=limit)
         for text, e in zip(texts, encodings, strict=True):
             if mask_id not in e.ids:
-                raise ValueError(
-                    f"No mask_token ({tokenizer.mask_token}) found on the input {text!r}"
-                    + (f" within its first {limit} tokens" if len(e.ids) == limit else "")
-                )
+                if tokenizer.mask_token in text:
+                    raise ValueError(
+                        f"the {tokenizer.mask_token} of the input {escape(text[:60])!r}... lies past its first "
+                        f"{limit} tokens, which is all the model reads: shorten the text before the mask"
+                    )
+                raise ValueError(f"No mask_token ({tokenizer.mask_token}) found on the input {escape(text[:200])!r}")
         logits = run_batches(
             [[e] for e in encodings], forward, tokenizer.pad_token_id, limit, batch_size, progress
         )
@@ -73,6 +83,26 @@ def fill_mask(
         ]
 
     return dispatch(inputs, lambda x: isinstance(x, str), run, batch_size)
+
+
+def _target_id(tokenizer: AlbertTokenizer, target: str) -> int | None:
+    """As transformers: a vocabulary token (e.g. "▁list") as it is, else the first piece of the word
+    (with a warning naming what replaced it)."""
+    if not isinstance(target, str) or not target:
+        return None
+    found = tokenizer.tokenizer.token_to_id(target)
+    if found is not None:
+        return found
+    ids = tokenizer(target)["input_ids"][1:-1]  # without [CLS] and [SEP]
+    if not ids:
+        logger.warning("the target %r is not in the vocabulary and tokenizes to nothing: ignored", escape(target))
+        return None
+    logger.warning(
+        "the target %r is not in the vocabulary: using its first piece %r",
+        escape(target),
+        escape(tokenizer.convert_ids_to_tokens([ids[0]])[0]),
+    )
+    return ids[0]
 
 
 def _answers(tokenizer, ids: np.ndarray, logits: np.ndarray, top_k: int, target_ids) -> list:

@@ -21,14 +21,21 @@ def _example(item) -> tuple[str, list[str]]:
     )
 
 
-def multiple_choice(model, tokenizer: AlbertTokenizer, inputs, batch_size: int = 8, progress: bool = False):
+def multiple_choice(
+    model,
+    tokenizer: AlbertTokenizer,
+    inputs,
+    batch_size: int = 8,
+    progress: bool = False,
+    max_length: int | None = None,
+):
     """Scores the choices of each question with an AlbertForMultipleChoice.
 
     Each choice is encoded as the pair (question, choice), truncated longest-first to the model.
     Returns, per question, [{"choice", "index", "score"}] sorted by score (softmax over its choices);
     a list of those for a list of questions.
     """
-    limit = max_tokens(model, tokenizer)
+    limit = max_tokens(model, tokenizer, max_length)
 
     def run(items: list) -> list:
         examples = [_example(item) for item in items]

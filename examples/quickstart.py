@@ -3,12 +3,14 @@
 python examples/quickstart.py [mlx_model]"""
 
 import sys
+from pathlib import Path
 
 import numpy as np
 
 import mlx_albert
 
-path = sys.argv[1] if len(sys.argv) > 1 else "models/tiny-albert"
+TINY = Path(__file__).resolve().parent.parent / "models" / "tiny-albert"  # works from any folder
+path = sys.argv[1] if len(sys.argv) > 1 else str(TINY)
 model = mlx_albert.load(path)  # the class comes from config.json's `architectures`
 config = model.config
 print(

@@ -76,7 +76,7 @@ def check_trained(model: nn.Module, task: str, source: str, allow_pooler: bool =
     """Raises UntrainedHeadError when `model` was loaded with head weights initialised anew."""
     missing = [
         k
-        for k in getattr(model, "missing_keys", [])
+        for k in missing_keys(model)
         if not (allow_pooler and k.removeprefix(BACKBONE).startswith("pooler."))
     ]
     if missing:
@@ -86,6 +86,12 @@ def check_trained(model: nn.Module, task: str, source: str, allow_pooler: bool =
             f"{_saved_as(model)} checkpoint): its answers would be random. Fine-tune it first "
             "(mlx-albert train), or pass allow_untrained_head=True (--allow-untrained-head) to run anyway"
         )
+
+
+def missing_keys(model: nn.Module) -> tuple[str, ...]:
+    """Names of the weights from_pretrained initialised anew (none for a model built in code)."""
+    info = getattr(model, "loading_info", None)
+    return info.missing_keys if info is not None else ()
 
 
 def _saved_as(model: nn.Module) -> str:

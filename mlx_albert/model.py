@@ -10,6 +10,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from . import _blas
 from .activations import ACTIVATIONS, softmax, tanh
 from .config import AlbertConfig
 from .outputs import BaseModelOutputWithPooling
@@ -24,9 +25,13 @@ class AlbertEmbeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(config.max_token_types, config.embedding_size)
         self.norm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_epsilon)
         self.dropout = nn.Dropout(config.dropout_rate)
+        self.pad_token_id = config.pad_token_id
 
     def __call__(self, input_ids: mx.array, token_type_ids: mx.array, position_ids: mx.array) -> mx.array:
-        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        x = self.word_embeddings(input_ids)
+        if self.pad_token_id is not None:  # transformers' padding_idx: pad lookups train no row
+            x = mx.where((input_ids == self.pad_token_id)[..., None], mx.stop_gradient(x), x)
+        x = x + self.token_type_embeddings(token_type_ids)
         x = x + self.position_embeddings(position_ids)
         return self.dropout(self.norm(x))  # (B, L, E)
 
@@ -194,6 +199,11 @@ def prepare_inputs(
             "add a batch axis with input_ids[None] for one sequence"
         )
     B, L = input_ids.shape
+    if B == 0 or L == 0:
+        raise ValueError(
+            f"input_ids has shape {(B, L)}: every batch needs at least one sequence of at least one "
+            "token (a tokenizer adds [CLS] and [SEP])"
+        )
     if L > config.max_positions and position_ids is None:
         raise ValueError(
             f"sequence length {L} exceeds max_positions={config.max_positions}: "
@@ -300,6 +310,7 @@ class AlbertModel(nn.Module, PreTrainedMixin):
             ValueError/TypeError: on wrong shapes, dtypes or out-of-range ids.
         """
         config = self.config
+        _blas.warn_if_slow()
         input_ids, attention_mask, token_type_ids, position_ids = prepare_inputs(
             config, input_ids, attention_mask, token_type_ids, position_ids, self.check_inputs
         )

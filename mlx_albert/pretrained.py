@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -128,6 +129,13 @@ def match_weights(
     return {k: v for k, v in weights.items() if k in expected}, missing
 
 
+@dataclass(frozen=True)
+class LoadingInfo:
+    """What from_pretrained found, as transformers' output_loading_info: the weights it initialised anew."""
+
+    missing_keys: tuple[str, ...] = ()
+
+
 def _quantized_bits(model: nn.Module, name: str) -> int | None:
     """The bits of a quantized layer's packed `weight` (None for float parameters)."""
     path, _, leaf = name.rpartition(".")
@@ -226,7 +234,8 @@ class PreTrainedMixin:
                 class_predicate=predicate,
             )
         weights, missing = match_weights(model, weights, str(path_or_repo_id))
-        model.missing_keys = missing  # heads initialised anew, as transformers' output_loading_info
+        # Not a list attribute: mlx.nn.Module would take a list for a child module.
+        model.loading_info = LoadingInfo(missing_keys=tuple(missing))
         if dtype is None:  # new head weights take the checkpoint's float dtype
             dtype = next(
                 (

@@ -12,9 +12,8 @@ from pathlib import Path
 import mlx_albert  # noqa: F401  first, so its optimised-BLAS preload precedes mlx.core
 
 ROOT = Path(__file__).resolve().parent.parent
-# Child processes (`python -m mlx_albert ...`) must import the package these tests import, never the
-# checkout's folder through the current directory.
-os.environ["PYTHONSAFEPATH"] = "1"
+# Child processes (`python -m mlx_albert`, `python -c`) run with a temporary working directory, so
+# they import the package these tests import, never the checkout's folder.
 if os.environ.get("MLX_ALBERT_TEST_INSTALLED") == "1" and ROOT in Path(mlx_albert.__file__).resolve().parents:
     raise RuntimeError(
         f"MLX_ALBERT_TEST_INSTALLED=1 but mlx_albert was imported from the checkout "

@@ -11,10 +11,10 @@ SCRIPTS = sorted(p.name for p in (ROOT / "examples").glob("[!_]*.py") if p.name 
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_example_runs(script):
+def test_example_runs(script, tmp_path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / script)],
-        cwd=ROOT,
+        cwd=tmp_path,  # from any working directory, not only the repository root
         capture_output=True,
         text=True,
         timeout=300,
@@ -23,11 +23,12 @@ def test_example_runs(script):
     assert done.stdout.strip(), "printed nothing"
 
 
+@pytest.mark.slow
 def test_finetune_example_runs_end_to_end(tmp_path):
     out = tmp_path / "reviews"
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "finetune.py"), "--epochs", "1", "--output-dir", str(out)],
-        cwd=ROOT,
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=300,

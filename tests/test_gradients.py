@@ -91,3 +91,32 @@ def test_parameter_gradients_match_transformers(arch, tmp_path):
         scale = max(np.abs(ref[key]).max(), floor)
         err = np.abs(np.array(g) - ref[key]).max() / scale
         assert err < 1e-4, f"{key}: relative error {err:.3g}"
+
+
+@pytest.mark.parametrize("arch", ["AlbertForSequenceClassification", "AlbertForMaskedLM"])
+def test_pad_token_lookups_train_no_embedding_row(arch, tmp_path):
+    """transformers builds the word embedding with padding_idx = pad_token_id: a pad token in the input
+    gives its row no gradient (the MLM decoder's tied use of the row still does)."""
+    case = get_case("grouped_deep", arch, "golden")
+    folder = case_folder(case, tmp_path)
+    model = mlx_albert.load(folder)
+    pad = model.config.pad_token_id
+    ids = np.array(case["inputs"]["input_ids"])
+    ids[:, 1::3] = pad  # pad ids inside the attended text, as fine-tuning data can hold
+    inputs = {"input_ids": ids, "labels": np.array(case["inputs"]["labels"])}
+    grads = dict(tree_flatten(nn.value_and_grad(model, lambda m: m(**inputs).loss)(model)[1]))
+    row = np.array(grads["albert.embeddings.word_embeddings.weight"])[pad]
+    if arch == "AlbertForSequenceClassification":
+        assert np.abs(row).max() == 0.0
+    else:
+        assert np.abs(row).max() > 0  # the tied decoder's contribution stays
+    try:
+        import torch
+        import transformers
+    except ImportError:
+        return
+    hf = getattr(transformers, arch).from_pretrained(folder, attn_implementation="eager").eval()
+    hf(**{k: torch.tensor(v) for k, v in inputs.items()}).loss.backward()
+    ref = hf.albert.embeddings.word_embeddings.weight.grad.numpy()
+    full = np.array(grads["albert.embeddings.word_embeddings.weight"])
+    assert np.abs(full - ref).max() <= 1e-4 * max(np.abs(ref).max(), 1e-6)

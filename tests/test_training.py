@@ -188,6 +188,7 @@ def test_compiled_step_equals_eager(data, tmp_path):
     assert max(mx.abs(a[k] - b[k]).max().item() for k in a) < 1e-5
 
 
+@pytest.mark.slow
 def test_fine_tuning_learns_a_separable_task(data, tmp_path):
     """Stated target: >= 95% held-out accuracy after 3 epochs (seconds on a CPU)."""
     args = _args(tmp_path, epochs=3, batch_size=16, learning_rate=1e-3, warmup_ratio=0.1)
@@ -205,6 +206,7 @@ def test_fine_tuning_learns_a_separable_task(data, tmp_path):
     assert any("eval_accuracy" in e for e in log) and all(math.isfinite(e.get("loss", 0)) for e in log)
 
 
+@pytest.mark.slow
 def test_pretraining_lowers_the_mlm_loss(tmp_path):
     """From random weights, 8 epochs on a small generated corpus cut the held-out MLM loss by a fifth."""
     from mlx_albert.training import read_documents, sop_dataset
@@ -243,6 +245,7 @@ def test_lora_trains_few_weights_and_merges_exactly(data, tmp_path):
     assert mx.abs(trainer.model(**ids).logits - merged(**ids).logits).max().item() < 1e-5
 
 
+@pytest.mark.slow
 def test_mixed_precision_keeps_float32_master_weights(data, tmp_path):
     trainer = _trainer(data, tmp_path, mixed_precision="bfloat16", max_steps=4)
     trainer.train()
@@ -304,6 +307,7 @@ def _train_cli(data, out: Path, resume=False, env=None, extra=()) -> subprocess.
         text=True,
         env={**os.environ, **(env or {})},
         timeout=600,
+        cwd=out.parent,
     )
 
 
@@ -311,6 +315,7 @@ def _weights(folder: Path) -> dict:
     return {k: np.array(v) for k, v in mx.load(str(folder / "model.safetensors")).items()}
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_ends_with_the_same_weights(data, tmp_path):
     straight = _train_cli(data, tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr[-2000:]
@@ -327,6 +332,7 @@ def test_resume_after_a_kill_ends_with_the_same_weights(data, tmp_path):
     assert [e["step"] for e in log] == sorted({e["step"] for e in log})  # no step logged twice
 
 
+@pytest.mark.slow
 def test_a_half_written_checkpoint_is_never_picked(data, tmp_path):
     out = tmp_path / "run"
     died = _train_cli(data, out, env={"MLX_ALBERT_KILL_IN_SAVE": "10"})
@@ -605,6 +611,7 @@ def _task_files(root: Path, task: str, rng: random.Random) -> tuple[Path, Path]:
     return tuple(paths)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "task, kind, metric, floor",
     [

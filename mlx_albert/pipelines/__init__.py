@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from ..loading import UntrainedHeadError, check_tokenizer, check_trained, load
+from ..loading import UntrainedHeadError, check_tokenizer, check_trained, load, missing_keys
 from ..tokenizer import AlbertTokenizer
 from .classification import text_classification, token_classification
 from .embeddings import embed, feature_extraction, similarity
@@ -44,7 +44,7 @@ class Pipeline:
     def __call__(self, inputs=None, **options):
         options = {**self.defaults, **options}
         if self.task == "embed" and options.get("pooling") == "pooler" and "pooler" not in self.defaults:
-            pooler = [k for k in getattr(self.model, "missing_keys", []) if k.startswith(("pooler.", "albert.pooler."))]
+            pooler = [k for k in missing_keys(self.model) if k.startswith(("pooler.", "albert.pooler."))]
             if pooler:
                 raise UntrainedHeadError(
                     "this checkpoint has no trained pooler: pooling='pooler' would be random; use 'mean' or 'cls'"

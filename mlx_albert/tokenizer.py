@@ -5,6 +5,7 @@ or protobuf needed: the model file's few fields are read directly)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -22,57 +23,117 @@ SPECIAL_TOKENS = {
 }
 
 
+MAX_FILE = 100 << 20  # bytes: ALBERT's files are < 1 MB; refuse a multi-GB "tokenizer" before reading it
+
+
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
+    value = 0
+    for shift in range(0, 70, 7):  # a varint has at most 10 bytes
+        if pos >= len(buf):
+            raise ValueError("truncated varint")
         byte = buf[pos]
         pos += 1
         value |= (byte & 0x7F) << shift
-        shift += 7
         if not byte & 0x80:
             return value, pos
+    raise ValueError("varint longer than 10 bytes")
 
 
 def _fields(buf: bytes):
-    """(field number, value) of a protobuf message: ints, bytes, or float for 32-bit fields."""
+    """(field number, wire type, value) of a protobuf message: ints, bytes, or floats for 32-bit
+    fields; every length is checked against the buffer."""
     pos = 0
     while pos < len(buf):
         key, pos = _varint(buf, pos)
         field, wire = key >> 3, key & 7
         if wire == 0:
             value, pos = _varint(buf, pos)
-        elif wire == 1:
-            value, pos = buf[pos : pos + 8], pos + 8
-        elif wire == 2:
-            size, pos = _varint(buf, pos)
+        elif wire in (1, 2, 5):
+            if wire == 2:
+                size, pos = _varint(buf, pos)
+            else:
+                size = 8 if wire == 1 else 4
+            if size > len(buf) - pos:
+                raise ValueError(f"field {field} runs {size - (len(buf) - pos)} bytes past the end (truncated?)")
             value, pos = buf[pos : pos + size], pos + size
-        elif wire == 5:
-            value, pos = struct.unpack("<f", buf[pos : pos + 4])[0], pos + 4
+            if wire == 5:
+                value = struct.unpack("<f", value)[0]
         else:
             raise ValueError(f"unsupported protobuf wire type {wire}")
-        yield field, value
+        yield field, wire, value
+
+
+def _message(buf, what: str) -> dict[int, list]:
+    if not isinstance(buf, bytes):
+        raise ValueError(f"{what} is not a message")
+    fields: dict[int, list] = {}
+    for field, wire, value in _fields(buf):
+        fields.setdefault(field, []).append((wire, value))
+    return fields
 
 
 def read_spiece(path: str | os.PathLike) -> tuple[list[tuple[str, float]], bytes]:
-    """(piece, score) pairs and the normaliser's precompiled charsmap of a SentencePiece model."""
+    """(piece, score) pairs and the normaliser's precompiled charsmap of a SentencePiece model,
+    validated: every length within the file, pieces valid UTF-8 with finite scores, the trainer's
+    vocabulary size equal to the pieces found (a truncated file has fewer), a normaliser present."""
+    path = Path(path)
     try:
-        pieces, charsmap = [], b""
-        for field, value in _fields(Path(path).read_bytes()):
-            if field == 1:  # ModelProto.pieces: {1: piece, 2: score}
-                entry = dict(_fields(value))
-                pieces.append((entry.get(1, b"").decode("utf-8"), float(entry.get(2, 0.0))))
-            elif field == 3:  # ModelProto.normalizer_spec: {2: precompiled_charsmap}
-                charsmap = dict(_fields(value)).get(2, b"")
-    except (IndexError, struct.error, UnicodeDecodeError, ValueError) as e:
+        if path.stat().st_size > MAX_FILE:
+            raise ValueError(f"{path.stat().st_size} bytes is far too large")
+        model = _message(path.read_bytes(), "the file")
+        pieces = []
+        for wire, value in model.get(1, []):  # ModelProto.pieces: {1: piece, 2: score, 3: type}
+            entry = _message(value, "a piece") if wire == 2 else None
+            if not entry or 1 not in entry or entry[1][0][0] != 2:
+                raise ValueError(f"piece {len(pieces)} is malformed")
+            text = entry[1][0][1].decode("utf-8")
+            score = entry.get(2, [(5, 0.0)])[0]
+            if score[0] != 5 or not math.isfinite(score[1]) or not text:
+                raise ValueError(f"piece {len(pieces)} has no text or a bad score")
+            pieces.append((text, float(score[1])))
+        trainer = _message(model[2][0][1], "trainer_spec") if 2 in model else {}
+        if 3 not in model or model[3][0][0] != 2:
+            raise ValueError("no normalizer_spec (truncated?)")
+        normalizer = _message(model[3][0][1], "normalizer_spec")
+        charsmap = normalizer.get(2, [(2, b"")])[0]
+        if charsmap[0] != 2:
+            raise ValueError("malformed precompiled_charsmap")
+        charsmap = charsmap[1]
+        if charsmap and (len(charsmap) < 4 or struct.unpack("<I", charsmap[:4])[0] + 4 > len(charsmap)):
+            raise ValueError("malformed precompiled_charsmap")
+        declared = trainer.get(4, [(0, None)])[0]  # TrainerSpec.vocab_size
+        if declared[0] == 0 and declared[1] is not None and declared[1] != len(pieces):
+            raise ValueError(f"{len(pieces)} pieces but the trainer made {declared[1]} (truncated?)")
+    except (ValueError, UnicodeDecodeError, struct.error, IndexError, KeyError) as e:
         raise ValueError(f"{path} is not a valid SentencePiece model ({e}); re-download it") from None
     if not pieces:
         raise ValueError(f"{path} holds no SentencePiece vocabulary; re-download it")
     return pieces, charsmap
 
 
+def panic_guard(call, what: str):
+    """Runs call(); a Rust panic inside `tokenizers` (pyo3's PanicException, a BaseException that
+    escapes `except Exception`) becomes a ValueError naming `what`."""
+    try:
+        return call()
+    except BaseException as e:
+        if type(e).__name__ != "PanicException":
+            raise
+        raise ValueError(f"the tokenizer failed on {what} ({str(e)[:200]}): its files are corrupt; re-download them") from None
+
+
 def build_from_spiece(path, do_lower_case: bool = True, keep_accents: bool = False) -> Tokenizer:
     """transformers' AlbertTokenizer pipeline on a spiece.model."""
     pieces, charsmap = read_spiece(path)
+    try:
+        return panic_guard(lambda: _pipeline(pieces, charsmap, do_lower_case, keep_accents, path), str(path))
+    except ValueError:
+        raise
+    except Exception as e:  # tokenizers' own errors for a vocabulary or normaliser it cannot use
+        raise ValueError(f"{path} is not a usable SentencePiece model ({str(e)[:200]}); re-download it") from None
+
+
+def _pipeline(pieces, charsmap: bytes, do_lower_case: bool, keep_accents: bool, path) -> Tokenizer:
     # As transformers' AlbertConverter: pieces like "1," are pushed down so numbers keep commas apart.
     vocab = [(p, s - 100 if len(p) >= 2 and p[-1] == "," and p[-2].isdigit() else s) for p, s in pieces]
     ids = {p: i for i, (p, _) in enumerate(vocab)}
@@ -101,6 +162,38 @@ def build_from_spiece(path, do_lower_case: bool = True, keep_accents: bool = Fal
     return tok
 
 
+def _check_unicode(texts: list, split: bool) -> None:
+    """Raises a ValueError naming the first text with a lone surrogate (tokenizers cannot take it)."""
+    for i, text in enumerate(texts):
+        for part in text if split else [text]:
+            try:
+                part.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise ValueError(
+                    f"text {i} holds a lone surrogate ({e.object[e.start:e.end]!r}), which is not valid Unicode: "
+                    "decode the input with errors='replace'"
+                ) from None
+
+
+def _read_config(path: Path) -> dict:
+    """tokenizer_config.json as a dict of plain values (special tokens as their strings)."""
+    if not path.exists():
+        return {}
+    try:
+        if path.stat().st_size > 10 << 20:
+            raise ValueError("too large")
+        config = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            raise ValueError(f"a {type(config).__name__}, not an object")
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ValueError(f"{path} is not a valid tokenizer_config.json ({e}); re-download it") from None
+    config = {k: v["content"] if isinstance(v, dict) and "content" in v else v for k, v in config.items()}
+    bad = [k for k in SPECIAL_TOKENS if k in config and not isinstance(config[k], str)]
+    if bad:
+        raise ValueError(f"{path}: {bad} must be strings")
+    return config
+
+
 class AlbertTokenizer:
     """A `tokenizers.Tokenizer` with ALBERT's special tokens and transformers' call semantics."""
 
@@ -120,23 +213,32 @@ class AlbertTokenizer:
         from .hub import resolve
 
         folder = resolve(path_or_repo_id, revision, cache_dir)
-        config_path = folder / "tokenizer_config.json"
-        config = json.loads(config_path.read_text()) if config_path.exists() else {}
-        config = {k: v["content"] if isinstance(v, dict) and "content" in v else v for k, v in config.items()}
+        config = _read_config(folder / "tokenizer_config.json")
         if (folder / "tokenizer.json").exists():
-            tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            path = folder / "tokenizer.json"
+            if path.stat().st_size > MAX_FILE:
+                raise ValueError(f"{path} is {path.stat().st_size} bytes: not an ALBERT tokenizer.json")
+            try:
+                tokenizer = panic_guard(lambda: Tokenizer.from_file(str(path)), str(path))
+            except Exception as e:  # tokenizers raises a bare Exception for malformed JSON
+                raise ValueError(f"{path} is not a valid tokenizer.json ({str(e)[:200]}); re-download it") from None
         elif (folder / "spiece.model").exists():
-            tokenizer = build_from_spiece(
-                folder / "spiece.model", config.get("do_lower_case", True), config.get("keep_accents", False)
-            )
+            path = folder / "spiece.model"
+            tokenizer = build_from_spiece(path, bool(config.get("do_lower_case", True)), bool(config.get("keep_accents", False)))
         else:
             raise FileNotFoundError(
                 f"no tokenizer in {folder}: expected tokenizer.json or spiece.model "
                 "(copy them from the original checkpoint)"
             )
+        required = [config.get(k, t) for k, t in SPECIAL_TOKENS.items() if k != "mask_token"]
+        lacking = [t for t in required if tokenizer.token_to_id(t) is None]
+        if lacking:
+            raise ValueError(f"{path} is not an ALBERT tokenizer: it lacks the tokens {lacking}")
+        # A corrupt normaliser or model panics inside tokenizers on first use: find out now.
+        panic_guard(lambda: tokenizer.encode_batch(["Probe ``text'' ÄÖ 東京 1,000 ☃", ("a", "b")]), str(path))
         max_length = config.get("model_max_length")
         return cls(
-            tokenizer, int(max_length) if isinstance(max_length, int) and max_length < 1e9 else 512, config
+            tokenizer, int(max_length) if isinstance(max_length, int) and 1 < max_length < 1e9 else 512, config
         )
 
     @property
@@ -194,12 +296,15 @@ class AlbertTokenizer:
                     length=limit if padding == "max_length" else None,
                     pad_to_multiple_of=pad_to_multiple_of,
                 )
+            batch = texts if pairs is None else list(zip(texts, pairs, strict=True))
             try:
-                encodings = tok.encode_batch(
-                    texts if pairs is None else list(zip(texts, pairs, strict=True)),
-                    is_pretokenized=is_split_into_words,
+                encodings = panic_guard(
+                    lambda: tok.encode_batch(batch, is_pretokenized=is_split_into_words), "a text"
                 )
+            except ValueError:
+                raise
             except Exception as e:  # e.g. a question too long to leave room for any context
+                _check_unicode(texts + (pairs or []), is_split_into_words)
                 raise ValueError(f"cannot tokenize with max_length={limit}: {e}") from None
         finally:
             tok.no_truncation()

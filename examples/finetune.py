@@ -23,6 +23,7 @@ parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--model", default=str(Path(__file__).parent.parent / "models" / "tiny-albert"))
 parser.add_argument("--epochs", type=float, default=10)
 parser.add_argument("--output-dir", default="reviews-albert")
+parser.add_argument("--force", action="store_true", help="replace an earlier run in --output-dir")
 options = parser.parse_args()
 
 args = TrainingArgs(
@@ -36,7 +37,12 @@ args = TrainingArgs(
 )
 start = time.perf_counter()
 trainer, results = finetune(
-    options.model, "sequence_classification", DATA / "reviews_train.jsonl", DATA / "reviews_dev.jsonl", args
+    options.model,
+    "sequence_classification",
+    DATA / "reviews_train.jsonl",
+    DATA / "reviews_dev.jsonl",
+    args,
+    force=options.force,
 )
 print(f"trained {trainer.state['step']} steps in {time.perf_counter() - start:.0f} s")
 print("held-out, last epoch:", {k: round(v, 4) for k, v in results.items()})

@@ -30,7 +30,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -40,7 +40,7 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _no_space(error: OSError, path: Path) -> OSError:
+def disk_full_error(error: OSError, path: Path) -> OSError:
     if error.errno == errno.ENOSPC:
         return OSError(errno.ENOSPC, f"no space left on the device while writing {path}: free some space "
                        "or write elsewhere (nothing was replaced)")
@@ -90,12 +90,12 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
-        _fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
-        _fsync(path.parent)
+        fsync_path(path.parent)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise _no_space(e, path) from None
+        raise disk_full_error(e, path) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -121,8 +121,8 @@ def publish_folder(tmp: Path, dest: Path) -> None:
     tmp, dest = Path(tmp), Path(dest)
     for item in tmp.rglob("*"):
         if item.is_file():
-            _fsync(item)
-    _fsync(tmp)
+            fsync_path(item)
+    fsync_path(tmp)
     if not dest.exists():
         os.replace(tmp, dest)
     elif _exchange(tmp, dest):
@@ -133,7 +133,7 @@ def publish_folder(tmp: Path, dest: Path) -> None:
         os.replace(dest, old)
         os.replace(tmp, dest)
         shutil.rmtree(old, ignore_errors=True)
-    _fsync(dest.parent)
+    fsync_path(dest.parent)
 
 
 @contextlib.contextmanager
@@ -149,7 +149,7 @@ def staged_folder(dest: Path):
         publish_folder(tmp, dest)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise _no_space(e, dest) from None
+        raise disk_full_error(e, dest) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

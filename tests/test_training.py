@@ -140,7 +140,7 @@ def test_weight_decay_skips_biases_and_norms():
 
 def _args(tmp_path, **fields) -> TrainingArgs:
     """Quiet run arguments writing to tmp_path/run."""
-    return TrainingArgs(output_dir=str(tmp_path / "run"), progress=False, **fields)
+    return TrainingArgs(**{"output_dir": str(tmp_path / "run"), "progress": False, **fields})
 
 
 def _trainer(data, tmp_path, **changes) -> Trainer:
@@ -635,3 +635,182 @@ def test_every_task_trains_from_files(tmp_path, task, kind, metric, floor):
         assert model.config.problem_type == "regression" and model.config.num_labels == 1
     if task == "multi_label":
         assert model.config.problem_type == "multi_label_classification"
+
+
+# -- untrusted data, outputs and checkpoints -------------------------------------------------
+
+
+def _small_vocab_model(folder: Path, vocab_size: int) -> Path:
+    """A checkpoint whose embedding table is smaller than the tiny tokenizer's 101 tokens."""
+    config = mlx_albert.load(TINY).config.replace(vocab_size=vocab_size)
+    mlx_albert.AlbertForSequenceClassification(config).save_pretrained(folder)
+    (folder / "spiece.model").write_bytes((TINY / "spiece.model").read_bytes())
+    return folder
+
+
+def test_token_ids_past_the_embedding_table_are_refused(data, tmp_path):
+    folder = _small_vocab_model(tmp_path / "m", 50)
+    with pytest.raises(ValueError, match="has 101 tokens but the model's vocab_size is 50"):
+        mlx_albert.load(folder, return_tokenizer=True)
+    with pytest.raises(ValueError, match="has 101 tokens but the model's vocab_size is 50"):
+        finetune(folder, "sequence_classification", data["train"], None, _args(tmp_path))
+    with pytest.raises(ValueError, match="has 101 tokens but the model's vocab_size is 50"):
+        mlx_albert.pipeline("embed", mlx_albert.load(folder), mlx_albert.AlbertTokenizer.from_pretrained(TINY))
+    # a dataset built elsewhere is checked once, on the host, before the compiled step reads it
+    tok = mlx_albert.AlbertTokenizer.from_pretrained(TINY)
+    train = build("sequence_classification", read_records(data["train"]), tok, 64, {"place": 0, "animal": 1})
+    train.features[3]["input_ids"][1] = 50_000_000
+    model = mlx_albert.load(TINY, "for_sequence_classification", num_labels=2)
+    with pytest.raises(DataError, match="training example 3 holds token id 50000000 outside the model's vocabulary"):
+        Trainer(model, tok, _args(tmp_path), train)
+
+
+@pytest.mark.parametrize(
+    "labels, kind, names",
+    [
+        ([0.5, 5, 2.5], "regression", []),
+        ([1, 2, 1], "single_label_classification", ["1", "2"]),
+        ([[1, 0, 1], [0, 1, 0]], "multi_label_vectors", ["0", "1", "2"]),
+        ([["a", "b"], ["c"]], "multi_label_classification", ["a", "b", "c"]),
+    ],
+)
+def test_label_kinds_follow_explicit_rules(labels, kind, names):
+    from mlx_albert.training import label_set
+
+    records = [(f"f:{i}", {"text": "a", "label": v}) for i, v in enumerate(labels, 1)]
+    assert label_set("sequence_classification", records) == (kind, names)
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (["a", None], "f:2: label null is not"),
+        (["a", {"x": 1}], "f:2: label {\"x\": 1} is not"),
+        (["a", True], "f:2: label true is not"),
+        (["a", ["b"]], "f:2: mixes a list label with single labels"),
+        (["pos", 1], "f:2: mixes label names and numbers"),
+    ],
+)
+def test_labels_that_cannot_be_read_name_the_line(labels, message):
+    from mlx_albert.training import label_set
+
+    records = [(f"f:{i}", {"text": "a", "label": v}) for i, v in enumerate(labels, 1)]
+    with pytest.raises(DataError, match=message.replace("[", r"\[").replace("{", r"\{")):
+        label_set("sequence_classification", records)
+
+
+def test_csv_regression_multi_label_vectors_and_choice_labels(tmp_path):
+    tok = mlx_albert.AlbertTokenizer.from_pretrained(TINY)
+    csv_file = tmp_path / "r.csv"
+    csv_file.write_text("text,label\na b,0.5\nc d,5\ne f,2.5\n")
+    from mlx_albert.training import label_set
+
+    records = read_records(csv_file)
+    assert label_set("sequence_classification", records) == ("regression", [])
+    built = build("sequence_classification", records, tok, 32, problem_type="regression")
+    assert [f["labels"] for f in built.features] == [0.5, 5.0, 2.5]
+    rows = [{"text": "a", "label": [1, 0, 1]}, {"text": "b", "label": [0, 1, 0]}]
+    built = build(
+        "sequence_classification", read_records(write_jsonl(tmp_path / "v.jsonl", rows)), tok, 32,
+        {"x": 0, "y": 1, "z": 2}, "multi_label_classification",
+    )
+    assert [f["labels"] for f in built.features] == [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
+    for bad in (1.7, True, "one"):
+        mc = [{"question": "q", "choices": ["a", "b"], "label": bad}]
+        with pytest.raises(DataError, match=r"mc.jsonl:1: label .* should be the index \(an integer\)"):
+            build("multiple_choice", read_records(write_jsonl(tmp_path / "mc.jsonl", mc)), tok, 32)
+
+
+def test_malformed_records_name_file_and_line(tmp_path):
+    tok = mlx_albert.AlbertTokenizer.from_pretrained(TINY)
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(b'{"text": "ok", "label": "a"}\n{"text": "caf\xe9", "label": "b"}\n')
+    with pytest.raises(DataError, match=f"{latin}:2: not UTF-8 text"):
+        read_records(latin)
+    pair = write_jsonl(tmp_path / "pair.jsonl", [{"text": "a", "text_pair": 5, "label": "x"}])
+    with pytest.raises(DataError, match=r"pair.jsonl:1: field 'text_pair' should be a str"):
+        build("sequence_classification", read_records(pair), tok, 32, {"x": 0})
+    tags = write_jsonl(tmp_path / "t.jsonl", [{"tokens": ["a", "b"], "tags": ["O", None]}])
+    from mlx_albert.training import label_set
+
+    with pytest.raises(DataError, match=r"t.jsonl:1: tags must be strings, got None"):
+        label_set("token_classification", read_records(tags))
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("one sentence here.\nanother one there.\n")
+    with pytest.raises(ValueError, match="--max-length 3 is too short"):
+        finetune(TINY, "pretraining", corpus, None, _args(tmp_path), max_length=3)
+
+
+def test_outputs_never_replace_inputs(data, tmp_path, capsys):
+    from mlx_albert.cli import main
+
+    model = tmp_path / "model"
+    mlx_albert.load(TINY).save_pretrained(model)
+    (model / "spiece.model").write_bytes((TINY / "spiece.model").read_bytes())
+    before = (model / "model.safetensors").read_bytes()
+    base = ["train", "--model", str(TINY), "--task", "sequence_classification", "--train", str(data["train"])]
+    code = main([*base, "--output-dir", str(model), "--max-steps", "1"])
+    assert code == 1 and "already holds files" in capsys.readouterr().err
+    code = main([*base[:2], str(model), *base[3:], "--output-dir", str(model), "--force", "--max-steps", "1"])
+    assert code == 1 and "--output-dir" in capsys.readouterr().err
+    assert (model / "model.safetensors").read_bytes() == before
+    code = main(["convert", "--hf-path", str(model), "--mlx-path", str(tmp_path), "--force"])
+    assert code == 1 and "would replace or delete the input" in capsys.readouterr().err
+    assert (model / "model.safetensors").read_bytes() == before
+
+
+def test_resume_skips_a_corrupt_newest_checkpoint(data, tmp_path, caplog):
+    import logging
+
+    trainer = _trainer(data, tmp_path, max_steps=4, save_steps=2)
+    trainer.train()
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    (run / "checkpoint-4" / "weights.safetensors").write_bytes(b"")  # cut short by a crash
+    again = _trainer(data, tmp_path, max_steps=6, save_steps=2, resume=True)
+    with caplog.at_level(logging.WARNING):
+        again.train()
+    assert "checkpoint-4/weights.safetensors is unreadable" in caplog.text
+    assert again.state["step"] == 6
+    for name in ("checkpoint-4", "checkpoint-6"):
+        (run / name / "trainer_state.json").write_text("{not json")
+    third = _trainer(data, tmp_path, max_steps=8, save_steps=2, resume=True)
+    with pytest.raises(ValueError, match=r"no checkpoint in .* can be read: .*checkpoint-6/trainer_state.json is unreadable"):
+        third.train()
+
+
+def test_disk_full_during_a_checkpoint_keeps_the_previous_one(data, tmp_path, monkeypatch):
+    import errno
+
+    from mlx_albert.training import checkpoint
+
+    trainer = _trainer(data, tmp_path, max_steps=2, save_steps=1)
+    real = mx.save_safetensors
+    calls = {"n": 0}
+
+    def full(path, *a, **k):
+        calls["n"] += 1
+        if calls["n"] > 2:  # the first checkpoint (two files) fits; the second does not
+            open(path, "wb").write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(checkpoint.mx, "save_safetensors", full)
+    with pytest.raises(OSError, match="no space left on the device while writing .*checkpoint-2"):
+        trainer.train()
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.iterdir() if "checkpoint" in p.name) == ["checkpoint-1"]
+    state, _ = checkpoint.load(run / "checkpoint-1", trainer.model, trainer.optimizer)
+    assert state["step"] == 1
+
+
+def test_progress_in_a_log_file_is_one_line_per_log_and_evaluations_are_printed(data, tmp_path, capsys):
+    trainer = _trainer(data, tmp_path, max_steps=4, log_steps=2, progress=True)
+    trainer.eval_data = trainer.train_data
+    trainer.args.eval_steps = 2
+    trainer.train()
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.strip().splitlines()
+    assert sum(line.startswith("step ") for line in lines) == 2
+    assert sum(line.startswith("eval at step ") and "accuracy=" in line for line in lines) == 2

@@ -14,6 +14,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
+from ..files import fsync_path, disk_full_error
+
 PATTERN = re.compile(r"^checkpoint-(\d+)$")
 DONE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
 
@@ -21,25 +23,37 @@ DONE = "trainer_state.json"  # written last: its presence marks a complete check
 def save(
     output_dir: Path, step: int, model: nn.Module, optimizer, state: dict, extra_weights: dict | None = None
 ) -> Path:
-    """Writes output_dir/checkpoint-{step} atomically; returns its path."""
+    """Writes output_dir/checkpoint-{step} atomically (fsynced, then one rename); returns its path.
+    On any error, a full disk included, the partial folder is removed and earlier checkpoints stay."""
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / f".tmp-checkpoint-{step}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    weights = dict(tree_flatten(model.parameters()))
-    weights.update(extra_weights or {})
-    mx.save_safetensors(str(tmp / "weights.safetensors"), weights)
-    mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
-    (tmp / "config.json").write_text(json.dumps(model.config.to_hf(), indent=2))
-    _kill_point("MLX_ALBERT_KILL_IN_SAVE", step)  # test hook: die with a half-written checkpoint
-    (tmp / DONE).write_text(json.dumps({**state, "step": step}, indent=2))
-    if final.exists():  # the same step written by an earlier, interrupted run
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    try:
+        tmp.mkdir(parents=True)
+        weights = dict(tree_flatten(model.parameters()))
+        weights.update(extra_weights or {})
+        mx.save_safetensors(str(tmp / "weights.safetensors"), weights)
+        mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
+        (tmp / "config.json").write_text(json.dumps(model.config.to_hf(), indent=2))
+        kill_point("MLX_ALBERT_KILL_IN_SAVE", step)  # test hook: die with a half-written checkpoint
+        (tmp / DONE).write_text(json.dumps({**state, "step": step}, indent=2))
+        for item in tmp.iterdir():
+            fsync_path(item)
+        fsync_path(tmp)
+        if final.exists():  # the same step written by an earlier, interrupted run
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        fsync_path(output_dir)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise disk_full_error(e, final) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return final
 
 
-def _kill_point(variable: str, step: int) -> None:
+def kill_point(variable: str, step: int) -> None:
     """Test hook: with the variable set to this step, the process kills itself (SIGKILL: no cleanup)."""
     if os.environ.get(variable) == str(step):
         import signal
@@ -59,14 +73,32 @@ def latest(output_dir: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+def complete(output_dir: Path) -> list[Path]:
+    """The complete checkpoints of a run, oldest first."""
+    if not output_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in output_dir.iterdir() if (m := PATTERN.match(p.name)) and (p / DONE).is_file()]
+    return [p for _, p in sorted(found)]
+
+
 def load(path: Path, model: nn.Module, optimizer) -> tuple[dict, dict]:
-    """Restores weights and optimiser state; returns (trainer state, extra weights)."""
-    weights = mx.load(str(path / "weights.safetensors"))
-    own = dict(tree_flatten(model.parameters()))
-    extra = {k: v for k, v in weights.items() if k not in own}
-    model.load_weights([(k, v) for k, v in weights.items() if k in own], strict=True)
-    optimizer.state = tree_unflatten(list(mx.load(str(path / "optimizer.safetensors")).items()))
-    return json.loads((path / DONE).read_text()), extra
+    """Restores weights and optimiser state; returns (trainer state, extra weights). A checkpoint
+    whose files are empty, truncated or corrupt raises a ValueError naming the file."""
+    current = path / DONE
+    try:
+        state = json.loads(current.read_text(encoding="utf-8"))
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+            raise ValueError("no step")
+        current = path / "weights.safetensors"
+        weights = mx.load(str(current))
+        own = dict(tree_flatten(model.parameters()))
+        extra = {k: v for k, v in weights.items() if k not in own}
+        model.load_weights([(k, v) for k, v in weights.items() if k in own], strict=True)
+        current = path / "optimizer.safetensors"
+        optimizer.state = tree_unflatten(list(mx.load(str(current)).items()))
+    except (ValueError, RuntimeError, OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{current} is unreadable ({str(e)[:120]})") from None
+    return state, extra
 
 
 def prune(output_dir: Path, keep: int) -> None:

@@ -14,7 +14,9 @@ Record fields (JSONL objects, or CSV columns):
 from __future__ import annotations
 
 import csv
+import io
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,10 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from ..text import escape
 from ..tokenizer import AlbertTokenizer
+
+logger = logging.getLogger(__name__)
 
 # each task and the spec architecture it trains
 TASK_ARCHITECTURES = {
@@ -40,33 +45,55 @@ class DataError(ValueError):
     """A problem in a data file, reported with its file and line."""
 
 
+def read_text(path: Path) -> str:
+    """A data file's text; bytes that are not UTF-8 are an error naming file:line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+
+
+def _number(text: str):
+    """A CSV cell as an int or a finite float when it reads as one, else the string."""
+    for kind in (int, float):
+        try:
+            value = kind(text)
+        except ValueError:
+            continue
+        if kind is int or math.isfinite(value):
+            return value
+    return text
+
+
 def read_records(path: str | Path) -> list[tuple[str, dict]]:
-    """(where, record) pairs of a .jsonl or .csv file; `where` is "file:line" for error messages."""
+    """(where, record) pairs of a .jsonl or .csv file; `where` is "file:line" for error messages.
+    CSV labels that read as numbers become numbers (regression needs them)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file {path} does not exist")
     records = []
-    if path.suffix == ".jsonl" or path.suffix == ".json":
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{number}: not valid JSON ({e.msg})") from None
-                if not isinstance(record, dict):
-                    raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-                records.append((f"{path}:{number}", record))
+    if path.suffix in (".jsonl", ".json"):
+        for number, line in enumerate(read_text(path).splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as e:
+                raise DataError(f"{path}:{number}: not valid JSON ({getattr(e, 'msg', e)})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            records.append((f"{path}:{number}", record))
     elif path.suffix == ".csv":
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
-            for row in reader:
-                if None in row or any(v is None for v in row.values()):
-                    raise DataError(
-                        f"{path}:{reader.line_num}: has a different number of columns than the header"
-                    )
-                records.append((f"{path}:{reader.line_num}", {k: v for k, v in row.items() if v != ""}))
+        reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+        for row in reader:
+            if None in row or any(v is None for v in row.values()):
+                raise DataError(f"{path}:{reader.line_num}: has a different number of columns than the header")
+            record = {k: v for k, v in row.items() if v != ""}
+            if "label" in record:
+                record["label"] = _number(record["label"])
+            records.append((f"{path}:{reader.line_num}", record))
     else:
         raise DataError(f"{path}: unsupported data file type {path.suffix!r}; use .jsonl or .csv")
     if not records:
@@ -96,6 +123,18 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.features)
 
+    def check_ids(self, vocab_size: int, name: str = "training") -> None:
+        """Raises when a token id falls outside [0, vocab_size): it would read past the embedding table."""
+        for i, f in enumerate(self.features):
+            rows = f["input_ids"] if f["input_ids"] and isinstance(f["input_ids"][0], list) else [f["input_ids"]]
+            for ids in rows:
+                if ids and (max(ids) >= vocab_size or min(ids) < 0):
+                    raise DataError(
+                        f"{name} example {i} holds token id {max(ids) if max(ids) >= vocab_size else min(ids)} "
+                        f"outside the model's vocabulary [0, {vocab_size}): the tokenizer does not belong to "
+                        "this model; use the checkpoint's own tokenizer"
+                    )
+
     def lengths(self) -> np.ndarray:
         """The longest sequence of each example (for length bucketing)."""
         return np.array([_length(f) for f in self.features])
@@ -115,19 +154,59 @@ def _length(feature: dict) -> int:
     return max(len(x) for x in ids) if ids and isinstance(ids[0], list) else len(ids)
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_vector(values: list) -> bool:
+    """transformers' multi-label convention: every label a 0/1 vector of one length (>= 2)."""
+    lengths = {len(v) for v in values}
+    return len(lengths) == 1 and min(lengths) >= 2 and all(
+        _is_number(x) and x in (0, 1) for v in values for x in v
+    )
+
+
 def label_set(task: str, records: list[tuple[str, dict]]) -> tuple[str, list[str]]:
-    """(problem type, sorted label names) of a training file."""
-    field_name = "tags" if task == "token_classification" else "label"
-    values = [
-        _field(w, r, field_name, list if task == "token_classification" else object) for w, r in records
-    ]
+    """(problem type, sorted label names) of a training file, by explicit rules:
+    lists are multi-label (0/1 vectors of one length, as transformers, or lists of names); any float
+    makes the file regression; ints or strings are class names. Anything else (null, booleans,
+    objects, a mix of lists and single labels) is an error naming file:line."""
     if task == "token_classification":
-        return "single_label_classification", sorted({t for tags in values for t in tags})
-    if all(isinstance(v, list) for v in values):
-        return "multi_label_classification", sorted({str(x) for v in values for x in v})
-    if all(isinstance(v, float) for v in values):
+        names = set()
+        for where, record in records:
+            for tag in _field(where, record, "tags", list):
+                if not isinstance(tag, str | int) or isinstance(tag, bool):
+                    raise DataError(f"{where}: tags must be strings, got {escape(repr(tag))}")
+                names.add(str(tag))
+        return "single_label_classification", sorted(names)
+    values = []
+    for where, record in records:
+        value = _field(where, record, "label", object)
+        if value is None or isinstance(value, bool | dict):
+            raise DataError(f"{where}: label {escape(json.dumps(value))} is not a class name, number or list")
+        if isinstance(value, list) and not all(isinstance(x, str | int | float) and not isinstance(x, bool) for x in value):
+            raise DataError(f"{where}: a multi-label list holds {escape(repr(value)[:60])}: use names or 0/1")
+        if values and isinstance(value, list) != isinstance(values[0][1], list):
+            raise DataError(f"{where}: mixes a list label with single labels ({values[0][0]} has {escape(repr(values[0][1])[:40])})")
+        values.append((where, value))
+    labels = [v for _, v in values]
+    if isinstance(labels[0], list):
+        if _is_vector(labels):
+            logger.warning("labels read as 0/1 vectors over %d labels (transformers' multi-label convention)", len(labels[0]))
+            return "multi_label_vectors", [str(i) for i in range(len(labels[0]))]
+        logger.warning("labels read as lists of label names (multi-label)")
+        return "multi_label_classification", sorted({str(x) for v in labels for x in v})
+    if all(_is_number(v) for v in labels) and any(isinstance(v, float) for v in labels):
+        for where, v in values:
+            if not math.isfinite(v):
+                raise DataError(f"{where}: a regression label must be finite, got {v!r}")
+        logger.warning("labels read as numbers: regression")
         return "regression", []
-    names = {str(v) for v in values}  # numbers in numeric order, names alphabetically
+    kinds = {type(v) for v in labels}
+    if kinds == {int, str}:
+        where = next(w for w, v in values if isinstance(v, type(labels[0])) is False)
+        raise DataError(f"{where}: mixes label names and numbers; use one kind (names in quotes, or numbers)")
+    names = {str(v) for v in labels}  # numbers in numeric order, names alphabetically
     return "single_label_classification", sorted(
         names, key=lambda s: (0, int(s), "") if s.lstrip("-").isdigit() else (1, 0, s)
     )
@@ -164,7 +243,7 @@ def _classification(records, tokenizer, max_length, label_to_id, problem_type, _
     features, texts, pairs = [], [], []
     for where, record in records:
         texts.append(_field(where, record, "text"))
-        pairs.append(record.get("text_pair"))
+        pairs.append(_field(where, record, "text_pair") if "text_pair" in record else None)
     if all(p is not None for p in pairs) or all(p is None for p in pairs):
         encodings, _ = tokenizer.encode(
             texts, pairs if pairs[0] is not None else None, truncation=True, max_length=max_length
@@ -180,9 +259,13 @@ def _classification(records, tokenizer, max_length, label_to_id, problem_type, _
             if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
                 raise DataError(f"{where}: a regression label must be a finite number, got {value!r}")
             label = float(value)
+        elif problem_type == "multi_label_classification" and isinstance(value, list) and _is_vector([value]):
+            if len(value) != len(label_to_id):
+                raise DataError(f"{where}: a 0/1 label vector of {len(value)} entries for {len(label_to_id)} labels")
+            label = [float(v) for v in value]
         elif problem_type == "multi_label_classification":
             if not isinstance(value, list):
-                raise DataError(f"{where}: a multi-label label must be a list, got {value!r}")
+                raise DataError(f"{where}: a multi-label label must be a list, got {escape(repr(value)[:60])}")
             label = [0.0] * len(label_to_id)
             for v in value:
                 label[_label_id(where, v, label_to_id)] = 1.0
@@ -196,6 +279,9 @@ def _tokens(records, tokenizer, max_length, label_to_id, *_):
     words, tags = [], []
     for where, record in records:
         w, t = _field(where, record, "tokens", list), _field(where, record, "tags", list)
+        bad = [x for x in w if not isinstance(x, str)] + [x for x in t if not isinstance(x, str | int) or isinstance(x, bool)]
+        if bad:
+            raise DataError(f"{where}: tokens and tags must be strings, got {escape(repr(bad[0])[:40])}")
         if len(w) != len(t):
             raise DataError(f"{where}: {len(w)} tokens but {len(t)} tags")
         if not w:
@@ -221,12 +307,14 @@ def _answers(where: str, record: dict) -> list[tuple[str, int]]:
             raise DataError(f"{where}: answers must be {{'text': [...], 'answer_start': [...]}}")
         pairs = list(zip(answers["text"], answers["answer_start"], strict=False))
     elif "answer" in record:
-        pairs = [(record["answer"], int(_field(where, record, "answer_start", object)))]
+        pairs = [(record["answer"], _field(where, record, "answer_start", object))]
     else:
         pairs = []  # unanswerable (SQuAD 2.0 style)
-    context = record["context"]
+    context = _field(where, record, "context")
     for text, start in pairs:
-        if not isinstance(start, int) or context[start : start + len(text)] != text:
+        if not isinstance(text, str) or not isinstance(start, int) or isinstance(start, bool):
+            raise DataError(f"{where}: an answer needs a text string and an integer answer_start")
+        if context[start : start + len(text)] != text:
             raise DataError(
                 f"{where}: answer {text!r} is not at character {start} of the context "
                 f"(found {context[start : start + len(text)]!r}); fix answer_start"
@@ -270,16 +358,20 @@ def _choices(records, tokenizer, max_length, *_):
     features, count = [], None
     for where, record in records:
         question, choices = _field(where, record, "question"), _field(where, record, "choices", list)
+        if not all(isinstance(c, str) for c in choices):
+            raise DataError(f"{where}: choices must be strings")
         if "label" not in record and "answer" in record:  # the right choice's text instead of its index
             if record["answer"] not in choices:
                 raise DataError(f"{where}: answer {record['answer']!r} is not one of the choices {choices}")
             label = choices.index(record["answer"])
         else:
             label = _field(where, record, "label", object)
-            try:
+            if isinstance(label, str) and label.strip().lstrip("-").isdigit():  # a CSV cell
                 label = int(label)
-            except (TypeError, ValueError):
-                raise DataError(f"{where}: label {label!r} should be the index of the right choice") from None
+            if not isinstance(label, int) or isinstance(label, bool):
+                raise DataError(
+                    f"{where}: label {escape(json.dumps(label))} should be the index (an integer) of the right choice"
+                )
         count = count or len(choices)
         if len(choices) != count or count < 2:
             raise DataError(

@@ -26,6 +26,7 @@ def finetune(
     doc_stride: int = 64,
     problem_type: str | None = None,
     from_scratch: bool = False,
+    force: bool = False,
 ) -> tuple[Trainer, dict]:
     """Trains `model` (a checkpoint folder or repo id) on `task` and saves it to args.output_dir.
 
@@ -37,12 +38,16 @@ def finetune(
         problem_type: sequence classification only; default from the labels (numbers: regression,
             lists: multi-label, else single-label).
         from_scratch: pre-training only: random weights of the checkpoint's config.
+        force: write into an output_dir that already holds files (a model, other runs); without it,
+            only an empty or missing folder, or --resume of a run there, is accepted.
 
     Returns:
         (the Trainer, the final evaluation metrics).
     """
     from .. import ARCHITECTURES, AlbertConfig, AlbertTokenizer, load
+    from ..files import check_disjoint
     from ..hub import resolve
+    from ..loading import check_tokenizer
 
     if task not in ARCHITECTURE:
         raise ValueError(f"task must be one of {list(ARCHITECTURE)}, got {task!r}")
@@ -51,6 +56,15 @@ def finetune(
 
     mx.random.seed(args.seed)  # new heads are initialised from it: runs repeat exactly
     folder = resolve(model)
+    out = Path(args.output_dir)
+    check_disjoint({"--output-dir": out}, {"--model": folder, "--train": Path(train_file)})
+    if out.is_dir() and any(out.iterdir()) and not (force or args.resume):
+        raise FileExistsError(
+            f"--output-dir {out} already holds files (a model or an earlier run): pass --resume to continue "
+            "the run there, --force to write into it anyway, or choose an empty folder"
+        )
+    if max_length < 5:
+        raise ValueError(f"--max-length {max_length} is too short: an example needs [CLS], [SEP] and text (>= 5)")
     tokenizer = AlbertTokenizer.from_pretrained(folder)
     max_length = min(max_length, AlbertConfig.from_json(folder / "config.json").max_positions)
     if task == "pretraining":
@@ -68,8 +82,13 @@ def finetune(
         changes, label_to_id = {}, {}
         if task in ("sequence_classification", "token_classification"):
             kind, labels = label_set(task, records)
-            kind = problem_type or kind
             existing = AlbertConfig.from_json(folder / "config.json")
+            if kind == "multi_label_vectors":  # 0/1 columns: the checkpoint's names when they fit
+                names = existing.id_to_label if existing.num_labels == len(labels) and existing.id_to_label else {}
+                labels = [names.get(i, f"LABEL_{i}") for i in range(len(labels))]
+                kind = "multi_label_classification"
+                existing = existing.replace(label_to_id={n: i for i, n in enumerate(labels)}) if not names else existing
+            kind = problem_type or kind
             if kind == "regression":
                 changes = {"num_labels": 1, "problem_type": "regression", "id_to_label": {0: "score"}}
             elif set(existing.label_to_id) == set(labels) and existing.num_labels == len(labels):
@@ -88,6 +107,7 @@ def finetune(
             evaluation = build(
                 task, read_records(eval_file), tokenizer, max_length, label_to_id, problem_type, doc_stride
             )
+    check_tokenizer(net, tokenizer, str(folder))
     trainer = Trainer(net, tokenizer, args, train, evaluation)
     return trainer, trainer.train()
 
@@ -139,6 +159,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         "--problem-type", choices=["single_label_classification", "multi_label_classification", "regression"]
     )
     parser.add_argument("--from-scratch", action="store_true", help="pretraining: start from random weights")
+    parser.add_argument("--force", action="store_true", help="write into a non-empty --output-dir (not needed with --resume)")
     for f in dataclasses.fields(TrainingArgs):
         flag = "--" + f.name.replace("_", "-")
         if isinstance(f.default, bool):
@@ -174,6 +195,7 @@ def run_from_args(args: argparse.Namespace) -> dict:
         args.doc_stride,
         args.problem_type,
         args.from_scratch,
+        args.force,
     )
     logger.info("saved to %s", training.output_dir)
     return {

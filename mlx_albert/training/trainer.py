@@ -95,6 +95,10 @@ class Trainer:
             raise ValueError(f"{self.task} data needs an {expected}, got {type(model).__name__}")
         if eval_data is not None and eval_data.task != self.task:
             raise ValueError(f"evaluation data is for {eval_data.task}, training data for {self.task}")
+        # The compiled step runs without the model's input checks: check every id once, here.
+        for name, data in (("training", train_data), ("evaluation", eval_data)):
+            if data is not None:
+                data.check_ids(model.config.vocab_size, name)
         if self.task == "sequence_classification" and model.config.problem_type == "regression":
             self.task_metrics = "regression"
         else:
@@ -241,8 +245,9 @@ class Trainer:
         args, out = self.args, self.output_dir
         out.mkdir(parents=True, exist_ok=True)
         checkpoint.prune(out, 0)  # leftovers of saves that died half-way
-        if args.resume and (last := checkpoint.latest(out)) is not None:
-            self.state, extra = checkpoint.load(last, self.model, self.optimizer)
+        if args.resume and (last := self._resume()) is not None:
+            self.state, extra = last[1]
+            last = last[0]
             if self.state.get("seed", args.seed) != args.seed:
                 seed = self.state["seed"]
                 raise ValueError(
@@ -287,7 +292,7 @@ class Trainer:
             losses.append(loss)
             tokens += sum(int(self.token_counts[self._rows(i)[2]].sum()) for i in indices)  # host-side
             self.state["step"] = step
-            checkpoint._kill_point("MLX_ALBERT_KILL_AT_STEP", step)  # test hook
+            checkpoint.kill_point("MLX_ALBERT_KILL_AT_STEP", step)  # test hook
             if step % args.log_steps == 0 or step == self.total_steps:
                 elapsed = time.perf_counter() - start
                 self._log(
@@ -309,13 +314,29 @@ class Trainer:
                 self._evaluate_and_keep_best(step)
             if (args.save_steps and step % args.save_steps == 0) or (not args.save_steps and end_of_epoch):
                 self._save_checkpoint(step)
-        if args.progress:
+        if getattr(self, "_open_line", False):
             print(file=sys.stderr)
+            self._open_line = False
         results = self.evaluate() if self.eval_data is not None else {}
         self._save_final()
         self._plot()
         getattr(self.model, "albert", self.model).check_inputs = self._checks
         return results
+
+    def _resume(self):
+        """(path, (state, extra)) of the newest checkpoint that loads; a corrupt newer one is skipped
+        with a warning (it was cut short by a crash or a full disk)."""
+        found = checkpoint.complete(self.output_dir)
+        problems = []
+        for path in reversed(found):
+            try:
+                return path, checkpoint.load(path, self.model, self.optimizer)
+            except ValueError as e:
+                problems.append(str(e))
+                logger.warning("%s; resuming from an earlier checkpoint", e)
+        if problems:
+            raise ValueError(f"no checkpoint in {self.output_dir} can be read: {'; '.join(problems)}")
+        return None
 
     def _save_checkpoint(self, step: int) -> None:
         extra = {f"master.{k}": v for k, v in tree_flatten(self.master)} if self.master is not None else None
@@ -325,6 +346,7 @@ class Trainer:
     def _evaluate_and_keep_best(self, step: int) -> None:
         metrics = self.evaluate()
         self._log({"step": step, **{f"eval_{k}": v for k, v in metrics.items()}})
+        self._report(step, metrics)
         value, best = metrics.get(self.metric), self.state["best_metric"]
         if value is None:
             raise ValueError(f"metric {self.metric!r} is not computed for this task; have {sorted(metrics)}")
@@ -394,17 +416,31 @@ class Trainer:
         atomic_write(self.output_dir / "log.jsonl", lambda tmp: Path(tmp).write_text(lines))
 
     def _progress(self, step: int, first: int, elapsed: float) -> None:
+        """A progress line on stderr every log_steps: redrawn in place on a terminal, one line each in
+        a log file (no carriage returns piling up)."""
         if not self.args.progress:
             return
         last = self.state["log"][-1]
         eta = elapsed / max(step - first, 1) * (self.total_steps - step)
-        print(
-            f"\rstep {step}/{self.total_steps} | loss {last['loss']:.4f} | lr {last['learning_rate']:.2e} | "
-            f"{last['tokens_per_second']:.0f} tok/s | ETA {int(eta // 60)}:{int(eta % 60):02d}",
-            end="",
-            file=sys.stderr,
-            flush=True,
+        line = (
+            f"step {step}/{self.total_steps} | loss {last['loss']:.4f} | lr {last['learning_rate']:.2e} | "
+            f"{last['tokens_per_second']:.0f} tok/s | ETA {int(eta // 60)}:{int(eta % 60):02d}"
         )
+        if sys.stderr.isatty():
+            print(f"\r{line}", end="", file=sys.stderr, flush=True)
+            self._open_line = True
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def _report(self, step: int, metrics: dict) -> None:
+        """Prints an evaluation's metrics when they are computed."""
+        if not self.args.progress:
+            return
+        if getattr(self, "_open_line", False):
+            print(file=sys.stderr)
+            self._open_line = False
+        shown = "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+        print(f"eval at step {step}: {shown}", file=sys.stderr, flush=True)
 
     def _plot(self) -> None:
         entries = [e for e in self.state["log"] if "loss" in e]

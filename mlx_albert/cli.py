@@ -33,13 +33,10 @@ def _scores(items: list[dict], key: str) -> str:
 def _pipeline(args, task: str, **defaults):
     from .pipelines import pipeline
 
+    if args.batch_size is not None:
+        defaults["batch_size"] = args.batch_size
     return pipeline(
-        task,
-        args.model,
-        dtype=_dtype(args.dtype),
-        batch_size=args.batch_size,
-        allow_untrained_head=args.allow_untrained_head,
-        **defaults,
+        task, args.model, dtype=_dtype(args.dtype), allow_untrained_head=args.allow_untrained_head, **defaults
     )
 
 
@@ -275,7 +272,9 @@ def configure_parser() -> argparse.ArgumentParser:
             help="how to read --file or stdin (default auto: by the file's suffix; stdin whose first line "
             "is a JSON object is read as JSON lines)",
         )
-        p.add_argument("--batch-size", type=int, default=8, help="inputs per forward pass (default 8)")
+        p.add_argument(
+            "--batch-size", type=int, default=None, help="inputs per forward pass (default: the task's, 8; embed 64)"
+        )
         p.add_argument("--max-length", type=int, default=None, help="tokens per input (default: the model's)")
         p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="compute dtype")
         p.add_argument("--json", action="store_true", help="one JSON result per line")

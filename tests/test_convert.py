@@ -174,3 +174,57 @@ def test_hub_repo_id_from_local_cache(hf_folder, reference, tmp_path, monkeypatc
     assert (tmp_path / "out" / "model.safetensors").exists()
     with pytest.raises(FileNotFoundError, match="not-cached.*offline"):
         mlx_albert.load("someone/not-cached", cache_dir=tmp_path)
+
+
+def test_quantization_flags_need_quantize_and_a_supported_width(hf_folder, tmp_path, capsys):
+    assert main(["--hf-path", str(hf_folder), "--mlx-path", str(tmp_path / "o"), "--q-bits", "4"]) == 1
+    assert "--q-bits without -q/--quantize would write an unquantized model" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ValueError, match=r"--q-bits 7 is not supported by MLX: use one of \[2, 3, 4, 5, 6, 8\]"):
+        convert(str(hf_folder), str(tmp_path / "o"), quantize=True, q_bits=7)
+
+
+def test_model_card_names_no_local_path_and_counts_as_info_does(hf_folder, tmp_path, capsys):
+    from mlx_albert.cli import main as cli
+
+    out = convert(str(hf_folder), str(tmp_path / "q"), quantize=True, q_bits=4, q_group_size=32)
+    card = (out / "README.md").read_text()
+    assert "base_model" not in card and str(hf_folder.parent) not in card
+    assert cli(["info", "--model", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert f"- parameters: {info['parameters']:,}" in card
+    assert info["parameters"] == mlx_albert.load(hf_folder).num_parameters()  # the float model's count
+
+
+def test_upload_offline_is_one_line(hf_folder, tmp_path, monkeypatch, capsys):
+    class Offline:
+        def create_repo(self, *a, **k):
+            raise ConnectionError("Failed to resolve 'huggingface.co'\n" + "stack\n" * 70)
+
+    monkeypatch.setattr("huggingface_hub.HfApi", Offline)
+    code = main(["--hf-path", str(hf_folder), "--mlx-path", str(tmp_path / "o"), "--upload-repo", "me/x"])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "could not upload" in err and "the converted model is in" in err and (tmp_path / "o" / "config.json").exists()
+
+
+def test_disk_full_during_convert_and_save_keeps_what_was_there(hf_folder, tmp_path, monkeypatch, capsys):
+    import errno
+
+    out = convert(str(hf_folder), str(tmp_path / "out"))
+    before = (out / "model.safetensors").read_bytes()
+    real = mx.save_safetensors
+
+    def full(path, *a, **k):
+        open(path, "wb").write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mx, "save_safetensors", full)
+    assert main(["--hf-path", str(hf_folder), "--mlx-path", str(out), "--force"]) == 1
+    err = capsys.readouterr().err
+    assert "no space left on the device" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(OSError, match="no space left"):
+        mlx_albert.load(out).save_pretrained(out)
+    monkeypatch.setattr(mx, "save_safetensors", real)
+    assert (out / "model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no partial files or folders left

@@ -31,6 +31,8 @@ IDS = np.array([[2, 5, 9, 3], [2, 7, 3, 0]])
         (np.array([2, 5, 3]), r"shape \(batch, seq\).*input_ids\[None\]"),
         (np.array([[2.0, 5.0]]), "must hold integers"),
         (None, "input_ids is required"),
+        (np.zeros((1, 0), int), r"input_ids has shape \(1, 0\): every batch needs at least one sequence"),
+        (np.zeros((0, 4), int), r"input_ids has shape \(0, 4\)"),
     ],
 )
 def test_bad_input_ids(model, ids, match):

@@ -382,3 +382,31 @@ def test_load_returns_the_tokenizer_when_asked():
     assert pipe("a [MASK]") == fill_mask(model, tok, "a [MASK]", top_k=1)
     with pytest.raises(ValueError, match="pass tokenizer="):
         mlx_albert.pipeline("fill-mask", model)
+
+
+def test_a_huge_text_is_cut_before_tokenising_with_the_same_answer(monkeypatch):
+    """A 10 MB text costs what its first tokens cost: cut to 2*limit+16 words before tokenising,
+    which cannot change the first `limit` tokens (each word gives at least one)."""
+    from mlx_albert.pipelines import _batching
+
+    model = mlx_albert.load(TINY, "base")
+    tok = mlx_albert.AlbertTokenizer.from_pretrained(TINY)
+    words = "the cat sat   on\tthe mat\u3000again and again ".split(" ")
+    huge = " ".join(words[i % len(words)] for i in range(2_500_000))  # ~10 MB
+    assert len(huge) > 10_000_000
+    seen = []
+    real = tok.encode
+
+    def spy(texts, *a, **k):
+        seen.append(sum(len(t) for t in ([texts] if isinstance(texts, str) else texts)))
+        return real(texts, *a, **k)
+
+    monkeypatch.setattr(tok, "encode", spy)
+    cut = embed(model, tok, [huge])
+    assert max(seen) < 5_000  # not ten million characters
+    full = real([huge], truncation=True, max_length=128)[0][0].ids
+    short = real([_batching.clip_text(huge, 128)], truncation=True, max_length=128)[0][0].ids
+    assert full == short
+    assert np.allclose(cut, embed(model, tok, [huge[:4000]]), atol=1e-6)
+    with_spaces = "a" + " " * 1_000_000 + " b c" * 10
+    assert _batching.clip_text(with_spaces, 4).endswith("b c b c b c b c b c b c b c b c b c b c")

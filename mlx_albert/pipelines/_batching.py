@@ -3,6 +3,7 @@ longest (rounded up to a multiple of 8), run the model, hand results back in inp
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 import sys
@@ -108,6 +109,7 @@ class Progress:
 
 
 def run_batches(
+    model,
     groups: list[list[Encoding]],
     forward: Callable[[dict[str, mx.array]], list],
     pad_id: int,
@@ -119,7 +121,8 @@ def run_batches(
     """Runs `forward` over groups of encodings, longest first, `batch_size` groups at a time.
 
     Each batch is padded to its own longest sequence rounded up to a multiple of 8 (capped at
-    max_positions). `forward` gets {"input_ids", "attention_mask", "token_type_ids"} of shape (B, W),
+    max_positions). Ids and token types are range-checked here, on the host arrays, so the model
+    runs without its own check (a device-to-host sync per batch). `forward` gets {"input_ids", "attention_mask", "token_type_ids"} of shape (B, W),
     or (B, C, W) for groups of C > 1 encodings when squeeze is False, and returns one result per row.
     Returns those results in the order of `groups`.
     """
@@ -145,7 +148,33 @@ def run_batches(
                 arrays["token_type_ids"][r, c, :n] = e.type_ids
         if squeeze:
             arrays = {k: v[:, 0] for k, v in arrays.items()}
-        for i, result in zip(rows, forward({k: mx.array(v) for k, v in arrays.items()}), strict=True):
+        _check_ranges(model.config, arrays)
+        with _unchecked(model):
+            outputs = forward({k: mx.array(v) for k, v in arrays.items()})
+        for i, result in zip(rows, outputs, strict=True):
             results[i] = result
         bar.update()
     return results
+
+
+def _check_ranges(config, arrays: dict[str, np.ndarray]) -> None:
+    for name, limit, field in (
+        ("input_ids", config.vocab_size, "vocab_size"),
+        ("token_type_ids", config.max_token_types, "max_token_types"),
+    ):
+        if arrays[name].max() >= limit:
+            raise ValueError(
+                f"{name} reach {int(arrays[name].max())} but the model's {field} is {limit}: "
+                "use the tokenizer that belongs to this model"
+            )
+
+
+@contextlib.contextmanager
+def _unchecked(model):
+    albert = backbone(model)
+    before = albert.check_inputs
+    albert.check_inputs = False
+    try:
+        yield
+    finally:
+        albert.check_inputs = before

@@ -83,6 +83,7 @@ def text_classification(
             )
             groups = [[e] for e in encodings]
         logits = run_batches(
+            model,
             groups,
             lambda b: list(to_numpy(model(**b).logits)),
             tokenizer.pad_token_id,
@@ -160,6 +161,7 @@ def token_classification(
             return_overflowing_tokens=stride is not None,
         )
         logits = run_batches(
+            model,
             [[e] for e in encodings],
             lambda b: list(to_numpy(model(**b).logits)),
             tokenizer.pad_token_id,

@@ -30,6 +30,7 @@ def feature_extraction(
         texts = [clip_text(t, limit) for t in check_strings("feature_extraction", texts)]
         encodings, _ = tokenizer.encode(texts, truncation=True, max_length=limit)
         states = run_batches(
+            model,
             [[e] for e in encodings],
             lambda b: list(to_numpy(backbone(model)(**b).last_hidden_state)),
             tokenizer.pad_token_id,
@@ -49,7 +50,7 @@ def embed(
     inputs,
     pooling: str = "mean",
     normalize: bool = True,
-    batch_size: int = 32,
+    batch_size: int = 64,
     progress: bool = False,
     max_length: int | None = None,
 ) -> np.ndarray:
@@ -81,6 +82,7 @@ def embed(
         texts = [clip_text(t, limit) for t in check_strings("embed", texts)]
         encodings, _ = tokenizer.encode(texts, truncation=True, max_length=limit)
         return run_batches(
+            model,
             [[e] for e in encodings], forward, tokenizer.pad_token_id, limit, batch_size, progress
         )
 

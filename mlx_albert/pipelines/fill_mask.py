@@ -75,6 +75,7 @@ def fill_mask(
                     )
                 raise ValueError(f"No mask_token ({tokenizer.mask_token}) found on the input {escape(text[:200])!r}")
         logits = run_batches(
+            model,
             [[e] for e in encodings], forward, tokenizer.pad_token_id, limit, batch_size, progress
         )
         return [

@@ -48,6 +48,7 @@ def multiple_choice(
         for size in sorted({len(g) for g in groups}):
             rows = [i for i, g in enumerate(groups) if len(g) == size]
             logits = run_batches(
+                model,
                 [groups[i] for i in rows],
                 lambda b: list(to_numpy(model(**b).logits)),
                 tokenizer.pad_token_id,

@@ -33,20 +33,48 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         text = Path(tmp) / "lines.txt"
-        text.write_text("".join(" ".join(rng.choices(WORDS, k=rng.randint(5, 30))) + "\n" for _ in range(args.lines)))
+        text.write_text(
+            "".join(" ".join(rng.choices(WORDS, k=rng.randint(5, 30))) + "\n" for _ in range(args.lines))
+        )
         for batch in [int(b) for b in args.batch.split(",")]:
             start = time.perf_counter()
             before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             subprocess.run(
-                [sys.executable, "-m", "mlx_albert", "embed", "--model", args.model, "--file", str(text),
-                 "--output", str(Path(tmp) / "v.npy"), "--force", "--batch-size", str(batch), "--no-progress"],
-                check=True, cwd=tmp, capture_output=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "mlx_albert",
+                    "embed",
+                    "--model",
+                    args.model,
+                    "--file",
+                    str(text),
+                    "--output",
+                    str(Path(tmp) / "v.npy"),
+                    "--force",
+                    "--batch-size",
+                    str(batch),
+                    "--no-progress",
+                ],
+                check=True,
+                cwd=tmp,
+                capture_output=True,
             )
             seconds = time.perf_counter() - start
             peak = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024
-            rows.append({"batch": batch, "lines": args.lines, "seconds": seconds,
-                         "ms_per_line": 1e3 * seconds / args.lines, "peak_mb": peak})
-    print(f"embed --file on {Path(args.model).name}, {args.lines} lines, {platform.processor() or platform.machine()}")
+            rows.append(
+                {
+                    "batch": batch,
+                    "lines": args.lines,
+                    "seconds": seconds,
+                    "ms_per_line": 1e3 * seconds / args.lines,
+                    "peak_mb": peak,
+                }
+            )
+    print(
+        f"embed --file on {Path(args.model).name}, {args.lines} lines, "
+        f"{platform.processor() or platform.machine()}"
+    )
     print("| batch | seconds | ms / line | peak MB |\n| --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['batch']} | {r['seconds']:.2f} | {r['ms_per_line']:.3f} | {r['peak_mb']:.0f} |")

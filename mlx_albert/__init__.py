@@ -16,9 +16,9 @@ from .heads import (  # noqa: E402
     AlbertForSequenceClassification,
     AlbertForTokenClassification,
 )
+from .loading import load  # noqa: E402
 from .model import AlbertModel  # noqa: E402
 from .pipelines import pipeline  # noqa: E402
-from .loading import load  # noqa: E402
 from .tokenizer import AlbertTokenizer  # noqa: E402
 
 __all__ = [

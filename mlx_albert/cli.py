@@ -123,7 +123,9 @@ def cmd_qa(args) -> None:
     else:
         records = _records(args, ("question", "context"))
         inputs = records.start()
-    options = dict(top_k=args.top_k, max_answer_len=args.max_answer_len, handle_impossible_answer=args.impossible)
+    options = dict(
+        top_k=args.top_k, max_answer_len=args.max_answer_len, handle_impossible_answer=args.impossible
+    )
     if args.doc_stride is not None:
         options["doc_stride"] = args.doc_stride
     if args.max_length:
@@ -143,7 +145,9 @@ def cmd_qa(args) -> None:
 def cmd_multiple_choice(args) -> None:
     if args.texts:
         if args.question is None:
-            raise UserError("give --question with the choices as arguments (or --file with question, choices)")
+            raise UserError(
+                "give --question with the choices as arguments (or --file with question, choices)"
+            )
         args.texts = [{"question": args.question, "choices": args.texts}]
     records = _records(args, ("question", "choices"))
     inputs = records.start()
@@ -187,7 +191,9 @@ def cmd_embed(args) -> None:
                 np.save(f, matrix)
 
         atomic_write(output, save)
-        print(f"wrote {matrix.shape[0]} embeddings of size {matrix.shape[1]} to {args.output}", file=sys.stderr)
+        print(
+            f"wrote {matrix.shape[0]} embeddings of size {matrix.shape[1]} to {args.output}", file=sys.stderr
+        )
         return
     write_lines(
         ([round(float(x), 6) for x in v] for v in vectors),
@@ -242,7 +248,9 @@ def _flat(model):
 
 def _verbose(p: argparse.ArgumentParser) -> None:
     # SUPPRESS: `-v` after the subcommand sets it, and leaving it out there keeps a `-v` given before
-    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log loading details")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log loading details"
+    )
 
 
 def configure_parser() -> argparse.ArgumentParser:
@@ -258,13 +266,19 @@ def configure_parser() -> argparse.ArgumentParser:
 
     from .convert import configure_parser as convert_parser
 
-    _verbose(convert_parser(sub.add_parser("convert", help="transformers checkpoint -> MLX folder (dtype, quantization)")))
+    _verbose(
+        convert_parser(
+            sub.add_parser("convert", help="transformers checkpoint -> MLX folder (dtype, quantization)")
+        )
+    )
 
     def task(name: str, help: str, fn, text_help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.add_argument("--model", required=True, help="checkpoint folder or Hub repo id")
         p.add_argument("texts", nargs="*", help=text_help)
-        p.add_argument("--file", help="inputs from a .txt (one per line), .jsonl or .csv (with a header) file")
+        p.add_argument(
+            "--file", help="inputs from a .txt (one per line), .jsonl or .csv (with a header) file"
+        )
         p.add_argument(
             "--format",
             choices=FORMATS,
@@ -273,7 +287,10 @@ def configure_parser() -> argparse.ArgumentParser:
             "is a JSON object is read as JSON lines)",
         )
         p.add_argument(
-            "--batch-size", type=int, default=None, help="inputs per forward pass (default: the task's, 8; embed 64)"
+            "--batch-size",
+            type=int,
+            default=None,
+            help="inputs per forward pass (default: the task's, 8; embed 64)",
         )
         p.add_argument("--max-length", type=int, default=None, help="tokens per input (default: the model's)")
         p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="compute dtype")
@@ -296,22 +313,38 @@ def configure_parser() -> argparse.ArgumentParser:
     p = task("fill-mask", "predict the [MASK] tokens of texts", cmd_fill_mask, "texts with [MASK]")
     p.add_argument("--top-k", type=int, default=5, help="answers per mask (default 5)")
     p.add_argument(
-        "--targets", action="append", help="only score these words, comma-separated (repeatable): --targets cat,dog"
+        "--targets",
+        action="append",
+        help="only score these words, comma-separated (repeatable): --targets cat,dog",
     )
     p = task("classify", "label texts or text pairs (jsonl/csv: text, text_pair)", cmd_classify, "texts")
     p.add_argument("--top-k", type=int, default=None, help="the k best labels (default: the best one)")
-    p.add_argument("--function", choices=["softmax", "sigmoid", "none"], help="score function (default: config's)")
+    p.add_argument(
+        "--function", choices=["softmax", "sigmoid", "none"], help="score function (default: config's)"
+    )
     p = task("ner", "label tokens / find entities", cmd_ner, "texts")
     p.add_argument(
-        "--aggregation", default="simple", choices=["none", "simple", "first", "average", "max"], help="default simple"
+        "--aggregation",
+        default="simple",
+        choices=["none", "simple", "first", "average", "max"],
+        help="default simple",
     )
-    p.add_argument("--stride", type=int, default=None, help="cover long texts in windows overlapping this much")
-    p = task("qa", "answer questions from a context (jsonl/csv: question, context)", cmd_qa, "questions (with --context)")
+    p.add_argument(
+        "--stride", type=int, default=None, help="cover long texts in windows overlapping this much"
+    )
+    p = task(
+        "qa",
+        "answer questions from a context (jsonl/csv: question, context)",
+        cmd_qa,
+        "questions (with --context)",
+    )
     p.add_argument("--context", help="the context for every question")
     p.add_argument("--context-file", help="read the context from this file")
     p.add_argument("--top-k", type=int, default=1, help="answers per question")
     p.add_argument("--max-answer-len", type=int, default=15, help="longest answer in tokens")
-    p.add_argument("--doc-stride", type=int, default=None, help="tokens shared by consecutive context windows")
+    p.add_argument(
+        "--doc-stride", type=int, default=None, help="tokens shared by consecutive context windows"
+    )
     p.add_argument("--impossible", action="store_true", help="allow the empty answer")
     p = task(
         "multiple-choice",
@@ -320,7 +353,12 @@ def configure_parser() -> argparse.ArgumentParser:
         "choices (with --question)",
     )
     p.add_argument("--question", help="the question whose choices are the arguments")
-    task("feature-extraction", "last hidden states per token, one JSON [1, L, H] per input", cmd_feature_extraction, "texts")
+    task(
+        "feature-extraction",
+        "last hidden states per token, one JSON [1, L, H] per input",
+        cmd_feature_extraction,
+        "texts",
+    )
     p = task("embed", "sentence embeddings", cmd_embed, "texts")
     p.add_argument("--pooling", default="mean", choices=["mean", "cls", "pooler"], help="default mean")
     p.add_argument("--no-normalize", action="store_true", help="keep raw lengths (default: unit L2 norm)")

@@ -69,7 +69,11 @@ class Records:
                 raise UserError(f"--file {self.path}: no such file")
             source, name = _text_stream(open(path, "rb"), self.path), self.path
             suffix = path.suffix.lower().lstrip(".")
-            kind = self.fmt if self.fmt != "auto" else {"json": "jsonl", "jsonl": "jsonl", "csv": "csv"}.get(suffix)
+            kind = (
+                self.fmt
+                if self.fmt != "auto"
+                else {"json": "jsonl", "jsonl": "jsonl", "csv": "csv"}.get(suffix)
+            )
         with source:
             if kind is None:  # sniff: a first line holding a JSON object means JSON lines
                 first = source.readline()
@@ -94,7 +98,9 @@ class Records:
         self._check_keys(header, f"{name}:1 (header)")
         for row in reader:
             if None in row or any(v is None for v in row.values()):
-                raise UserError(f"{name}:{reader.line_num}: has a different number of columns than the header")
+                raise UserError(
+                    f"{name}:{reader.line_num}: has a different number of columns than the header"
+                )
             record = {k: v for k, v in row.items() if v and k not in IGNORED}
             if "choices" in record:
                 record["choices"] = record["choices"].split("|")
@@ -102,7 +108,9 @@ class Records:
 
     def _txt(self, source, name) -> Iterator:
         if self.required not in (("text",), ("question",)):
-            raise UserError(f"{name}: this command needs {' and '.join(self.required)} per input: use .jsonl or .csv")
+            raise UserError(
+                f"{name}: this command needs {' and '.join(self.required)} per input: use .jsonl or .csv"
+            )
         yield from (line.rstrip("\r\n") for line in source if line.strip())
 
     def _check_keys(self, keys, where: str) -> None:
@@ -114,7 +122,9 @@ class Records:
                 raise UserError(f"{where}: unknown field {escape(str(key))!r}{hint}")
         missing = [k for k in self.required if k not in keys]
         if missing:
-            raise UserError(f"{where}: missing field {missing[0]!r} (has {escape(str(sorted(map(str, keys))))})")
+            raise UserError(
+                f"{where}: missing field {missing[0]!r} (has {escape(str(sorted(map(str, keys))))})"
+            )
 
     def _record(self, value, where: str):
         if isinstance(value, str):
@@ -186,7 +196,9 @@ def _text_stream(binary, name: str):
             try:
                 return raw.decode("utf-8-sig" if self.number == 1 else "utf-8")
             except UnicodeDecodeError as e:
-                raise UserError(f"{name}:{self.number}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+                raise UserError(
+                    f"{name}:{self.number}: not UTF-8 text (byte {e.start}); save the file as UTF-8"
+                ) from None
 
         def read(self, size=-1):
             return "".join(iter(self.readline, ""))

@@ -46,13 +46,39 @@ MAX_SIZE = 2**31 - 1
 MAX_LAYERS = 1024  # num_blocks * block_depth (ALBERT-xxlarge runs 12)
 # transformers' PretrainedConfig keys: known, carried in `extra` without a warning.
 _HF_COMMON = {
-    "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id", "mask_token_id", "unk_token_id",
-    "is_decoder", "add_cross_attention", "chunk_size_feed_forward", "torchscript", "pruned_heads",
-    "tokenizer_class", "finetuning_task", "task_specific_params", "use_cache", "_name_or_path",
-    "_attn_implementation", "_attn_implementation_autoset", "gradient_checkpointing", "prefix",
-    "decoder_start_token_id", "output_scores", "return_dict_in_generate", "cross_attention_hidden_size",
-    "tie_encoder_decoder", "is_encoder_decoder", "down_scale_factor", "gap_size", "net_structure_type",
-    "num_memory_blocks", "_commit_hash", "base_model", "quantization_config",
+    "bos_token_id",
+    "eos_token_id",
+    "sep_token_id",
+    "cls_token_id",
+    "mask_token_id",
+    "unk_token_id",
+    "is_decoder",
+    "add_cross_attention",
+    "chunk_size_feed_forward",
+    "torchscript",
+    "pruned_heads",
+    "tokenizer_class",
+    "finetuning_task",
+    "task_specific_params",
+    "use_cache",
+    "_name_or_path",
+    "_attn_implementation",
+    "_attn_implementation_autoset",
+    "gradient_checkpointing",
+    "prefix",
+    "decoder_start_token_id",
+    "output_scores",
+    "return_dict_in_generate",
+    "cross_attention_hidden_size",
+    "tie_encoder_decoder",
+    "is_encoder_decoder",
+    "down_scale_factor",
+    "gap_size",
+    "net_structure_type",
+    "num_memory_blocks",
+    "_commit_hash",
+    "base_model",
+    "quantization_config",
 }
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 # transformers keys that carry no meaning here and are regenerated on export.
@@ -211,7 +237,9 @@ class AlbertConfig:
             id2label = {int(k): v for k, v in id2label.items()}
             label2id = {str(k): int(v) for k, v in label2id.items()}
         except (TypeError, ValueError, OverflowError):
-            raise ValueError("config.json: num_labels, id2label keys and label2id values must be integers") from None
+            raise ValueError(
+                "config.json: num_labels, id2label keys and label2id values must be integers"
+            ) from None
         # transformers writes LABEL_i names when none were given: keep only real names.
         if any(str(v) != f"LABEL_{k}" for k, v in id2label.items()):
             ours["id_to_label"] = id2label

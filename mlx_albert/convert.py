@@ -66,7 +66,15 @@ def convert(
     bits; `q_shared_bits` gives the shared transformer layers (which run num_blocks times, so their
     error compounds) their own width. Returns the output path.
     """
-    given = [f for f, v in (("--q-bits", q_bits), ("--q-group-size", q_group_size), ("--q-shared-bits", q_shared_bits)) if v is not None]
+    given = [
+        f
+        for f, v in (
+            ("--q-bits", q_bits),
+            ("--q-group-size", q_group_size),
+            ("--q-shared-bits", q_shared_bits),
+        )
+        if v is not None
+    ]
     if given and not quantize:
         raise ValueError(f"{', '.join(given)} without -q/--quantize would write an unquantized model: add -q")
     q_bits, q_group_size = q_bits or 4, q_group_size or 64

@@ -42,8 +42,11 @@ def fsync_path(path: Path) -> None:
 
 def disk_full_error(error: OSError, path: Path) -> OSError:
     if error.errno == errno.ENOSPC:
-        return OSError(errno.ENOSPC, f"no space left on the device while writing {path}: free some space "
-                       "or write elsewhere (nothing was replaced)")
+        return OSError(
+            errno.ENOSPC,
+            f"no space left on the device while writing {path}: free some space "
+            "or write elsewhere (nothing was replaced)",
+        )
     return error
 
 

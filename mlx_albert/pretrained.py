@@ -19,7 +19,15 @@ from .config import AlbertConfig
 from .files import clean_stale, staged_folder
 from .hub import resolve
 from .text import escape
-from .weights import BACKBONE, hf_to_mlx, mlx_to_hf, read_weights, stale_weight_files, write_json, write_safetensors
+from .weights import (
+    BACKBONE,
+    hf_to_mlx,
+    mlx_to_hf,
+    read_weights,
+    stale_weight_files,
+    write_json,
+    write_safetensors,
+)
 
 logger = logging.getLogger(__name__)
 M = TypeVar("M", bound="PreTrainedMixin")
@@ -85,7 +93,8 @@ def check_config(config: AlbertConfig, weights: dict[str, mx.array], source: str
             problems.append(f"{key}={getattr(config, field)} but {name} has {value.shape[0]} rows")
     if problems:
         raise ValueError(
-            f"config.json of {source} does not match its weights: " + "; ".join(problems)
+            f"config.json of {source} does not match its weights: "
+            + "; ".join(problems)
             + ". Use the config.json that belongs to these weights."
         )
 
@@ -146,7 +155,11 @@ def _quantized_bits(model: nn.Module, name: str) -> int | None:
         module = module[int(part)] if isinstance(module, list) else getattr(module, part, None)
         if module is None:
             return None
-    return getattr(module, "bits", None) if isinstance(module, nn.QuantizedLinear | nn.QuantizedEmbedding) else None
+    return (
+        getattr(module, "bits", None)
+        if isinstance(module, nn.QuantizedLinear | nn.QuantizedEmbedding)
+        else None
+    )
 
 
 class PreTrainedMixin:
@@ -201,7 +214,9 @@ class PreTrainedMixin:
         config = config or AlbertConfig.from_json(folder / "config.json")
         weights, unknown = hf_to_mlx(read_weights(folder))
         if unknown:
-            raise ValueError(f"{folder} holds weights that are not ALBERT's: {escape(str(sorted(unknown)[:10]))}")
+            raise ValueError(
+                f"{folder} holds weights that are not ALBERT's: {escape(str(sorted(unknown)[:10]))}"
+            )
         check_config(config, weights, str(path_or_repo_id))
         if "id_to_label" in config_changes and "num_labels" not in config_changes:  # as transformers
             config_changes = {**config_changes, "num_labels": len(config_changes["id_to_label"])}

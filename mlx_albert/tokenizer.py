@@ -54,7 +54,9 @@ def _fields(buf: bytes):
             else:
                 size = 8 if wire == 1 else 4
             if size > len(buf) - pos:
-                raise ValueError(f"field {field} runs {size - (len(buf) - pos)} bytes past the end (truncated?)")
+                raise ValueError(
+                    f"field {field} runs {size - (len(buf) - pos)} bytes past the end (truncated?)"
+                )
             value, pos = buf[pos : pos + size], pos + size
             if wire == 5:
                 value = struct.unpack("<f", value)[0]
@@ -119,7 +121,9 @@ def panic_guard(call, what: str):
     except BaseException as e:
         if type(e).__name__ != "PanicException":
             raise
-        raise ValueError(f"the tokenizer failed on {what} ({str(e)[:200]}): its files are corrupt; re-download them") from None
+        raise ValueError(
+            f"the tokenizer failed on {what} ({str(e)[:200]}): its files are corrupt; re-download them"
+        ) from None
 
 
 def build_from_spiece(path, do_lower_case: bool = True, keep_accents: bool = False) -> Tokenizer:
@@ -130,7 +134,9 @@ def build_from_spiece(path, do_lower_case: bool = True, keep_accents: bool = Fal
     except ValueError:
         raise
     except Exception as e:  # tokenizers' own errors for a vocabulary or normaliser it cannot use
-        raise ValueError(f"{path} is not a usable SentencePiece model ({str(e)[:200]}); re-download it") from None
+        raise ValueError(
+            f"{path} is not a usable SentencePiece model ({str(e)[:200]}); re-download it"
+        ) from None
 
 
 def _pipeline(pieces, charsmap: bytes, do_lower_case: bool, keep_accents: bool, path) -> Tokenizer:
@@ -170,7 +176,8 @@ def _check_unicode(texts: list, split: bool) -> None:
                 part.encode("utf-8")
             except UnicodeEncodeError as e:
                 raise ValueError(
-                    f"text {i} holds a lone surrogate ({e.object[e.start:e.end]!r}), which is not valid Unicode: "
+                    f"text {i} holds a lone surrogate ({e.object[e.start : e.end]!r}), "
+                    "which is not valid Unicode: "
                     "decode the input with errors='replace'"
                 ) from None
 
@@ -221,10 +228,14 @@ class AlbertTokenizer:
             try:
                 tokenizer = panic_guard(lambda: Tokenizer.from_file(str(path)), str(path))
             except Exception as e:  # tokenizers raises a bare Exception for malformed JSON
-                raise ValueError(f"{path} is not a valid tokenizer.json ({str(e)[:200]}); re-download it") from None
+                raise ValueError(
+                    f"{path} is not a valid tokenizer.json ({str(e)[:200]}); re-download it"
+                ) from None
         elif (folder / "spiece.model").exists():
             path = folder / "spiece.model"
-            tokenizer = build_from_spiece(path, bool(config.get("do_lower_case", True)), bool(config.get("keep_accents", False)))
+            tokenizer = build_from_spiece(
+                path, bool(config.get("do_lower_case", True)), bool(config.get("keep_accents", False))
+            )
         else:
             raise FileNotFoundError(
                 f"no tokenizer in {folder}: expected tokenizer.json or spiece.model "
@@ -238,7 +249,9 @@ class AlbertTokenizer:
         panic_guard(lambda: tokenizer.encode_batch(["Probe ``text'' ÄÖ 東京 1,000 ☃", ("a", "b")]), str(path))
         max_length = config.get("model_max_length")
         return cls(
-            tokenizer, int(max_length) if isinstance(max_length, int) and 1 < max_length < 1e9 else 512, config
+            tokenizer,
+            int(max_length) if isinstance(max_length, int) and 1 < max_length < 1e9 else 512,
+            config,
         )
 
     @property

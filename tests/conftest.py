@@ -11,15 +11,6 @@ from pathlib import Path
 
 import mlx_albert  # noqa: F401  first, so its optimised-BLAS preload precedes mlx.core
 
-ROOT = Path(__file__).resolve().parent.parent
-# Child processes (`python -m mlx_albert`, `python -c`) run with a temporary working directory, so
-# they import the package these tests import, never the checkout's folder.
-if os.environ.get("MLX_ALBERT_TEST_INSTALLED") == "1" and ROOT in Path(mlx_albert.__file__).resolve().parents:
-    raise RuntimeError(
-        f"MLX_ALBERT_TEST_INSTALLED=1 but mlx_albert was imported from the checkout "
-        f"({mlx_albert.__file__}): run `pytest`, not `python -m pytest`, after `pip install .`"
-    )
-
 # isort: split
 import numpy as np
 import pytest
@@ -27,6 +18,16 @@ from safetensors.numpy import save_file
 
 sys.path.insert(0, str(Path(__file__).parent))
 import oracle  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+# Child processes (`python -m mlx_albert`, `python -c`) run with a temporary working directory, so
+# they import the package these tests import, never the checkout's folder.
+INSTALLED = os.environ.get("MLX_ALBERT_TEST_INSTALLED") == "1"
+if INSTALLED and ROOT in Path(mlx_albert.__file__).resolve().parents:
+    raise RuntimeError(
+        f"MLX_ALBERT_TEST_INSTALLED=1 but mlx_albert was imported from the checkout "
+        f"({mlx_albert.__file__}): run `pytest`, not `python -m pytest`, after `pip install .`"
+    )
 
 HAS_TORCH = (
     importlib.util.find_spec("torch") is not None and importlib.util.find_spec("transformers") is not None

@@ -118,7 +118,11 @@ def test_malformed_files_name_the_line(capsys, tmp_path):
 
 def test_python_dash_m_and_help(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "mlx_albert", "--help"], capture_output=True, text=True, check=True, cwd=tmp_path
+        [sys.executable, "-m", "mlx_albert", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
     ).stdout
     for command in ("convert", "fill-mask", "classify", "ner", "qa", "embed", "info", "examples:"):
         assert command in out
@@ -142,10 +146,23 @@ def _stdin(monkeypatch, text: str):
 
 
 def test_fill_mask_targets_do_not_swallow_the_text(capsys, caplog):
-    code, out, _ = run(capsys, "fill-mask", "--model", TINY, "--json", "--targets", "the,car", "The [MASK] sat.")
+    code, out, _ = run(
+        capsys, "fill-mask", "--model", TINY, "--json", "--targets", "the,car", "The [MASK] sat."
+    )
     answers = json.loads(out)
     assert code == 0 and {a["token"] for a in answers} == {8, 52}  # ▁the, ▁car
-    code, out2, _ = run(capsys, "fill-mask", "--model", TINY, "--json", "--targets", "the", "--targets", "car", "The [MASK] sat.")
+    code, out2, _ = run(
+        capsys,
+        "fill-mask",
+        "--model",
+        TINY,
+        "--json",
+        "--targets",
+        "the",
+        "--targets",
+        "car",
+        "The [MASK] sat.",
+    )
     assert out2 == out
     # a vocabulary token is looked up as it is (re-tokenising "▁ca" would give "▁", "ca")
     code, out, _ = run(capsys, "fill-mask", "--model", TINY, "--json", "--targets", "▁ca", "The [MASK] sat.")
@@ -153,14 +170,18 @@ def test_fill_mask_targets_do_not_swallow_the_text(capsys, caplog):
     import logging
 
     with caplog.at_level(logging.WARNING):
-        code, out, _ = run(capsys, "fill-mask", "--model", TINY, "--json", "--targets", "zebra", "The [MASK] sat.")
+        code, out, _ = run(
+            capsys, "fill-mask", "--model", TINY, "--json", "--targets", "zebra", "The [MASK] sat."
+        )
     assert code == 0 and any("'zebra' is not in the vocabulary" in r.getMessage() for r in caplog.records)
 
 
 def test_plain_output_names_the_input(capsys):
     code, out, _ = run(capsys, "fill-mask", "--model", TINY, "--top-k", "1", "a [MASK] b", "[MASK] c [MASK]")
     lines = out.splitlines()
-    assert code == 0 and lines[0].startswith("a [MASK] b\t") and lines[1].startswith("[MASK] c [MASK]\t[MASK 1]")
+    assert (
+        code == 0 and lines[0].startswith("a [MASK] b\t") and lines[1].startswith("[MASK] c [MASK]\t[MASK 1]")
+    )
     assert lines[2].startswith("\t[MASK 2]") and len(lines) == 3
 
 
@@ -199,8 +220,12 @@ def test_jsonl_on_stdin_and_strict_records(capsys, monkeypatch, tmp_path):
     _stdin(monkeypatch, json.dumps(pair) + "\n" + json.dumps("only one") + "\n")
     code, from_stdin, _ = run(capsys, "classify", "--model", cls, "--json", "--top-k", "2")
     (tmp_path / "in.jsonl").write_text(json.dumps(pair) + "\n" + json.dumps("only one") + "\n")
-    code2, from_file, _ = run(capsys, "classify", "--model", cls, "--json", "--top-k", "2", "--file", tmp_path / "in.jsonl")
-    code3, as_pair, _ = run(capsys, "classify", "--model", cls, "--json", "--top-k", "2", "--file", tmp_path / "in.jsonl")
+    code2, from_file, _ = run(
+        capsys, "classify", "--model", cls, "--json", "--top-k", "2", "--file", tmp_path / "in.jsonl"
+    )
+    code3, as_pair, _ = run(
+        capsys, "classify", "--model", cls, "--json", "--top-k", "2", "--file", tmp_path / "in.jsonl"
+    )
     assert code == code2 == 0 and from_stdin == from_file and len(from_stdin.splitlines()) == 2
     from mlx_albert import pipeline
 
@@ -210,11 +235,16 @@ def test_jsonl_on_stdin_and_strict_records(capsys, monkeypatch, tmp_path):
     code, as_text, _ = run(capsys, "classify", "--model", cls, "--json", "--format", "txt")
     assert code == 0 and len(as_text.splitlines()) == 1 and as_text != from_stdin.splitlines()[0] + "\n"
     (tmp_path / "x.json").write_text(json.dumps(pair) + "\n")
-    code, out, _ = run(capsys, "classify", "--model", cls, "--json", "--top-k", "2", "--file", tmp_path / "x.json")
+    code, out, _ = run(
+        capsys, "classify", "--model", cls, "--json", "--top-k", "2", "--file", tmp_path / "x.json"
+    )
     assert code == 0 and out.splitlines()[0] == from_stdin.splitlines()[0]
     (tmp_path / "typo.jsonl").write_text(json.dumps({"text": "a", "textpair": "b"}) + "\n")
     code, _, err = run(capsys, "classify", "--model", cls, "--file", tmp_path / "typo.jsonl")
-    assert code == 1 and f"{tmp_path / 'typo.jsonl'}:1: unknown field 'textpair' (did you mean 'text_pair'?)" in err
+    assert (
+        code == 1
+        and f"{tmp_path / 'typo.jsonl'}:1: unknown field 'textpair' (did you mean 'text_pair'?)" in err
+    )
     (tmp_path / "qa.jsonl").write_text(json.dumps({"question": "Who?", "contxt": "Maria."}) + "\n")
     code, _, err = run(capsys, "qa", "--model", cls, "--file", tmp_path / "qa.jsonl")
     assert code == 1 and f"{tmp_path / 'qa.jsonl'}:1: unknown field 'contxt' (did you mean 'context'?)" in err
@@ -228,7 +258,9 @@ def test_jsonl_on_stdin_and_strict_records(capsys, monkeypatch, tmp_path):
 
 def test_one_line_errors_for_outputs_and_empty_inputs(capsys, tmp_path):
     (tmp_path / "empty.txt").write_text("\n\n")
-    code, _, err = run(capsys, "embed", "--model", TINY, "--file", tmp_path / "empty.txt", "--output", tmp_path / "v.npy")
+    code, _, err = run(
+        capsys, "embed", "--model", TINY, "--file", tmp_path / "empty.txt", "--output", tmp_path / "v.npy"
+    )
     assert code == 1 and "no inputs" in err and len(err.splitlines()) == 1
     code, _, err = run(capsys, "embed", "--model", TINY, "a b", "--output", tmp_path / "nodir" / "v.npy")
     assert code == 1 and "the folder" in err and "does not exist" in err and ".tmp" not in err
@@ -243,7 +275,12 @@ def test_broken_pipe_exits_quietly(tmp_path):
     lines = "\n".join(f"text number {i}" for i in range(300))
     done = subprocess.run(
         f"{sys.executable} -m mlx_albert embed --model {TINY} --json | head -n 1",
-        shell=True, input=lines, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        shell=True,
+        input=lines,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert done.stdout.count("\n") == 1 and done.stderr == ""
 
@@ -255,7 +292,16 @@ def test_verbose_after_the_subcommand_version_multiple_choice_and_features(capsy
         main(["--version"])
     assert capsys.readouterr().out.strip().startswith("mlx-albert 0.")
     code, out, _ = run(
-        capsys, "multiple-choice", "--model", TINY, "--allow-untrained-head", "--json", "--question", "Q", "a", "b c"
+        capsys,
+        "multiple-choice",
+        "--model",
+        TINY,
+        "--allow-untrained-head",
+        "--json",
+        "--question",
+        "Q",
+        "a",
+        "b c",
     )
     assert code == 0 and sorted(d["choice"] for d in json.loads(out)) == ["a", "b c"]
     code, out, _ = run(capsys, "feature-extraction", "--model", TINY, "a b", "--max-length", "3")
@@ -265,7 +311,9 @@ def test_verbose_after_the_subcommand_version_multiple_choice_and_features(capsy
 
 def test_strings_from_checkpoints_are_escaped(capsys, tmp_path):
     evil = "\x1b[2J\x1b]0;owned\x07"
-    cls = _head_checkpoint(tmp_path / "cls", "for_sequence_classification", num_labels=2, id_to_label={0: evil, 1: "ok"})
+    cls = _head_checkpoint(
+        tmp_path / "cls", "for_sequence_classification", num_labels=2, id_to_label={0: evil, 1: "ok"}
+    )
     for extra in ((), ("--json",)):
         code, out, _ = run(capsys, "classify", "--model", cls, "--top-k", "2", *extra, "good")
         assert code == 0 and "\x1b" not in out and "\x07" not in out
@@ -282,10 +330,26 @@ def test_half_precision_on_cpu_warns(capsys):
 def test_progress_on_qa_and_embed(capsys, tmp_path):
     lines = tmp_path / "s.txt"
     lines.write_text("".join(f"sentence {i}\n" for i in range(40)))
-    code, _, err = run(capsys, "embed", "--model", TINY, "--file", lines, "--batch-size", "4", "--progress", "--output", tmp_path / "v.npy")
+    code, _, err = run(
+        capsys,
+        "embed",
+        "--model",
+        TINY,
+        "--file",
+        lines,
+        "--batch-size",
+        "4",
+        "--progress",
+        "--output",
+        tmp_path / "v.npy",
+    )
     assert code == 0 and "batches 10/10" in err
-    code, _, err = run(capsys, "embed", "--model", TINY, "--file", lines, "--no-progress", "--output", tmp_path / "w.npy")
+    code, _, err = run(
+        capsys, "embed", "--model", TINY, "--file", lines, "--no-progress", "--output", tmp_path / "w.npy"
+    )
     assert code == 0 and "batches" not in err
     qa = _head_checkpoint(tmp_path / "qa", "for_question_answering")
-    code, _, err = run(capsys, "qa", "--model", qa, "--context", "The cat sat.", "--file", lines, "--progress")
+    code, _, err = run(
+        capsys, "qa", "--model", qa, "--context", "The cat sat.", "--file", lines, "--progress"
+    )
     assert code == 0 and "batches" in err

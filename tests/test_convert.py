@@ -180,7 +180,9 @@ def test_quantization_flags_need_quantize_and_a_supported_width(hf_folder, tmp_p
     assert main(["--hf-path", str(hf_folder), "--mlx-path", str(tmp_path / "o"), "--q-bits", "4"]) == 1
     assert "--q-bits without -q/--quantize would write an unquantized model" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
-    with pytest.raises(ValueError, match=r"--q-bits 7 is not supported by MLX: use one of \[2, 3, 4, 5, 6, 8\]"):
+    with pytest.raises(
+        ValueError, match=r"--q-bits 7 is not supported by MLX: use one of \[2, 3, 4, 5, 6, 8\]"
+    ):
         convert(str(hf_folder), str(tmp_path / "o"), quantize=True, q_bits=7)
 
 
@@ -205,7 +207,11 @@ def test_upload_offline_is_one_line(hf_folder, tmp_path, monkeypatch, capsys):
     code = main(["--hf-path", str(hf_folder), "--mlx-path", str(tmp_path / "o"), "--upload-repo", "me/x"])
     err = capsys.readouterr().err
     assert code == 1 and len(err.strip().splitlines()) == 1
-    assert "could not upload" in err and "the converted model is in" in err and (tmp_path / "o" / "config.json").exists()
+    assert (
+        "could not upload" in err
+        and "the converted model is in" in err
+        and (tmp_path / "o" / "config.json").exists()
+    )
 
 
 def test_disk_full_during_convert_and_save_keeps_what_was_there(hf_folder, tmp_path, monkeypatch, capsys):

@@ -57,7 +57,9 @@ def test_leftovers_of_dead_writers_are_cleaned_and_a_moved_folder_restored(tmp_p
     mine.write_text("in flight")
     clean_stale(dest)  # a kill fell between "move the old folder aside" and "move the new one in"
     assert (dest / "model").read_text() == "the user's model"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", ".other.tmp-" + f"{dead}-abcdefgh", mine.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["out", ".other.tmp-" + f"{dead}-abcdefgh", mine.name]
+    )
 
 
 def test_publish_folder_swaps(tmp_path):
@@ -67,7 +69,9 @@ def test_publish_folder_swaps(tmp_path):
     (dest / "old").write_text("1")
     (new / "new").write_text("2")
     publish_folder(new, dest)
-    assert [p.name for p in dest.iterdir()] == ["new"] and sorted(p.name for p in tmp_path.iterdir()) == ["dest"]
+    assert [p.name for p in dest.iterdir()] == ["new"] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "dest"
+    ]
 
 
 def test_outputs_may_not_overlap_inputs(tmp_path):

@@ -42,7 +42,9 @@ def _only_clean_errors(write, load, variants):
             outcomes["ok"] += 1
         except ValueError:
             outcomes["ValueError"] += 1
-        assert time.perf_counter() - start < 1.0, f"{len(data)} bytes took {time.perf_counter() - start:.2f} s"
+        assert time.perf_counter() - start < 1.0, (
+            f"{len(data)} bytes took {time.perf_counter() - start:.2f} s"
+        )
     assert outcomes["ValueError"] > 0
     return outcomes
 
@@ -96,9 +98,11 @@ def test_safetensors_and_config_json(tmp_path):
     )
     shutil.copy(TINY / "model.safetensors", tmp_path)
     config = (TINY / "config.json").read_bytes()
-    odd_values = [json.dumps({**json.loads(config), key: value}).encode()
-                  for key in ("vocab_size", "hidden_size", "num_hidden_layers", "id2label", "hidden_act")
-                  for value in (None, "12", -1, 10**12, [1], {"a": 1}, 1.5)]
+    odd_values = [
+        json.dumps({**json.loads(config), key: value}).encode()
+        for key in ("vocab_size", "hidden_size", "num_hidden_layers", "id2label", "hidden_act")
+        for value in (None, "12", -1, 10**12, [1], {"a": 1}, 1.5)
+    ]
     _only_clean_errors(
         lambda d: (tmp_path / "config.json").write_bytes(d),
         lambda: mlx_albert.load(tmp_path),

@@ -655,13 +655,17 @@ def test_token_ids_past_the_embedding_table_are_refused(data, tmp_path):
     with pytest.raises(ValueError, match="has 101 tokens but the model's vocab_size is 50"):
         finetune(folder, "sequence_classification", data["train"], None, _args(tmp_path))
     with pytest.raises(ValueError, match="has 101 tokens but the model's vocab_size is 50"):
-        mlx_albert.pipeline("embed", mlx_albert.load(folder), mlx_albert.AlbertTokenizer.from_pretrained(TINY))
+        mlx_albert.pipeline(
+            "embed", mlx_albert.load(folder), mlx_albert.AlbertTokenizer.from_pretrained(TINY)
+        )
     # a dataset built elsewhere is checked once, on the host, before the compiled step reads it
     tok = mlx_albert.AlbertTokenizer.from_pretrained(TINY)
     train = build("sequence_classification", read_records(data["train"]), tok, 64, {"place": 0, "animal": 1})
     train.features[3]["input_ids"][1] = 50_000_000
     model = mlx_albert.load(TINY, "for_sequence_classification", num_labels=2)
-    with pytest.raises(DataError, match="training example 3 holds token id 50000000 outside the model's vocabulary"):
+    with pytest.raises(
+        DataError, match="training example 3 holds token id 50000000 outside the model's vocabulary"
+    ):
         Trainer(model, tok, _args(tmp_path), train)
 
 
@@ -685,7 +689,7 @@ def test_label_kinds_follow_explicit_rules(labels, kind, names):
     "labels, message",
     [
         (["a", None], "f:2: label null is not"),
-        (["a", {"x": 1}], "f:2: label {\"x\": 1} is not"),
+        (["a", {"x": 1}], 'f:2: label {"x": 1} is not'),
         (["a", True], "f:2: label true is not"),
         (["a", ["b"]], "f:2: mixes a list label with single labels"),
         (["pos", 1], "f:2: mixes label names and numbers"),
@@ -711,8 +715,12 @@ def test_csv_regression_multi_label_vectors_and_choice_labels(tmp_path):
     assert [f["labels"] for f in built.features] == [0.5, 5.0, 2.5]
     rows = [{"text": "a", "label": [1, 0, 1]}, {"text": "b", "label": [0, 1, 0]}]
     built = build(
-        "sequence_classification", read_records(write_jsonl(tmp_path / "v.jsonl", rows)), tok, 32,
-        {"x": 0, "y": 1, "z": 2}, "multi_label_classification",
+        "sequence_classification",
+        read_records(write_jsonl(tmp_path / "v.jsonl", rows)),
+        tok,
+        32,
+        {"x": 0, "y": 1, "z": 2},
+        "multi_label_classification",
     )
     assert [f["labels"] for f in built.features] == [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
     for bad in (1.7, True, "one"):
@@ -775,7 +783,9 @@ def test_resume_skips_a_corrupt_newest_checkpoint(data, tmp_path, caplog):
     for name in ("checkpoint-4", "checkpoint-6"):
         (run / name / "trainer_state.json").write_text("{not json")
     third = _trainer(data, tmp_path, max_steps=8, save_steps=2, resume=True)
-    with pytest.raises(ValueError, match=r"no checkpoint in .* can be read: .*checkpoint-6/trainer_state.json is unreadable"):
+    with pytest.raises(
+        ValueError, match=r"no checkpoint in .* can be read: .*checkpoint-6/trainer_state.json is unreadable"
+    ):
         third.train()
 
 

@@ -254,7 +254,10 @@ def _config(folder, **changes):
     "changes, message",
     [
         ({"num_hidden_groups": 20000, "num_hidden_layers": 20000}, "20000 layers is past the limit"),
-        ({"num_hidden_groups": 4, "num_hidden_layers": 4}, "num_hidden_groups=4 but the weights hold 1 group"),
+        (
+            {"num_hidden_groups": 4, "num_hidden_layers": 4},
+            "num_hidden_groups=4 but the weights hold 1 group",
+        ),
         ({"inner_group_num": 100000}, "layers is past the limit|inner_group_num=100000"),
         ({"num_hidden_layers": 10**9}, "past the limit of 1024"),
         ({"vocab_size": 10**12}, "vocab_size must be a positive integer up to"),
@@ -286,7 +289,9 @@ def test_misspelt_config_key_warns_with_the_nearest_name(folder, caplog):
     with caplog.at_level(logging.WARNING, logger="mlx_albert"):
         mlx_albert.load(folder)
     warnings = [r.getMessage() for r in caplog.records if "unknown key" in r.getMessage()]
-    assert warnings == ["config.json: unknown key 'num_hiden_layers' is ignored (did you mean 'num_hidden_layers'?)"]
+    assert warnings == [
+        "config.json: unknown key 'num_hiden_layers' is ignored (did you mean 'num_hidden_layers'?)"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -311,7 +316,10 @@ def test_pytorch_bin_that_is_not_a_state_dict(folder, content):
 
 
 def _shard(folder, weights: dict, index_entries: dict | None = None):
-    save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(folder / "model-00001-of-00001.safetensors"))
+    save_file(
+        {k: np.ascontiguousarray(v) for k, v in weights.items()},
+        str(folder / "model-00001-of-00001.safetensors"),
+    )
     weight_map = index_entries or {k: "model-00001-of-00001.safetensors" for k in weights}
     (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
 
@@ -335,7 +343,11 @@ def test_a_save_replaces_a_sharded_checkpoint_and_loading_refuses_both(folder):
     (folder / "tokenizer_config.json").write_text("{}")  # the user's other files stay
     new = mlx_albert.AlbertForSequenceClassification(old.config)  # other (random) weights
     new.save_pretrained(folder)
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "tokenizer_config.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "tokenizer_config.json",
+    ]
     again = mlx_albert.load(folder)
     np.testing.assert_array_equal(np.array(again.classifier.weight), np.array(new.classifier.weight))
     _shard(folder, {k: v for k, v in case["weights"].items() if not k.startswith("regression.")})
@@ -352,17 +364,22 @@ def test_a_kill_during_save_pretrained_leaves_the_old_model(folder):
 import os, signal
 import mlx_albert, mlx_albert.weights as w
 config = mlx_albert.load({str(folder)!r}).config
-model = mlx_albert.AlbertForSequenceClassification(config.replace(num_labels=3, id_to_label={{}}, label_to_id={{}}))
+three = config.replace(num_labels=3, id_to_label={{}}, label_to_id={{}})
+model = mlx_albert.AlbertForSequenceClassification(three)
 w.write_json = lambda *a: os.kill(os.getpid(), signal.SIGKILL)  # dies between weights and config
 import mlx_albert.pretrained as p
 p.write_json = w.write_json
 model.save_pretrained({str(folder)!r})
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120, cwd=folder.parent.parent)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, timeout=120, cwd=folder.parent.parent
+    )
     assert done.returncode == -9
     after = mlx_albert.load(folder)  # (3, H) weights with a (2, H) config would not load
     np.testing.assert_array_equal(np.array(after.classifier.weight), before)
     leftovers = [p for p in folder.parent.iterdir() if p.name.startswith(".m.tmp-")]
     assert leftovers  # the killed writer's staging folder ...
     after.save_pretrained(folder)
-    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".m.")]  # ... cleaned by the next save
+    assert not [
+        p for p in folder.parent.iterdir() if p.name.startswith(".m.")
+    ]  # ... cleaned by the next save

@@ -47,7 +47,8 @@ class Pipeline:
             pooler = [k for k in missing_keys(self.model) if k.startswith(("pooler.", "albert.pooler."))]
             if pooler:
                 raise UntrainedHeadError(
-                    "this checkpoint has no trained pooler: pooling='pooler' would be random; use 'mean' or 'cls'"
+                    "this checkpoint has no trained pooler: pooling='pooler' would be random; "
+                    "use 'mean' or 'cls'"
                 )
         return self.function(self.model, self.tokenizer, inputs, **options)
 

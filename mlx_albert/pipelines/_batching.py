@@ -26,7 +26,8 @@ def max_tokens(model, tokenizer, max_length: int | None = None) -> int:
     if max_length is not None:
         if isinstance(max_length, bool) or not isinstance(max_length, int) or not 3 <= max_length <= limit:
             raise ValueError(
-                f"max_length must be an integer in [3, {limit}] (the model's max_positions), got {max_length!r}"
+                f"max_length must be an integer in [3, {limit}] (the model's max_positions), "
+                f"got {max_length!r}"
             )
         return max_length
     return min(tokenizer.model_max_length, limit)
@@ -122,8 +123,9 @@ def run_batches(
 
     Each batch is padded to its own longest sequence rounded up to a multiple of 8 (capped at
     max_positions). Ids and token types are range-checked here, on the host arrays, so the model
-    runs without its own check (a device-to-host sync per batch). `forward` gets {"input_ids", "attention_mask", "token_type_ids"} of shape (B, W),
-    or (B, C, W) for groups of C > 1 encodings when squeeze is False, and returns one result per row.
+    runs without its own check (a device-to-host sync per batch). `forward` gets {"input_ids",
+    "attention_mask", "token_type_ids"} of shape (B, W), or (B, C, W) for groups of C > 1
+    encodings when squeeze is False, and returns one result per row.
     Returns those results in the order of `groups`.
     """
     lengths = [max(len(e.ids) for e in g) for g in groups]

@@ -82,8 +82,7 @@ def embed(
         texts = [clip_text(t, limit) for t in check_strings("embed", texts)]
         encodings, _ = tokenizer.encode(texts, truncation=True, max_length=limit)
         return run_batches(
-            model,
-            [[e] for e in encodings], forward, tokenizer.pad_token_id, limit, batch_size, progress
+            model, [[e] for e in encodings], forward, tokenizer.pad_token_id, limit, batch_size, progress
         )
 
     result = dispatch(inputs, lambda x: isinstance(x, str), run, batch_size)

@@ -11,7 +11,6 @@ from ..text import escape
 from ..tokenizer import AlbertTokenizer
 from ._batching import backbone, check_strings, clip_text, dispatch, max_tokens, run_batches, to_numpy
 
-
 logger = logging.getLogger(__name__)
 
 
@@ -70,13 +69,15 @@ def fill_mask(
             if mask_id not in e.ids:
                 if tokenizer.mask_token in text:
                     raise ValueError(
-                        f"the {tokenizer.mask_token} of the input {escape(text[:60])!r}... lies past its first "
+                        f"the {tokenizer.mask_token} of the input {escape(text[:60])!r}... "
+                        f"lies past its first "
                         f"{limit} tokens, which is all the model reads: shorten the text before the mask"
                     )
-                raise ValueError(f"No mask_token ({tokenizer.mask_token}) found on the input {escape(text[:200])!r}")
+                raise ValueError(
+                    f"No mask_token ({tokenizer.mask_token}) found on the input {escape(text[:200])!r}"
+                )
         logits = run_batches(
-            model,
-            [[e] for e in encodings], forward, tokenizer.pad_token_id, limit, batch_size, progress
+            model, [[e] for e in encodings], forward, tokenizer.pad_token_id, limit, batch_size, progress
         )
         return [
             _answers(tokenizer, np.array(e.ids), lg, top_k, target_ids)
@@ -96,7 +97,9 @@ def _target_id(tokenizer: AlbertTokenizer, target: str) -> int | None:
         return found
     ids = tokenizer(target)["input_ids"][1:-1]  # without [CLS] and [SEP]
     if not ids:
-        logger.warning("the target %r is not in the vocabulary and tokenizes to nothing: ignored", escape(target))
+        logger.warning(
+            "the target %r is not in the vocabulary and tokenizes to nothing: ignored", escape(target)
+        )
         return None
     logger.warning(
         "the target %r is not in the vocabulary: using its first piece %r",

@@ -82,8 +82,7 @@ def question_answering(
             return list(np.stack([to_numpy(out.start_logits), to_numpy(out.end_logits)], axis=1))  # (B, 2, W)
 
         logits = run_batches(
-            model,
-            [[w] for w in windows], forward, tokenizer.pad_token_id, max_seq_len, batch_size, progress
+            model, [[w] for w in windows], forward, tokenizer.pad_token_id, max_seq_len, batch_size, progress
         )
         answers: list[list[dict]] = [[] for _ in items]
         null = [1e6] * len(items)

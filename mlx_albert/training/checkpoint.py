@@ -14,7 +14,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
-from ..files import fsync_path, disk_full_error
+from ..files import disk_full_error, fsync_path
 
 PATTERN = re.compile(r"^checkpoint-(\d+)$")
 DONE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
@@ -77,7 +77,11 @@ def complete(output_dir: Path) -> list[Path]:
     """The complete checkpoints of a run, oldest first."""
     if not output_dir.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in output_dir.iterdir() if (m := PATTERN.match(p.name)) and (p / DONE).is_file()]
+    found = [
+        (int(m.group(1)), p)
+        for p in output_dir.iterdir()
+        if (m := PATTERN.match(p.name)) and (p / DONE).is_file()
+    ]
     return [p for _, p in sorted(found)]
 
 

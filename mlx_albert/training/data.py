@@ -89,7 +89,9 @@ def read_records(path: str | Path) -> list[tuple[str, dict]]:
         reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
         for row in reader:
             if None in row or any(v is None for v in row.values()):
-                raise DataError(f"{path}:{reader.line_num}: has a different number of columns than the header")
+                raise DataError(
+                    f"{path}:{reader.line_num}: has a different number of columns than the header"
+                )
             record = {k: v for k, v in row.items() if v != ""}
             if "label" in record:
                 record["label"] = _number(record["label"])
@@ -126,11 +128,14 @@ class Dataset:
     def check_ids(self, vocab_size: int, name: str = "training") -> None:
         """Raises when a token id falls outside [0, vocab_size): it would read past the embedding table."""
         for i, f in enumerate(self.features):
-            rows = f["input_ids"] if f["input_ids"] and isinstance(f["input_ids"][0], list) else [f["input_ids"]]
+            rows = (
+                f["input_ids"] if f["input_ids"] and isinstance(f["input_ids"][0], list) else [f["input_ids"]]
+            )
             for ids in rows:
                 if ids and (max(ids) >= vocab_size or min(ids) < 0):
                     raise DataError(
-                        f"{name} example {i} holds token id {max(ids) if max(ids) >= vocab_size else min(ids)} "
+                        f"{name} example {i} holds token id "
+                        f"{max(ids) if max(ids) >= vocab_size else min(ids)} "
                         f"outside the model's vocabulary [0, {vocab_size}): the tokenizer does not belong to "
                         "this model; use the checkpoint's own tokenizer"
                     )
@@ -161,8 +166,10 @@ def _is_number(value) -> bool:
 def _is_vector(values: list) -> bool:
     """transformers' multi-label convention: every label a 0/1 vector of one length (>= 2)."""
     lengths = {len(v) for v in values}
-    return len(lengths) == 1 and min(lengths) >= 2 and all(
-        _is_number(x) and x in (0, 1) for v in values for x in v
+    return (
+        len(lengths) == 1
+        and min(lengths) >= 2
+        and all(_is_number(x) and x in (0, 1) for v in values for x in v)
     )
 
 
@@ -184,15 +191,23 @@ def label_set(task: str, records: list[tuple[str, dict]]) -> tuple[str, list[str
         value = _field(where, record, "label", object)
         if value is None or isinstance(value, bool | dict):
             raise DataError(f"{where}: label {escape(json.dumps(value))} is not a class name, number or list")
-        if isinstance(value, list) and not all(isinstance(x, str | int | float) and not isinstance(x, bool) for x in value):
+        if isinstance(value, list) and not all(
+            isinstance(x, str | int | float) and not isinstance(x, bool) for x in value
+        ):
             raise DataError(f"{where}: a multi-label list holds {escape(repr(value)[:60])}: use names or 0/1")
         if values and isinstance(value, list) != isinstance(values[0][1], list):
-            raise DataError(f"{where}: mixes a list label with single labels ({values[0][0]} has {escape(repr(values[0][1])[:40])})")
+            raise DataError(
+                f"{where}: mixes a list label with single labels "
+                f"({values[0][0]} has {escape(repr(values[0][1])[:40])})"
+            )
         values.append((where, value))
     labels = [v for _, v in values]
     if isinstance(labels[0], list):
         if _is_vector(labels):
-            logger.warning("labels read as 0/1 vectors over %d labels (transformers' multi-label convention)", len(labels[0]))
+            logger.warning(
+                "labels read as 0/1 vectors over %d labels (transformers' multi-label convention)",
+                len(labels[0]),
+            )
             return "multi_label_vectors", [str(i) for i in range(len(labels[0]))]
         logger.warning("labels read as lists of label names (multi-label)")
         return "multi_label_classification", sorted({str(x) for v in labels for x in v})
@@ -261,11 +276,15 @@ def _classification(records, tokenizer, max_length, label_to_id, problem_type, _
             label = float(value)
         elif problem_type == "multi_label_classification" and isinstance(value, list) and _is_vector([value]):
             if len(value) != len(label_to_id):
-                raise DataError(f"{where}: a 0/1 label vector of {len(value)} entries for {len(label_to_id)} labels")
+                raise DataError(
+                    f"{where}: a 0/1 label vector of {len(value)} entries for {len(label_to_id)} labels"
+                )
             label = [float(v) for v in value]
         elif problem_type == "multi_label_classification":
             if not isinstance(value, list):
-                raise DataError(f"{where}: a multi-label label must be a list, got {escape(repr(value)[:60])}")
+                raise DataError(
+                    f"{where}: a multi-label label must be a list, got {escape(repr(value)[:60])}"
+                )
             label = [0.0] * len(label_to_id)
             for v in value:
                 label[_label_id(where, v, label_to_id)] = 1.0
@@ -279,7 +298,9 @@ def _tokens(records, tokenizer, max_length, label_to_id, *_):
     words, tags = [], []
     for where, record in records:
         w, t = _field(where, record, "tokens", list), _field(where, record, "tags", list)
-        bad = [x for x in w if not isinstance(x, str)] + [x for x in t if not isinstance(x, str | int) or isinstance(x, bool)]
+        bad = [x for x in w if not isinstance(x, str)] + [
+            x for x in t if not isinstance(x, str | int) or isinstance(x, bool)
+        ]
         if bad:
             raise DataError(f"{where}: tokens and tags must be strings, got {escape(repr(bad[0])[:40])}")
         if len(w) != len(t):
@@ -370,7 +391,8 @@ def _choices(records, tokenizer, max_length, *_):
                 label = int(label)
             if not isinstance(label, int) or isinstance(label, bool):
                 raise DataError(
-                    f"{where}: label {escape(json.dumps(label))} should be the index (an integer) of the right choice"
+                    f"{where}: label {escape(json.dumps(label))} should be the index (an integer) "
+                    "of the right choice"
                 )
         count = count or len(choices)
         if len(choices) != count or count < 2:

@@ -64,7 +64,9 @@ def finetune(
             "the run there, --force to write into it anyway, or choose an empty folder"
         )
     if max_length < 5:
-        raise ValueError(f"--max-length {max_length} is too short: an example needs [CLS], [SEP] and text (>= 5)")
+        raise ValueError(
+            f"--max-length {max_length} is too short: an example needs [CLS], [SEP] and text (>= 5)"
+        )
     tokenizer = AlbertTokenizer.from_pretrained(folder)
     max_length = min(max_length, AlbertConfig.from_json(folder / "config.json").max_positions)
     if task == "pretraining":
@@ -84,10 +86,18 @@ def finetune(
             kind, labels = label_set(task, records)
             existing = AlbertConfig.from_json(folder / "config.json")
             if kind == "multi_label_vectors":  # 0/1 columns: the checkpoint's names when they fit
-                names = existing.id_to_label if existing.num_labels == len(labels) and existing.id_to_label else {}
+                names = (
+                    existing.id_to_label
+                    if existing.num_labels == len(labels) and existing.id_to_label
+                    else {}
+                )
                 labels = [names.get(i, f"LABEL_{i}") for i in range(len(labels))]
                 kind = "multi_label_classification"
-                existing = existing.replace(label_to_id={n: i for i, n in enumerate(labels)}) if not names else existing
+                existing = (
+                    existing.replace(label_to_id={n: i for i, n in enumerate(labels)})
+                    if not names
+                    else existing
+                )
             kind = problem_type or kind
             if kind == "regression":
                 changes = {"num_labels": 1, "problem_type": "regression", "id_to_label": {0: "score"}}
@@ -159,7 +169,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         "--problem-type", choices=["single_label_classification", "multi_label_classification", "regression"]
     )
     parser.add_argument("--from-scratch", action="store_true", help="pretraining: start from random weights")
-    parser.add_argument("--force", action="store_true", help="write into a non-empty --output-dir (not needed with --resume)")
+    parser.add_argument(
+        "--force", action="store_true", help="write into a non-empty --output-dir (not needed with --resume)"
+    )
     for f in dataclasses.fields(TrainingArgs):
         flag = "--" + f.name.replace("_", "-")
         if isinstance(f.default, bool):

@@ -50,19 +50,23 @@ def disk_full_error(error: OSError, path: Path) -> OSError:
     return error
 
 
-def clean_stale(path: Path) -> None:
+def clean_stale(path: Path, any_suffix: bool = False) -> None:
     """Removes temporary siblings of `path` left by writers that died; restores a folder that a dead
-    writer had moved aside when `path` itself is missing."""
+    writer had moved aside when `path` itself is missing. With any_suffix, siblings of every path
+    whose name starts with path's name (e.g. all "checkpoint-*")."""
     path = Path(path)
     parent = path.parent
     if not parent.is_dir():
         return
     for item in parent.iterdir():
         m = _TMP.match(item.name)
-        if not m or m["name"] != path.name or _alive(int(m["pid"])):
+        if not m or _alive(int(m["pid"])):
             continue
-        if m["kind"] == "old" and not path.exists():
-            os.replace(item, path)  # killed between moving the old one aside and the new one in
+        if not (m["name"] == path.name or (any_suffix and m["name"].startswith(path.name))):
+            continue
+        target = parent / m["name"]
+        if m["kind"] == "old" and not target.exists():
+            os.replace(item, target)  # killed between moving the old one aside and the new one in
         elif item.is_dir() and not item.is_symlink():
             shutil.rmtree(item, ignore_errors=True)
         else:

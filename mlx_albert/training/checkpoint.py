@@ -14,7 +14,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
-from ..files import disk_full_error, fsync_path
+from ..files import clean_stale, staged_folder
 
 PATTERN = re.compile(r"^checkpoint-(\d+)$")
 DONE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
@@ -26,10 +26,7 @@ def save(
     """Writes output_dir/checkpoint-{step} atomically (fsynced, then one rename); returns its path.
     On any error, a full disk included, the partial folder is removed and earlier checkpoints stay."""
     final = output_dir / f"checkpoint-{step}"
-    tmp = output_dir / f".tmp-checkpoint-{step}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
+    with staged_folder(final) as tmp:  # replaces a same-step checkpoint of an interrupted run
         weights = dict(tree_flatten(model.parameters()))
         weights.update(extra_weights or {})
         mx.save_safetensors(str(tmp / "weights.safetensors"), weights)
@@ -37,19 +34,6 @@ def save(
         (tmp / "config.json").write_text(json.dumps(model.config.to_hf(), indent=2))
         kill_point("MLX_ALBERT_KILL_IN_SAVE", step)  # test hook: die with a half-written checkpoint
         (tmp / DONE).write_text(json.dumps({**state, "step": step}, indent=2))
-        for item in tmp.iterdir():
-            fsync_path(item)
-        fsync_path(tmp)
-        if final.exists():  # the same step written by an earlier, interrupted run
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        fsync_path(output_dir)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise disk_full_error(e, final) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 
@@ -107,8 +91,9 @@ def load(path: Path, model: nn.Module, optimizer) -> tuple[dict, dict]:
 
 def prune(output_dir: Path, keep: int) -> None:
     """Deletes all but the `keep` newest complete checkpoints, and leftovers of interrupted saves."""
-    for p in output_dir.glob(".tmp-checkpoint-*"):
+    for p in output_dir.glob(".tmp-checkpoint-*"):  # the layout of earlier versions
         shutil.rmtree(p, ignore_errors=True)
+    clean_stale(output_dir / "checkpoint-", any_suffix=True)
     if keep < 1:
         return
     done = sorted(

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Child processes (`python -m mlx_albert`, `python -c`) run with a temporary working directory, so
 # they import the package these tests import, never the checkout's folder.
 INSTALLED = os.environ.get("MLX_ALBERT_TEST_INSTALLED") == "1"
-if INSTALLED and ROOT in Path(mlx_albert.__file__).resolve().parents:
+if INSTALLED and Path(mlx_albert.__file__).resolve().parent == ROOT / "mlx_albert":
     raise RuntimeError(
         f"MLX_ALBERT_TEST_INSTALLED=1 but mlx_albert was imported from the checkout "
         f"({mlx_albert.__file__}): run `pytest`, not `python -m pytest`, after `pip install .`"

@@ -410,3 +410,17 @@ def test_a_huge_text_is_cut_before_tokenising_with_the_same_answer(monkeypatch):
     assert np.allclose(cut, embed(model, tok, [huge[:4000]]), atol=1e-6)
     with_spaces = "a" + " " * 1_000_000 + " b c" * 10
     assert _batching.clip_text(with_spaces, 4).endswith("b c b c b c b c b c b c b c b c b c b c")
+
+
+def test_question_answering_on_the_tiny_model_names_the_stride_to_lower():
+    """The README's snippet (doc_stride=128) on a model of 128 positions: lower doc_stride, which is
+    what can change, not max_seq_len, which is already the model's limit."""
+    model = mlx_albert.load(TINY, "for_question_answering")
+    tok = mlx_albert.AlbertTokenizer.from_pretrained(TINY)
+    long_text = "The cat sat on the mat. " * 60
+    with pytest.raises(
+        ValueError, match=r"doc_stride=128 must be below the \d+ context tokens .* lower doc_stride"
+    ):
+        question_answering(model, tok, question="Where?", context=long_text, top_k=2, doc_stride=128)
+    answers = question_answering(model, tok, question="Where?", context=long_text, top_k=2, doc_stride=60)
+    assert len(answers) == 2 and all(a["answer"] == long_text[a["start"] : a["end"]] for a in answers)

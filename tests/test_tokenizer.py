@@ -173,3 +173,16 @@ def test_matches_transformers_on_a_freshly_trained_spiece(tmp_path, config):
     got = ours("Where is the café?", CORPUS[1], **windows)
     assert len(got["input_ids"]) > 1  # several windows
     assert got["input_ids"] == pairs["input_ids"] and got["token_type_ids"] == pairs["token_type_ids"]
+
+
+def test_lone_surrogates_and_bad_config_are_value_errors(spm_only, tmp_path):
+    with pytest.raises(ValueError, match=r"text 1 holds a lone surrogate \('\\ud800'\)"):
+        AlbertTokenizer.from_pretrained(spm_only)(["fine", "bro\ud800ken"])
+    for name in ("spiece.model", "tokenizer_config.json"):
+        shutil.copy(TINY / name, tmp_path / name)
+    (tmp_path / "tokenizer_config.json").write_text('["not", "an", "object"]')
+    with pytest.raises(ValueError, match="not a valid tokenizer_config.json"):
+        AlbertTokenizer.from_pretrained(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text('{"mask_token": 5}')
+    with pytest.raises(ValueError, match=r"\['mask_token'\] must be strings"):
+        AlbertTokenizer.from_pretrained(tmp_path)

@@ -212,6 +212,7 @@ def test_untrained_heads_fail_unless_allowed(capsys, tmp_path):
     pipeline("embed", TINY)  # mean pooling needs no head; the pooler is only checked when asked for
     with pytest.raises(UntrainedHeadError, match="no trained pooler"):
         pipeline("embed", TINY)("a b", pooling="pooler")
+    assert pipeline("embed", TINY, allow_untrained_head=True)("a b", pooling="pooler").shape == (64,)
 
 
 def test_jsonl_on_stdin_and_strict_records(capsys, monkeypatch, tmp_path):

@@ -37,18 +37,20 @@ ALIASES = {
 class Pipeline:
     """A model, its tokenizer and default options for one task: `pipe(inputs, **options)`."""
 
-    def __init__(self, task: str, model, tokenizer: AlbertTokenizer, **defaults):
+    def __init__(
+        self, task: str, model, tokenizer: AlbertTokenizer, allow_untrained_head: bool = False, **defaults
+    ):
         self.task, self.model, self.tokenizer, self.defaults = task, model, tokenizer, defaults
+        self.allow_untrained_head = allow_untrained_head
         self.function = TASKS[task][0]
 
     def __call__(self, inputs=None, **options):
         options = {**self.defaults, **options}
-        if self.task == "embed" and options.get("pooling") == "pooler" and "pooler" not in self.defaults:
-            pooler = [k for k in missing_keys(self.model) if k.startswith(("pooler.", "albert.pooler."))]
-            if pooler:
+        if self.task == "embed" and options.get("pooling") == "pooler" and not self.allow_untrained_head:
+            if any(k.removeprefix("albert.").startswith("pooler.") for k in missing_keys(self.model)):
                 raise UntrainedHeadError(
                     "this checkpoint has no trained pooler: pooling='pooler' would be random; "
-                    "use 'mean' or 'cls'"
+                    "use 'mean' or 'cls' (or allow_untrained_head=True)"
                 )
         return self.function(self.model, self.tokenizer, inputs, **options)
 
@@ -94,7 +96,7 @@ def pipeline(
     elif tokenizer is None:
         raise ValueError("pass tokenizer= along with a model object (or give a checkpoint path instead)")
     check_tokenizer(model, tokenizer)
-    return Pipeline(task, model, tokenizer, **defaults)
+    return Pipeline(task, model, tokenizer, allow_untrained_head, **defaults)
 
 
 __all__ = [

@@ -103,12 +103,3 @@ def prune(output_dir: Path, keep: int) -> None:
     )
     for _, p in done[:-keep]:
         shutil.rmtree(p, ignore_errors=True)
-
-
-def publish(tmp: Path, final: Path) -> None:
-    """Moves a finished folder over `final` (replacing it) with renames only."""
-    old = final.with_name(f".old-{final.name}-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -19,6 +20,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
+from ..files import clean_stale, staged_folder, temp_sibling
 from . import checkpoint
 from .data import TASK_ARCHITECTURES, Dataset, batch_order, collate
 from .evaluate import qa_metrics, task_metrics
@@ -245,6 +247,8 @@ class Trainer:
         args, out = self.args, self.output_dir
         out.mkdir(parents=True, exist_ok=True)
         checkpoint.prune(out, 0)  # leftovers of saves that died half-way
+        for name in ("best", "final"):
+            clean_stale(out / name)
         if args.resume and (last := self._resume()) is not None:
             self.state, extra = last[1]
             last = last[0]
@@ -356,8 +360,12 @@ class Trainer:
             self._export(self.output_dir / "best")
 
     def _export(self, final: Path) -> None:
-        """Writes a transformers-layout model folder (LoRA merged, float32 master weights) + tokenizer."""
-        tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
+        """Writes a transformers-layout model folder (LoRA merged, float32 master weights) + tokenizer,
+        swapped in whole (best/ is never missing or half-written)."""
+        with staged_folder(final) as tmp:
+            self._write_model(tmp)
+
+    def _write_model(self, tmp: Path) -> None:
         model = self.model
         if self.master is not None or has_lora(model):  # a copy, leaving the training model as it is
             model = type(self.model)(self.model.config)
@@ -371,14 +379,18 @@ class Trainer:
         model.save_pretrained(tmp)
         self.tokenizer.save_pretrained(tmp)
         (tmp / "training_args.json").write_text(json.dumps(asdict(self.args), indent=2))
-        checkpoint.publish(tmp, final)
 
     def _save_final(self) -> None:
-        tmp_root = self.output_dir / "final"
-        self._export(tmp_root)
-        for item in tmp_root.iterdir():  # the run folder itself loads with from_pretrained
-            os.replace(item, self.output_dir / item.name)
-        tmp_root.rmdir()
+        """The run folder itself loads with from_pretrained: its model files are staged beside it and
+        moved in one by one, weights first (the folder also holds checkpoints, so it is not swapped)."""
+        tmp = temp_sibling(self.output_dir / "final", folder=True)
+        try:
+            self._write_model(tmp)
+            names = sorted(p.name for p in tmp.iterdir())
+            for name in sorted(names, key=lambda n: n != "model.safetensors"):
+                os.replace(tmp / name, self.output_dir / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     # -- evaluation -----------------------------------------------------------------------------
     def evaluate(self, data: Dataset | None = None) -> dict:

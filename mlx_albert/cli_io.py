@@ -76,11 +76,11 @@ class Records:
             )
         with source:
             if kind is None:  # sniff: a first line holding a JSON object means JSON lines
-                first = source.readline()
-                while first and not first.strip():
-                    first = source.readline()
-                kind = "jsonl" if _is_json_object(first) else "txt"
-                source = _Chain(first, source)
+                head = [source.readline()]
+                while head[-1] and not head[-1].strip():
+                    head.append(source.readline())
+                kind = "jsonl" if _is_json_object(head[-1]) else "txt"
+                source = _Chain("".join(head), source)  # blank lines kept: line numbers stay right
             yield from getattr(self, f"_{kind}")(source, name)
 
     def _jsonl(self, source, name) -> Iterator:
@@ -150,25 +150,22 @@ class Records:
 
 
 class _Chain(io.TextIOBase):
-    """A text stream with one line pushed back in front of it."""
+    """A text stream with the lines already read pushed back in front of it."""
 
-    def __init__(self, first: str, rest):
-        self.first, self.rest = first, rest
+    def __init__(self, head: str, rest):
+        self.head, self.rest = head.splitlines(keepends=True), rest
 
     def __iter__(self):
-        if self.first:
-            yield self.first
+        while self.head:
+            yield self.head.pop(0)
         yield from self.rest
 
     def read(self, size=-1):
-        data, self.first = self.first + self.rest.read(), ""
+        data, self.head = "".join(self.head) + self.rest.read(), []
         return data
 
     def readline(self, size=-1):
-        if self.first:
-            line, self.first = self.first, ""
-            return line
-        return self.rest.readline()
+        return self.head.pop(0) if self.head else self.rest.readline()
 
     def close(self):
         self.rest.close()

@@ -354,3 +354,9 @@ def test_progress_on_qa_and_embed(capsys, tmp_path):
         capsys, "qa", "--model", qa, "--context", "The cat sat.", "--file", lines, "--progress"
     )
     assert code == 0 and "batches" in err
+
+
+def test_stdin_json_lines_after_blank_lines_keep_their_numbers(capsys, monkeypatch):
+    _stdin(monkeypatch, '\n\n{"text": "a [MASK]"}\n{"txt": "b [MASK]"}\n')
+    code, _, err = run(capsys, "fill-mask", "--model", TINY)
+    assert code == 1 and "<stdin>:4: unknown field 'txt' (did you mean 'text'?)" in err

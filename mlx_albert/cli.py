@@ -23,6 +23,7 @@ EPILOG = """examples:
   mlx-albert embed --model models/tiny-albert --file sentences.txt --output vectors.npy
   mlx-albert train --model albert/albert-base-v2 --task sequence_classification \\
       --train train.jsonl --eval dev.jsonl --output-dir my-classifier --epochs 3
+  mlx-albert serve --model models/tiny-albert --port 8080
   mlx-albert info --model models/tiny-albert"""
 
 
@@ -210,6 +211,12 @@ def cmd_train(args) -> None:
     print(safe_json(run_from_args(args)))
 
 
+def cmd_serve(args) -> None:
+    from .serve import run
+
+    run(args)
+
+
 def cmd_info(args) -> None:
     from . import _blas
     from .hub import resolve
@@ -369,6 +376,12 @@ def configure_parser() -> argparse.ArgumentParser:
     from .training.run import configure_parser as train_parser
 
     train_parser(p).set_defaults(run=cmd_train)
+    _verbose(p)
+    serve_help = "a local HTTP server: OpenAI-compatible /v1/embeddings and every task (needs [serve])"
+    p = sub.add_parser("serve", help=serve_help, description=serve_help)
+    from .serve import configure_parser as serve_parser
+
+    serve_parser(p).set_defaults(run=cmd_serve)
     _verbose(p)
     p = sub.add_parser("info", help="config, parameter count, dtype, quantization and BLAS of a checkpoint")
     p.add_argument("--model", required=True, help="checkpoint folder or Hub repo id")

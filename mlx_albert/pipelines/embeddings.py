@@ -3,6 +3,8 @@ or pooler pooling, and cosine similarity."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import mlx.core as mx
 import numpy as np
 
@@ -59,9 +61,24 @@ def embed(
     pooling: "mean" over the attention mask, "cls" (the [CLS] hidden state) or "pooler"
     (ALBERT's tanh pooler on [CLS]); normalize: scale each embedding to unit L2 norm.
     """
+    limit = max_tokens(model, tokenizer, max_length)
+    forward = _pooled(model, pooling, normalize)
+
+    def run(texts: list) -> list:
+        texts = [clip_text(t, limit) for t in check_strings("embed", texts)]
+        encodings, _ = tokenizer.encode(texts, truncation=True, max_length=limit)
+        return run_batches(
+            model, [[e] for e in encodings], forward, tokenizer.pad_token_id, limit, batch_size, progress
+        )
+
+    result = dispatch(inputs, lambda x: isinstance(x, str), run, batch_size)
+    return np.stack(result) if isinstance(inputs, list | tuple) else result
+
+
+def _pooled(model, pooling: str, normalize: bool):
+    """The forward of `embed`: a batch -> one pooled (and normalised) vector per row."""
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-    limit = max_tokens(model, tokenizer, max_length)
 
     def forward(batch):
         out = backbone(model)(**batch)
@@ -78,15 +95,30 @@ def embed(
             pooled = pooled / mx.maximum(mx.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
         return list(to_numpy(pooled))
 
-    def run(texts: list) -> list:
-        texts = [clip_text(t, limit) for t in check_strings("embed", texts)]
-        encodings, _ = tokenizer.encode(texts, truncation=True, max_length=limit)
-        return run_batches(
-            model, [[e] for e in encodings], forward, tokenizer.pad_token_id, limit, batch_size, progress
-        )
+    return forward
 
-    result = dispatch(inputs, lambda x: isinstance(x, str), run, batch_size)
-    return np.stack(result) if isinstance(inputs, list | tuple) else result
+
+class TokenIds(NamedTuple):
+    """Token ids given directly (as an Encoding would carry them), for embed_ids."""
+
+    ids: list[int]
+    attention_mask: list[int]
+    type_ids: list[int]
+
+
+def embed_ids(
+    model,
+    ids: list[list[int]],
+    pad_id: int,
+    pooling: str = "mean",
+    normalize: bool = True,
+    batch_size: int = 64,
+) -> list[np.ndarray]:
+    """`embed` on token ids that are already the model's input ([CLS] ... [SEP], within its
+    max_positions): one vector per sequence, computed in length-bucketed batches."""
+    groups = [[TokenIds(list(x), [1] * len(x), [0] * len(x))] for x in ids]
+    limit = model.config.max_positions
+    return run_batches(model, groups, _pooled(model, pooling, normalize), pad_id, limit, batch_size)
 
 
 def similarity(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:

@@ -244,6 +244,9 @@ def test_bad_requests_get_their_status_codes(server):
         got, answer, _ = server.call("/v1/embeddings", body)
         assert got == status and message in answer["error"]["message"], (body, answer)
         assert set(answer["error"]) >= {"message", "type", "param"}
+    status, answer, _ = server.call("/v1/nothing", {"input": "a"})
+    assert status == 404 and answer["error"]["type"] == "not_found_error"
+    assert server.call("/v1/embeddings")[0] == 405 and server.call("/v1/embeddings")[1]["error"]["message"]
     assert server.call("/v1/embeddings", raw=b"{not json")[0] == 400
     assert server.call("/v1/embeddings", raw=b"[1, 2]")[0] == 400
     status, answer, _ = server.call("/v1/fill-mask", {"model": "tiny", "inputs": "no mask"})

@@ -272,7 +272,17 @@ def build_app(models: dict[str, ServedModel], settings: Settings) -> Starlette:
         yield
         await batcher.stop()
 
-    app = Starlette(routes=routes, middleware=[Middleware(Guard)], lifespan=lifespan)
+    async def not_found(request: Request, exc):
+        return _error(
+            exc.status_code, f"no endpoint {request.method} {request.url.path}", None, "not_found_error"
+        )
+
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(Guard)],
+        lifespan=lifespan,
+        exception_handlers={404: not_found, 405: not_found},
+    )
     app.state.batcher = batcher
     return app
 

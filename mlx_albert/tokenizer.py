@@ -254,6 +254,11 @@ class AlbertTokenizer:
             config,
         )
 
+    def copy(self) -> "AlbertTokenizer":
+        """An independent tokenizer: `encode` sets truncation and padding on the underlying
+        `tokenizers.Tokenizer`, so threads that tokenize at the same time need one each."""
+        return type(self)(Tokenizer.from_str(self.tokenizer.to_str()), self.model_max_length, self.config)
+
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size()

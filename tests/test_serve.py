@@ -319,3 +319,17 @@ def test_sigterm_finishes_requests_in_flight(tmp_path):
     assert any("shutting down" in line.lower() or "POST /v1/embeddings 200" in line for line in server.log)
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(server.url + "/health", timeout=5)
+
+
+def test_front_and_worker_tokenizers_are_independent():
+    """The event loop tokenizes requests while the worker runs pipelines: AlbertTokenizer.encode sets
+    truncation on its `tokenizers.Tokenizer`, so the two threads must not share one."""
+    from mlx_albert.serve.models import ServedModel
+
+    model, tok = mlx_albert.load(TINY, return_tokenizer=True)
+    served = ServedModel("tiny", model, tok)
+    assert served.front is not served.tokenizer and served.front.tokenizer is not served.tokenizer.tokenizer
+    long_text = "word " * 500
+    served.tokenizer.tokenizer.enable_truncation(8)  # as a pipeline does in the middle of its call
+    assert len(served.front(long_text, truncation=True, max_length=128)["input_ids"]) == 128
+    assert served.front(TEXTS[0]) == tok(TEXTS[0])

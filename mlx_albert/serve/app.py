@@ -329,7 +329,7 @@ def _embedding_inputs(value, served: ServedModel, settings: Settings, count) -> 
     if texts and ids:
         raise ApiError(400, "input mixes strings and token ids", "input")
     if texts:
-        encodings, _ = served.tokenizer.encode(texts, truncation=True, max_length=limit)
+        encodings, _ = served.front.encode(texts, truncation=True, max_length=limit)
         truncated = sum(bool(e.overflowing) for e in encodings)
         ids = [e.ids for e in encodings]
     return ids, truncated
@@ -350,13 +350,12 @@ def _check_item(task: str, item, served: ServedModel, settings: Settings) -> Non
     if task in ("fill-mask", "token-classification"):
         text(item)
         if task == "fill-mask":
-            ids = served.tokenizer(
-                clip_text(item, served.max_length), truncation=True, max_length=served.max_length
-            )
-            if served.tokenizer.mask_token_id not in ids["input_ids"]:
+            front = served.front  # not the worker's tokenizer: encode changes its settings
+            ids = front(clip_text(item, served.max_length), truncation=True, max_length=served.max_length)
+            if front.mask_token_id not in ids["input_ids"]:
                 raise ApiError(
                     400,
-                    f"no {served.tokenizer.mask_token} within the model's first {served.max_length} tokens",
+                    f"no {front.mask_token} within the model's first {served.max_length} tokens",
                     "inputs",
                 )
     elif task == "text-classification":

@@ -24,6 +24,10 @@ class ServedModel:
     pooling: str = "mean"
     normalize: bool = True
     pooling_source: str = "the embed pipeline's defaults"
+    front: object = None  # the event loop's own tokenizer (the worker thread uses `tokenizer`)
+
+    def __post_init__(self):
+        self.front = self.front or self.tokenizer.copy()
 
     @property
     def max_length(self) -> int:

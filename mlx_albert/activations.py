@@ -5,6 +5,7 @@ of erf/tanh in float32 and fuse into one kernel under `mx.compile` on every back
 
 from __future__ import annotations
 
+import contextlib
 import math
 from functools import partial
 from typing import Callable
@@ -84,16 +85,37 @@ def exp_nonpositive(x: mx.array) -> mx.array:
 _shifted_exp = mx.compile(lambda x, m: exp_nonpositive(x - m))
 
 
-@mx.custom_function
+_plain = False  # True inside plain_ops()
+
+
+@contextlib.contextmanager
+def plain_ops():
+    """Activations and softmax as plain, uncompiled ops while the block runs: what
+    `mx.export_function` can serialise (it cannot store custom gradients or compiled kernels)."""
+    global _plain
+    before, _plain = _plain, True
+    try:
+        yield
+    finally:
+        _plain = before
+
+
 def softmax(x: mx.array) -> mx.array:
     """Softmax over the last axis in float32; on the CPU backend ~2.5x faster than mx.softmax,
     whose exp dominates attention there. Within 2e-6 of the exact softmax."""
+    if _plain:
+        return mx.softmax(x.astype(mx.float32), axis=-1, precise=True)
+    return _softmax(x)
+
+
+@mx.custom_function
+def _softmax(x: mx.array) -> mx.array:
     x = x.astype(mx.float32)
     e = _shifted_exp(x, mx.max(x, axis=-1, keepdims=True))
     return e * (1.0 / e.sum(axis=-1, keepdims=True))
 
 
-@softmax.vjp
+@_softmax.vjp
 def _softmax_vjp(primals, cotangent, output):
     # The bit-built exponent has no derivative of its own; softmax's is p * (g - <g, p>).
     x, p = primals, output  # one input and one output: passed as arrays, not tuples
@@ -147,18 +169,22 @@ def _fused(f: Callable, df: Callable | None = None) -> Callable:
     """f compiled into one kernel; with df, a VJP that keeps only x (autodiff through the
     rational forms would store every polynomial step: ~30 (B, L, intermediate) arrays a layer)."""
     forward = mx.compile(f)
-    if df is None:
-        return forward
-    backward = mx.compile(lambda x, g: (g * df(x.astype(mx.float32))).astype(x.dtype))
+    fused = forward
+    if df is not None:
+        backward = mx.compile(lambda x, g: (g * df(x.astype(mx.float32))).astype(x.dtype))
 
-    @mx.custom_function
-    def activation(x):
-        return forward(x)
+        @mx.custom_function
+        def fused(x):
+            return forward(x)
 
-    @activation.vjp
-    def activation_vjp(x, cotangent, output):
-        return backward(x, cotangent)
+        @fused.vjp
+        def fused_vjp(x, cotangent, output):
+            return backward(x, cotangent)
 
+    def activation(x: mx.array) -> mx.array:
+        return f(x) if _plain else fused(x)
+
+    activation.__doc__ = f.__doc__
     return activation
 
 

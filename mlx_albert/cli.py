@@ -14,6 +14,19 @@ from . import __version__
 from .cli_io import FORMATS, Records, UserError, safe_json, write_lines
 from .text import escape
 
+TASK_NAMES = (
+    "fill-mask",
+    "text-classification",
+    "token-classification",
+    "question-answering",
+    "multiple-choice",
+    "feature-extraction",
+    "embed",
+    "ner",
+    "qa",
+    "sentiment-analysis",
+)
+
 EPILOG = """examples:
   mlx-albert fill-mask --model models/tiny-albert "The capital of France is [MASK]."
   mlx-albert classify --model my-classifier --file reviews.csv --json > labels.jsonl
@@ -24,6 +37,7 @@ EPILOG = """examples:
   mlx-albert train --model albert/albert-base-v2 --task sequence_classification \\
       --train train.jsonl --eval dev.jsonl --output-dir my-classifier --epochs 3
   mlx-albert serve --model models/tiny-albert --port 8080
+  mlx-albert export --model models/tiny-albert --task fill-mask --seq 128 --output tiny.mlxfn
   mlx-albert info --model models/tiny-albert"""
 
 
@@ -211,6 +225,23 @@ def cmd_train(args) -> None:
     print(safe_json(run_from_args(args)))
 
 
+def cmd_export(args) -> None:
+    from .export import export
+
+    out = export(
+        args.model,
+        args.task,
+        args.output,
+        args.seq,
+        args.batch,
+        args.choices,
+        args.shapeless,
+        args.force,
+        args.allow_untrained_head,
+    )
+    print(f"wrote {out} and {out.with_suffix('.tokenizer')}/", file=sys.stderr)
+
+
 def cmd_serve(args) -> None:
     from .serve import run
 
@@ -377,6 +408,21 @@ def configure_parser() -> argparse.ArgumentParser:
 
     train_parser(p).set_defaults(run=cmd_train)
     _verbose(p)
+    export_help = "write a task's forward as an .mlxfn file for Swift/C++/Python apps (mx.export_function)"
+    p = sub.add_parser("export", help=export_help, description=export_help)
+    p.add_argument("--model", required=True, help="checkpoint folder or Hub repo id")
+    p.add_argument("--task", required=True, choices=sorted(TASK_NAMES), help="which head's outputs to export")
+    p.add_argument("--output", required=True, help="the .mlxfn file; tokenizer files go to OUTPUT.tokenizer/")
+    p.add_argument("--seq", type=int, default=128, help="sequence length the function takes (default 128)")
+    p.add_argument("--batch", type=int, default=1, help="batch size the function takes (default 1)")
+    p.add_argument("--choices", type=int, default=2, help="multiple-choice: choices per question (default 2)")
+    p.add_argument(
+        "--shapeless", action="store_true", help="any shape (refused: the forward is shape-specific)"
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing --output")
+    p.add_argument("--allow-untrained-head", action="store_true", help="export a head the checkpoint lacks")
+    _verbose(p)
+    p.set_defaults(run=cmd_export)
     serve_help = "a local HTTP server: OpenAI-compatible /v1/embeddings and every task (needs [serve])"
     p = sub.add_parser("serve", help=serve_help, description=serve_help)
     from .serve import configure_parser as serve_parser

@@ -1,0 +1,66 @@
+"""`mlx-albert export`: an .mlxfn file that mx.import_function runs with the model's own outputs."""
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from test_pipelines import _head_checkpoint
+
+import mlx_albert
+from mlx_albert.cli import main
+
+TINY = Path(__file__).parent.parent / "models" / "tiny-albert"
+
+
+@pytest.mark.parametrize(
+    "task, architecture, shape",
+    [
+        ("fill-mask", None, (2, 16)),
+        ("question-answering", "for_question_answering", (1, 24)),
+        ("multiple-choice", "for_multiple_choice", (1, 3, 8)),
+        ("embed", None, (1, 8)),
+    ],
+)
+def test_imported_function_equals_the_model(task, architecture, shape, tmp_path, capsys):
+    folder = TINY if architecture is None else _head_checkpoint(tmp_path / "m", architecture)
+    out = tmp_path / "exported" / "model.mlxfn"
+    out.parent.mkdir()
+    seq = ["--seq", str(shape[-1]), "--batch", str(shape[0])] + (
+        ["--choices", str(shape[1])] if len(shape) == 3 else []
+    )
+    assert main(["export", "--model", str(folder), "--task", task, "--output", str(out), *seq]) == 0
+    forward, metadata = mx.import_function(str(out), return_metadata=True)
+    metadata = json.loads(metadata)
+    assert metadata["task"] == task and metadata["inputs"]["input_ids"] == list(shape)
+    rng = np.random.default_rng(0)
+    ids = mx.array(rng.integers(5, 100, shape).astype(np.int32))
+    mask = mx.array((np.arange(shape[-1]) < shape[-1] - 2).astype(np.int32) * np.ones(shape, np.int32))
+    types = mx.zeros(shape, mx.int32)
+    got = forward(ids, mask, types)
+    name = {"fill-mask": None, "embed": "base"}.get(task, architecture)
+    model = mlx_albert.load(folder, name)
+    want = model(ids, attention_mask=mask, token_type_ids=types)
+    fields = metadata["outputs"]
+    for array, field in zip(got, fields, strict=True):
+        assert np.abs(np.array(array) - np.array(getattr(want, field))).max() < 1e-5, field
+    assert (out.with_suffix(".tokenizer") / "tokenizer.json").exists()
+    assert mlx_albert.AlbertTokenizer.from_pretrained(out.with_suffix(".tokenizer"))("a b")["input_ids"]
+
+
+def test_shapes_it_cannot_serve_are_one_line(tmp_path, capsys):
+    out = tmp_path / "m.mlxfn"
+    for extra, message in (
+        (["--seq", "500"], "--seq must be an integer in [1, 128]"),
+        (["--shapeless"], "--shapeless is not supported"),
+        (["--batch", "0"], "--batch must be an integer"),
+    ):
+        code = main(["export", "--model", str(TINY), "--task", "fill-mask", "--output", str(out), *extra])
+        err = capsys.readouterr().err
+        assert code == 1 and message in err and len(err.strip().splitlines()) == 1, extra
+    code = main(["export", "--model", str(TINY), "--task", "question-answering", "--output", str(out)])
+    assert code == 1 and "no trained qa_outputs" in capsys.readouterr().err
+    out.write_text("mine")
+    code = main(["export", "--model", str(TINY), "--task", "fill-mask", "--output", str(out), "--seq", "8"])
+    assert code == 1 and "pass --force" in capsys.readouterr().err and out.read_text() == "mine"

@@ -48,6 +48,7 @@ def finetune(
     from ..files import check_disjoint
     from ..hub import resolve
     from ..loading import check_tokenizer
+    from .distributed import DataParallel
 
     if task not in ARCHITECTURE:
         raise ValueError(f"task must be one of {list(ARCHITECTURE)}, got {task!r}")
@@ -63,6 +64,7 @@ def finetune(
             f"--output-dir {out} already holds files (a model or an earlier run): pass --resume to continue "
             "the run there, --force to write into it anyway, or choose an empty folder"
         )
+    DataParallel().barrier()  # every rank has checked the output folder before rank 0 writes to it
     if max_length < 5:
         raise ValueError(
             f"--max-length {max_length} is too short: an example needs [CLS], [SEP] and text (>= 5)"

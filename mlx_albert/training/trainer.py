@@ -21,8 +21,10 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
 from ..files import clean_stale, staged_folder, temp_sibling
+from ..losses import cross_entropy
 from . import checkpoint
 from .data import TASK_ARCHITECTURES, Dataset, batch_order, collate
+from .distributed import DataParallel
 from .evaluate import qa_metrics, task_metrics
 from .lora import apply_lora, has_lora, merge_lora
 from .optim import adamw, clip_by_global_norm, schedule
@@ -116,7 +118,13 @@ class Trainer:
         warmup = (
             args.warmup_steps if args.warmup_steps is not None else int(args.warmup_ratio * self.total_steps)
         )
-        mx.random.seed(args.seed)
+        self.dp = DataParallel()  # one process unless launched with mlx.launch
+        if args.batch_size % self.dp.world:
+            raise ValueError(
+                f"--batch-size {args.batch_size} is the global batch: it must divide among the "
+                f"{self.dp.world} ranks"
+            )
+        mx.random.seed(args.seed + 1_000_003 * self.dp.rank)  # rank 0 draws as one process does
         # Ids and labels come from our data pipeline; the range checks' host sync cannot be compiled
         # (train() puts them back when it ends).
         self._checks = getattr(model, "albert", model).check_inputs
@@ -150,10 +158,17 @@ class Trainer:
     # -- the compiled pieces ------------------------------------------------------------------
     def _build_steps(self):
         model, optimizer, args = self.model, self.optimizer, self.args
-        loss_and_grad = nn.value_and_grad(model, lambda m, batch: m(**batch).loss.astype(mx.float32))
+        if self.dp.active:  # each rank's loss scaled by its share (see distributed.py)
+            loss_and_grad = nn.value_and_grad(model, partial(_scaled_loss, self.task))
 
-        def grads(batch):
-            return loss_and_grad(model, batch)
+            def grads(batch, scale):
+                return loss_and_grad(model, batch, scale)
+
+        else:
+            loss_and_grad = nn.value_and_grad(model, lambda m, batch: m(**batch).loss.astype(mx.float32))
+
+            def grads(batch):
+                return loss_and_grad(model, batch)
 
         if self.master is None:  # update the model's own (float32) weights
 
@@ -196,16 +211,18 @@ class Trainer:
     def _step(self, batches: list[dict]) -> tuple[float, float]:
         """One optimiser step over grad_accumulation micro-batches: (mean loss, gradient norm)."""
         master = () if self.master is None else (self.master,)
-        if len(batches) == 1:
+        if len(batches) == 1 and not self.dp.active:
             loss, *rest = self._fused(batches[0], *master)
         else:
             total, acc = 0.0, None
             for batch in batches:
-                loss, g = self._grads(batch)
+                loss, g = self._grads(*batch) if self.dp.active else self._grads(batch)
                 acc = g if acc is None else tree_map(mx.add, acc, g)
                 total = total + loss
-            loss = total / len(batches)
-            rest = self._update(tree_map(lambda g: g / len(batches), acc), *master)
+            grads, loss = tree_map(lambda g: g / len(batches), acc), total / len(batches)
+            if self.dp.active:
+                grads, loss = self.dp.all_sum(grads, loss)
+            rest = self._update(grads, *master)
             rest = [rest] if self.master is None else rest
         norm = rest[0]
         if self.master is not None:
@@ -226,7 +243,8 @@ class Trainer:
         """Micro-batch number `index` of the run; deterministic in the seed."""
         epoch, position, rows = self._rows(index)
         features = [self.train_data.features[i] for i in rows]
-        return self._collate(features, rng=np.random.default_rng([self.args.seed, epoch, position]))
+        batch = self._collate(features, rng=np.random.default_rng([self.args.seed, epoch, position]))
+        return self.dp.shard(batch, self.task) if self.dp.active else batch
 
     def _collate(self, features, rng) -> dict:
         batch = collate(features, self.tokenizer.pad_token_id, self.model.config.max_positions)
@@ -244,14 +262,22 @@ class Trainer:
     def train(self) -> dict:
         """Runs to total_steps (resuming from the newest checkpoint when args.resume); returns the
         final metrics. The final model (LoRA merged) is saved to output_dir with the tokenizer."""
-        args, out = self.args, self.output_dir
-        out.mkdir(parents=True, exist_ok=True)
-        checkpoint.prune(out, 0)  # leftovers of saves that died half-way
-        for name in ("best", "final"):
-            clean_stale(out / name)
+        args, out, main = self.args, self.output_dir, self.dp.rank == 0
+        if main:  # only rank 0 writes: checkpoints, logs, plots and the final model
+            out.mkdir(parents=True, exist_ok=True)
+            checkpoint.prune(out, 0)  # leftovers of saves that died half-way
+            for name in ("best", "final"):
+                clean_stale(out / name)
+        self.dp.barrier()
+        self.state["world_size"] = self.dp.world
         if args.resume and (last := self._resume()) is not None:
             self.state, extra = last[1]
             last = last[0]
+            if self.state.get("world_size", 1) != self.dp.world:
+                raise ValueError(
+                    f"{last} was trained on {self.state.get('world_size', 1)} process(es), this run has "
+                    f"{self.dp.world}: resume with the same number (data shards and batches follow it)"
+                )
             if self.state.get("seed", args.seed) != args.seed:
                 seed = self.state["seed"]
                 raise ValueError(
@@ -268,7 +294,8 @@ class Trainer:
             raise ValueError(
                 f"{out} holds checkpoints of an earlier run: resume it (--resume) or pick another output_dir"
             )
-        self._rewrite_log()
+        if main:
+            self._rewrite_log()
         self.model.train()
         step, start, tokens = self.state["step"], time.perf_counter(), 0
         first = step
@@ -307,6 +334,16 @@ class Trainer:
                         "learning_rate": float(self.optimizer.learning_rate),
                         "grad_norm": norm,
                         "tokens_per_second": tokens / max(elapsed, 1e-9),
+                        "world_size": self.dp.world,
+                        **(
+                            {
+                                "allreduce_bytes_per_step": self.dp.bytes_per_step(
+                                    self.model.trainable_parameters()
+                                )
+                            }
+                            if self.dp.active
+                            else {}
+                        ),
                     }
                 )
                 losses = []
@@ -316,14 +353,18 @@ class Trainer:
                 (args.eval_steps and step % args.eval_steps == 0) or (not args.eval_steps and end_of_epoch)
             ):
                 self._evaluate_and_keep_best(step)
-            if (args.save_steps and step % args.save_steps == 0) or (not args.save_steps and end_of_epoch):
+            if main and (
+                (args.save_steps and step % args.save_steps == 0) or (not args.save_steps and end_of_epoch)
+            ):
                 self._save_checkpoint(step)
         if getattr(self, "_open_line", False):
             print(file=sys.stderr)
             self._open_line = False
         results = self.evaluate() if self.eval_data is not None else {}
-        self._save_final()
-        self._plot()
+        if main:
+            self._save_final()
+            self._plot()
+        self.dp.barrier()  # the final model is on disk before any rank returns
         getattr(self.model, "albert", self.model).check_inputs = self._checks
         return results
 
@@ -357,7 +398,8 @@ class Trainer:
         better = best is None or (value > best if self.args.greater_is_better else value < best)
         if better:
             self.state["best_metric"], self.state["best_step"] = value, step
-            self._export(self.output_dir / "best")
+            if self.dp.rank == 0:
+                self._export(self.output_dir / "best")
 
     def _export(self, final: Path) -> None:
         """Writes a transformers-layout model folder (LoRA merged, float32 master weights) + tokenizer,
@@ -417,6 +459,8 @@ class Trainer:
     # -- logging --------------------------------------------------------------------------------
     def _log(self, entry: dict) -> None:
         self.state["log"].append(entry)
+        if self.dp.rank != 0:
+            return
         with open(self.output_dir / "log.jsonl", "a") as f:
             f.write(json.dumps(entry) + "\n")
 
@@ -430,7 +474,7 @@ class Trainer:
     def _progress(self, step: int, first: int, elapsed: float) -> None:
         """A progress line on stderr every log_steps: redrawn in place on a terminal, one line each in
         a log file (no carriage returns piling up)."""
-        if not self.args.progress:
+        if not self.args.progress or self.dp.rank != 0:
             return
         last = self.state["log"][-1]
         eta = elapsed / max(step - first, 1) * (self.total_steps - step)
@@ -446,7 +490,7 @@ class Trainer:
 
     def _report(self, step: int, metrics: dict) -> None:
         """Prints an evaluation's metrics when they are computed."""
-        if not self.args.progress:
+        if not self.args.progress or self.dp.rank != 0:
             return
         if getattr(self, "_open_line", False):
             print(file=sys.stderr)
@@ -477,6 +521,18 @@ class Trainer:
 
         atomic_write(self.output_dir / "loss.png", partial(_savefig, fig))
         plt.close(fig)
+
+
+def _scaled_loss(task: str, model, batch: dict, scale: mx.array) -> mx.array:
+    """A rank's loss scaled by its share of the global batch; pre-training's two terms (MLM over
+    masked tokens, sentence order over rows) have different denominators, so each its own scale."""
+    if task != "pretraining":
+        return model(**batch).loss.astype(mx.float32) * scale[0]
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    out = model(**inputs)
+    mlm = cross_entropy(out.prediction_logits, batch["labels"])
+    sop = cross_entropy(out.sop_logits, batch["sentence_order_label"])
+    return mlm * scale[0] + sop * scale[1]
 
 
 def _savefig(fig, tmp) -> None:

@@ -60,6 +60,22 @@ def _options(args) -> dict:
     return {"progress": progress, **({"max_length": args.max_length} if args.max_length else {})}
 
 
+def _run(pipe, inputs, records: Records, **options):
+    """pipe(inputs) streamed; under `mlx.launch`, every rank runs every N-th chunk and rank 0 gets
+    all results in input order (the others none)."""
+    import mlx.core as mx
+
+    group = mx.distributed.init()
+    if group.size() == 1:
+        return pipe(inputs, **options)
+    from .sharded import sharded
+
+    if group.rank() != 0:
+        records.keep, options = False, {**options, "progress": False}
+    size = pipe.defaults.get("batch_size", 8) * 8
+    return sharded(lambda items: pipe(items, **options), inputs, size, group)
+
+
 def _dtype(name: str | None):
     if name is None:
         return None
@@ -90,7 +106,7 @@ def cmd_fill_mask(args) -> None:
     records = _records(args, ("text",))
     inputs = records.start()
     pipe = _pipeline(args, "fill-mask", top_k=args.top_k, targets=targets)
-    write_lines(pipe(inputs, **_options(args)), records, args.json, human)
+    write_lines(_run(pipe, inputs, records, **_options(args)), records, args.json, human)
 
 
 def cmd_classify(args) -> None:
@@ -100,7 +116,7 @@ def cmd_classify(args) -> None:
     records = _records(args, ("text",), ("text_pair",))
     inputs = records.start()
     pipe = _pipeline(args, "text-classification", **options)
-    results = pipe(inputs, **_options(args))
+    results = _run(pipe, inputs, records, **_options(args))
     write_lines(results, records, args.json, lambda r: _scores(r if isinstance(r, list) else [r], "label"))
 
 
@@ -118,7 +134,7 @@ def cmd_ner(args) -> None:
     records = _records(args, ("text",))
     inputs = records.start()
     pipe = _pipeline(args, "token-classification", aggregation_strategy=args.aggregation, stride=args.stride)
-    write_lines(pipe(inputs, **_options(args)), records, args.json, human)
+    write_lines(_run(pipe, inputs, records, **_options(args)), records, args.json, human)
 
 
 def cmd_qa(args) -> None:
@@ -154,7 +170,7 @@ def cmd_qa(args) -> None:
         )
 
     progress = _options(args)["progress"]
-    write_lines(pipe(inputs, progress=progress, **options), records, args.json, human)
+    write_lines(_run(pipe, inputs, records, progress=progress, **options), records, args.json, human)
 
 
 def cmd_multiple_choice(args) -> None:
@@ -167,14 +183,16 @@ def cmd_multiple_choice(args) -> None:
     records = _records(args, ("question", "choices"))
     inputs = records.start()
     pipe = _pipeline(args, "multiple-choice")
-    write_lines(pipe(inputs, **_options(args)), records, args.json, lambda r: _scores(r, "choice"))
+    write_lines(
+        _run(pipe, inputs, records, **_options(args)), records, args.json, lambda r: _scores(r, "choice")
+    )
 
 
 def cmd_feature_extraction(args) -> None:
     records = _records(args, ("text",))
     inputs = records.start()
     pipe = _pipeline(args, "feature-extraction")
-    for result in pipe(inputs, **_options(args)):  # nested lists [1, L, H]: JSON is the format
+    for result in _run(pipe, inputs, records, **_options(args)):  # nested lists [1, L, H]: JSON
         records.answered()
         print(safe_json(result), flush=True)
 
@@ -191,14 +209,18 @@ def cmd_embed(args) -> None:
     records = _records(args, ("text",))
     inputs = records.start()
     pipe = _pipeline(args, "embed")
-    vectors = pipe(inputs, pooling=args.pooling, normalize=not args.no_normalize, **_options(args))
+    vectors = _run(
+        pipe, inputs, records, pooling=args.pooling, normalize=not args.no_normalize, **_options(args)
+    )
     if output is not None:
         from .files import atomic_write
 
         rows = []
-        for v in vectors:
+        for v in vectors:  # under mlx.launch this drives every rank's rounds; rank 0 gets the rows
             records.answered()
             rows.append(v)
+        if not rows:  # another rank's: rank 0 writes the file
+            return
         matrix = np.stack(rows)
 
         def save(tmp: Path) -> None:

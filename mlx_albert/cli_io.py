@@ -32,12 +32,14 @@ class Records:
     def __init__(self, path, texts, required: tuple[str, ...], optional: tuple[str, ...] = (), fmt="auto"):
         self.path, self.texts, self.required, self.optional, self.fmt = path, texts, required, optional, fmt
         self.pending: deque = deque()
+        self.keep = True  # remember inputs until answered (a rank that prints nothing does not)
 
     def __iter__(self) -> Iterator:
         count = 0
         for record in self._read():
             count += 1
-            self.pending.append(record)
+            if self.keep:
+                self.pending.append(record)
             yield record
         if count == 0:
             where = "stdin" if self.path is None else self.path

@@ -78,3 +78,110 @@ def test_two_ranks_equal_one_process(task, tmp_path):
     assert log and all(e["world_size"] == 2 for e in log if "loss" in e)
     again = _train(tmp_path, "two", 1, *args, *common, "--max-steps", "4", "--resume")
     assert again.returncode == 1 and "was trained on 2 process(es), this run has 1" in again.stderr
+
+
+def _cli(tmp: Path, ranks: int, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "mlx_albert", *args]
+    if ranks > 1:
+        command = [LAUNCH, "-n", str(ranks), "--backend", "ring", *command]
+    return subprocess.run(command, capture_output=True, text=True, cwd=tmp, timeout=300)
+
+
+def test_two_ranks_infer_in_input_order(tmp_path):
+    from test_pipelines import NER_LABELS, _head_checkpoint
+
+    rng = random.Random(2)
+    words = "maria lives in paris the cat sat on a mat and then the dog ran far away".split()
+    lines = [
+        " ".join(rng.choices(words, k=rng.randint(2, 20))) for _ in range(203)
+    ]  # not a multiple of a round
+    (tmp_path / "lines.txt").write_text("\n".join(lines) + "\n")
+    cls = _head_checkpoint(tmp_path / "cls", "for_sequence_classification", num_labels=3)
+    ner = _head_checkpoint(tmp_path / "ner", "for_token_classification", num_labels=5, id_to_label=NER_LABELS)
+    for ranks in (1, 2):
+        out = tmp_path / f"v{ranks}.npy"
+        done = _cli(
+            tmp_path,
+            ranks,
+            "embed",
+            "--model",
+            str(TINY),
+            "--file",
+            "lines.txt",
+            "--output",
+            str(out),
+            "--batch-size",
+            "4",
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        for task, model in (("classify", cls), ("ner", ner)):
+            done = _cli(
+                tmp_path,
+                ranks,
+                task,
+                "--model",
+                str(model),
+                "--file",
+                "lines.txt",
+                "--json",
+                "--batch-size",
+                "4",
+            )
+            assert done.returncode == 0, done.stderr[-2000:]
+            (tmp_path / f"{task}{ranks}.jsonl").write_text(done.stdout)
+    assert np.abs(np.load(tmp_path / "v1.npy") - np.load(tmp_path / "v2.npy")).max() <= 1e-6
+    for task in ("classify", "ner"):
+        one = (tmp_path / f"{task}1.jsonl").read_text().splitlines()
+        two = (tmp_path / f"{task}2.jsonl").read_text().splitlines()
+        assert len(one) == len(two) == len(lines)
+        for a, b in zip(one, two, strict=True):  # other batch compositions: float noise only
+            assert _close(json.loads(a), json.loads(b)), (a, b)
+
+
+def _close(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float):
+        return abs(a - b) <= 1e-6
+    return a == b
+
+
+def test_a_rank_that_dies_ends_the_run_and_it_resumes(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", separable(80, 0))
+    args = [
+        "--model",
+        str(TINY),
+        "--task",
+        "sequence_classification",
+        "--train",
+        str(tmp_path / "train.jsonl"),
+    ]
+    args += [
+        "--batch-size",
+        "8",
+        "--learning-rate",
+        "1e-3",
+        "--seed",
+        "3",
+        "--max-steps",
+        "6",
+        "--save-steps",
+        "2",
+    ]
+    command = [LAUNCH, "-n", "2", "--backend", "ring", sys.executable, "-m", "mlx_albert", "train"]
+    command += [*args, "--output-dir", str(tmp_path / "run"), "--no-progress"]
+    env = {**os.environ, "MLX_ALBERT_KILL_AT_STEP": "3@1"}  # rank 1 dies after step 3
+    died = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=120, env=env)
+    assert "rank 1 exited" in died.stderr.replace("Node with rank 1 exited", "rank 1 exited")  # no hang
+    assert not (tmp_path / "run" / "model.safetensors").exists()  # the run did not pretend to finish
+    assert (tmp_path / "run" / "checkpoint-2").is_dir()
+    resumed = subprocess.run(
+        [*command, "--resume"], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert resumed.returncode == 0 and (tmp_path / "run" / "model.safetensors").exists(), resumed.stderr[
+        -2000:
+    ]
+    straight = _train(tmp_path, "straight", 2, *args)
+    assert straight.returncode == 0 and _same_weights(tmp_path / "run", tmp_path / "straight") <= 1e-6

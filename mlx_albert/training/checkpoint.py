@@ -37,9 +37,10 @@ def save(
     return final
 
 
-def kill_point(variable: str, step: int) -> None:
-    """Test hook: with the variable set to this step, the process kills itself (SIGKILL: no cleanup)."""
-    if os.environ.get(variable) == str(step):
+def kill_point(variable: str, step: int, rank: int = 0) -> None:
+    """Test hook: with the variable set to this step (or "step@rank" for one rank of a distributed
+    run), the process kills itself (SIGKILL: no cleanup)."""
+    if os.environ.get(variable) in (str(step), f"{step}@{rank}"):
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)

@@ -323,7 +323,7 @@ class Trainer:
             losses.append(loss)
             tokens += sum(int(self.token_counts[self._rows(i)[2]].sum()) for i in indices)  # host-side
             self.state["step"] = step
-            checkpoint.kill_point("MLX_ALBERT_KILL_AT_STEP", step)  # test hook
+            checkpoint.kill_point("MLX_ALBERT_KILL_AT_STEP", step, self.dp.rank)  # test hook
             if step % args.log_steps == 0 or step == self.total_steps:
                 elapsed = time.perf_counter() - start
                 self._log(

@@ -46,7 +46,15 @@ def _decode(blob: bytes) -> list:
 def _all_gather_bytes(data: bytes, group) -> list[bytes]:
     sizes = mx.distributed.all_gather(mx.array([len(data)], dtype=mx.int32), group=group).tolist()
     width = max(sizes)
+    if width == 0:
+        return [b""] * len(sizes)
     padded = np.zeros(width, np.uint8)
     padded[: len(data)] = np.frombuffer(data, np.uint8)
     gathered = np.array(mx.distributed.all_gather(mx.array(padded), group=group)).reshape(len(sizes), width)
     return [gathered[i, :n].tobytes() for i, n in enumerate(sizes)]
+
+
+def broadcast_json(value, group):
+    """Rank 0's JSON-able value on every rank."""
+    blobs = _all_gather_bytes(json.dumps(value).encode() if group.rank() == 0 else b"", group)
+    return json.loads(blobs[0].decode())

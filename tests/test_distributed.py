@@ -64,10 +64,14 @@ def test_two_ranks_equal_one_process(task, tmp_path):
             str(tmp_path / "corpus.txt"),
             "--max-ngram",
             "2",
+            "--eval",
+            str(tmp_path / "corpus.txt"),
         ]
     else:
         write_jsonl(tmp_path / "train.jsonl", separable(80, 0))
+        write_jsonl(tmp_path / "dev.jsonl", separable(37, 1))
         args = ["--model", str(TINY), "--task", task, "--train", str(tmp_path / "train.jsonl")]
+        args += ["--eval", str(tmp_path / "dev.jsonl"), "--eval-batch-size", "4"]
     common = ["--batch-size", "8", "--learning-rate", "1e-3", "--seed", "3", "--max-length", "32"]
     one = _train(tmp_path, "one", 1, *args, *common, "--max-steps", "3")
     assert one.returncode == 0, one.stderr[-2000:]
@@ -76,6 +80,17 @@ def test_two_ranks_equal_one_process(task, tmp_path):
     assert _same_weights(tmp_path / "one", tmp_path / "two") <= 1e-5
     log = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
     assert log and all(e["world_size"] == 2 for e in log if "loss" in e)
+    # evaluation sharded across the ranks and combined: the single-process metrics
+    evals = [
+        [
+            e
+            for e in map(json.loads, (tmp_path / run / "log.jsonl").read_text().splitlines())
+            if "eval_loss" in e
+        ]
+        for run in ("one", "two")
+    ]
+    assert evals[0] and _close(evals[0], evals[1])
+    assert json.loads(one.stdout.splitlines()[-1])["best"] == json.loads(two.stdout.splitlines()[-1])["best"]
     again = _train(tmp_path, "two", 1, *args, *common, "--max-steps", "4", "--resume")
     assert again.returncode == 1 and "was trained on 2 process(es), this run has 1" in again.stderr
 

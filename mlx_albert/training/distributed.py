@@ -57,6 +57,23 @@ class DataParallel:
             start += g.size
         return tree_unflatten(out), flat[0]
 
+    def map(self, run, items: list, chunk: int) -> list:
+        """run(items) -> one result per item; across ranks, each runs every N-th chunk and rank 0
+        gets all results in order (the other ranks get [])."""
+        if not self.active:
+            return run(items)
+        from ..sharded import sharded
+
+        return list(sharded(run, items, chunk, self.group))
+
+    def from_rank0(self, compute):
+        """compute() on rank 0, its (JSON-able) result handed to every rank."""
+        if not self.active:
+            return compute()
+        from ..sharded import broadcast_json
+
+        return broadcast_json(compute() if self.rank == 0 else None, self.group)
+
     def barrier(self) -> None:
         if self.active:
             mx.eval(mx.distributed.all_sum(mx.array(0.0), group=self.group))

@@ -25,8 +25,9 @@ from ..losses import cross_entropy
 from . import checkpoint
 from .data import TASK_ARCHITECTURES, Dataset, batch_order, collate
 from .distributed import DataParallel
-from .evaluate import qa_metrics, task_metrics
+from .evaluate import batch_stats, combine, qa_answers
 from .lora import apply_lora, has_lora, merge_lora
+from .metrics import squad_scores
 from .optim import adamw, clip_by_global_norm, schedule
 from .pretraining import mask_tokens
 
@@ -443,16 +444,30 @@ class Trainer:
         model.eval()
         try:
             if self.task == "question_answering":
-                return qa_metrics(model, self.tokenizer, data, self.args.eval_batch_size)
-            outputs, losses = [], []
-            rng = np.random.default_rng([self.args.seed, 10**6])  # fixed masks for pre-training eval
-            for rows in batch_order(data.lengths(), self.args.eval_batch_size, 0, 0, shuffle=False):
-                batch = self._collate([data.features[i] for i in rows], rng)
-                out = model(**batch)
-                losses.append((out.loss.item(), len(rows)))
-                outputs.append((rows, batch, out))
-            loss = sum(v * n for v, n in losses) / sum(n for _, n in losses)
-            return {"loss": loss, **task_metrics(self.task_metrics, model.config, data, outputs)}
+                examples = data.examples
+
+                def answer(indices: list) -> list:
+                    return qa_answers(
+                        model, self.tokenizer, [examples[i] for i in indices], self.args.eval_batch_size
+                    )
+
+                answers = self.dp.map(answer, list(range(len(examples))), self.args.eval_batch_size)
+                return self.dp.from_rank0(lambda: squad_scores(answers, [e["answers"] for e in examples]))
+            order = batch_order(data.lengths(), self.args.eval_batch_size, 0, 0, shuffle=False)
+
+            def run(indices: list) -> list:
+                stats = []
+                for j in indices:  # masks for pre-training eval: fixed, a function of the batch
+                    rows = order[j]
+                    rng = np.random.default_rng([self.args.seed, 10**6, j])
+                    batch = self._collate([data.features[i] for i in rows], rng)
+                    stats.append(
+                        batch_stats(self.task_metrics, model.config, data, rows, batch, model(**batch))
+                    )
+                return stats
+
+            stats = self.dp.map(run, list(range(len(order))), 1)
+            return self.dp.from_rank0(lambda: combine(self.task_metrics, model.config, data, stats))
         finally:
             model.train(was_training)
 

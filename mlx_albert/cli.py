@@ -72,8 +72,17 @@ def _run(pipe, inputs, records: Records, **options):
 
     if group.rank() != 0:
         records.keep, options = False, {**options, "progress": False}
-    size = pipe.defaults.get("batch_size", 8) * 8
+    from .pipelines._batching import CHUNK_BATCHES
+
+    # the chunks a single process streams through: so each gives the same batches, the same bits
+    size = pipe.defaults.get("batch_size", _default_batch(pipe)) * CHUNK_BATCHES
     return sharded(lambda items: pipe(items, **options), inputs, size, group)
+
+
+def _default_batch(pipe) -> int:
+    import inspect
+
+    return inspect.signature(pipe.function).parameters["batch_size"].default
 
 
 def _dtype(name: str | None):

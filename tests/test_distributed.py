@@ -79,7 +79,7 @@ def test_two_ranks_equal_one_process(task, tmp_path):
     assert two.returncode == 0, (two.stdout + two.stderr)[-3000:]
     assert _same_weights(tmp_path / "one", tmp_path / "two") <= 1e-5
     log = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
-    assert log and all(e["world_size"] == 2 for e in log if "loss" in e)
+    assert log and all(e["world_size"] == 2 for e in log)  # every record, evaluations included
     # evaluation sharded across the ranks and combined: the single-process metrics
     evals = [
         [
@@ -144,13 +144,11 @@ def test_two_ranks_infer_in_input_order(tmp_path):
             )
             assert done.returncode == 0, done.stderr[-2000:]
             (tmp_path / f"{task}{ranks}.jsonl").write_text(done.stdout)
-    assert np.abs(np.load(tmp_path / "v1.npy") - np.load(tmp_path / "v2.npy")).max() <= 1e-6
+    assert np.array_equal(np.load(tmp_path / "v1.npy"), np.load(tmp_path / "v2.npy"))
     for task in ("classify", "ner"):
         one = (tmp_path / f"{task}1.jsonl").read_text().splitlines()
         two = (tmp_path / f"{task}2.jsonl").read_text().splitlines()
-        assert len(one) == len(two) == len(lines)
-        for a, b in zip(one, two, strict=True):  # other batch compositions: float noise only
-            assert _close(json.loads(a), json.loads(b)), (a, b)
+        assert len(one) == len(two) == len(lines) and one == two  # the same chunks: the same bits
 
 
 def _close(a, b) -> bool:

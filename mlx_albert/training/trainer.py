@@ -391,7 +391,7 @@ class Trainer:
 
     def _evaluate_and_keep_best(self, step: int) -> None:
         metrics = self.evaluate()
-        self._log({"step": step, **{f"eval_{k}": v for k, v in metrics.items()}})
+        self._log({"step": step, **{f"eval_{k}": v for k, v in metrics.items()}, "world_size": self.dp.world})
         self._report(step, metrics)
         value, best = metrics.get(self.metric), self.state["best_metric"]
         if value is None:

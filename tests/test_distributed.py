@@ -46,8 +46,11 @@ def _same_weights(a: Path, b: Path) -> float:
     return max(float(np.abs(x[k] - y[k]).max()) for k in x)
 
 
-@pytest.mark.parametrize("task", ["sequence_classification", "pretraining"])
-def test_two_ranks_equal_one_process(task, tmp_path):
+@pytest.mark.parametrize(
+    "task, accumulation",
+    [("sequence_classification", "1"), ("sequence_classification", "2"), ("pretraining", "1")],
+)
+def test_two_ranks_equal_one_process(task, accumulation, tmp_path):
     if task == "pretraining":
         rng = random.Random(0)
         words = "the cat sat on a mat and then the dog ran far away".split()
@@ -73,6 +76,7 @@ def test_two_ranks_equal_one_process(task, tmp_path):
         args = ["--model", str(TINY), "--task", task, "--train", str(tmp_path / "train.jsonl")]
         args += ["--eval", str(tmp_path / "dev.jsonl"), "--eval-batch-size", "4"]
     common = ["--batch-size", "8", "--learning-rate", "1e-3", "--seed", "3", "--max-length", "32"]
+    common += ["--grad-accumulation", accumulation]  # composes with the global batch
     one = _train(tmp_path, "one", 1, *args, *common, "--max-steps", "3")
     assert one.returncode == 0, one.stderr[-2000:]
     two = _train(tmp_path, "two", 2, *args, *common, "--max-steps", "3")

@@ -12,7 +12,7 @@ import pytest
 
 import mlx_albert
 from mlx_albert import AlbertTokenizer
-from mlx_albert.tokenizer import panic_guard
+from mlx_albert.spiece import panic_guard
 
 TINY = Path(__file__).parent.parent / "models" / "tiny-albert"
 SEED = 20261126

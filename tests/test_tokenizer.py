@@ -13,7 +13,8 @@ from conftest import GOLDEN, MODES, needs_torch
 from oracle import PAIRS, TEXTS, tokenizer_case, window_args
 
 import mlx_albert
-from mlx_albert.tokenizer import AlbertTokenizer, read_spiece
+from mlx_albert.spiece import read_spiece
+from mlx_albert.tokenizer import AlbertTokenizer
 
 TINY = Path(__file__).parent.parent / "models" / "tiny-albert"
 

@@ -12,7 +12,21 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
+from ..losses import cross_entropy
+
 TOKEN_LEVEL = {"token_classification"}  # losses averaged over labelled tokens, not rows
+
+
+def scaled_loss(task: str, model, batch: dict, scale: mx.array) -> mx.array:
+    """A rank's loss scaled by its share of the global batch; pre-training's two terms (MLM over
+    masked tokens, sentence order over rows) have different denominators, so each its own scale."""
+    if task != "pretraining":
+        return model(**batch).loss.astype(mx.float32) * scale[0]
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    out = model(**inputs)
+    mlm = cross_entropy(out.prediction_logits, batch["labels"])
+    sop = cross_entropy(out.sop_logits, batch["sentence_order_label"])
+    return mlm * scale[0] + sop * scale[1]
 
 
 class DataParallel:

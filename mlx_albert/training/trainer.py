@@ -21,15 +21,15 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
 from ..files import clean_stale, staged_folder, temp_sibling
-from ..losses import cross_entropy
 from . import checkpoint
 from .data import TASK_ARCHITECTURES, Dataset, batch_order, collate
-from .distributed import DataParallel
+from .distributed import DataParallel, scaled_loss
 from .evaluate import batch_stats, combine, qa_answers
 from .lora import apply_lora, has_lora, merge_lora
 from .metrics import squad_scores
 from .optim import adamw, clip_by_global_norm, schedule
 from .pretraining import mask_tokens
+from .report import plot_losses
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class Trainer:
     def _build_steps(self):
         model, optimizer, args = self.model, self.optimizer, self.args
         if self.dp.active:  # each rank's loss scaled by its share (see distributed.py)
-            loss_and_grad = nn.value_and_grad(model, partial(_scaled_loss, self.task))
+            loss_and_grad = nn.value_and_grad(model, partial(scaled_loss, self.task))
 
             def grads(batch, scale):
                 return loss_and_grad(model, batch, scale)
@@ -514,44 +514,7 @@ class Trainer:
         print(f"eval at step {step}: {shown}", file=sys.stderr, flush=True)
 
     def _plot(self) -> None:
-        entries = [e for e in self.state["log"] if "loss" in e]
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            logger.info("pip install matplotlib (the [plot] extra) for a loss plot")
-            return
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot([e["step"] for e in entries], [e["loss"] for e in entries], label="train loss")
-        evals = [e for e in self.state["log"] if "eval_loss" in e]
-        if evals:
-            ax.plot([e["step"] for e in evals], [e["eval_loss"] for e in evals], "o-", label="eval loss")
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.legend()
-        fig.tight_layout()
-        from ..files import atomic_write
-
-        atomic_write(self.output_dir / "loss.png", partial(_savefig, fig))
-        plt.close(fig)
-
-
-def _scaled_loss(task: str, model, batch: dict, scale: mx.array) -> mx.array:
-    """A rank's loss scaled by its share of the global batch; pre-training's two terms (MLM over
-    masked tokens, sentence order over rows) have different denominators, so each its own scale."""
-    if task != "pretraining":
-        return model(**batch).loss.astype(mx.float32) * scale[0]
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-    out = model(**inputs)
-    mlm = cross_entropy(out.prediction_logits, batch["labels"])
-    sop = cross_entropy(out.sop_logits, batch["sentence_order_label"])
-    return mlm * scale[0] + sop * scale[1]
-
-
-def _savefig(fig, tmp) -> None:
-    fig.savefig(str(tmp), format="png", dpi=100)
+        plot_losses(self.state["log"], self.output_dir / "loss.png")
 
 
 def _unflatten_master(extra: dict):

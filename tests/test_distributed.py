@@ -205,3 +205,30 @@ def test_a_rank_that_dies_ends_the_run_and_it_resumes(tmp_path):
     ]
     straight = _train(tmp_path, "straight", 2, *args)
     assert straight.returncode == 0 and _same_weights(tmp_path / "run", tmp_path / "straight") <= 1e-6
+
+
+def test_lora_adapters_start_equal_on_every_rank(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", separable(40, 0))
+    args = [
+        "--model",
+        str(TINY),
+        "--task",
+        "sequence_classification",
+        "--train",
+        str(tmp_path / "train.jsonl"),
+    ]
+    args += [
+        "--batch-size",
+        "8",
+        "--learning-rate",
+        "1e-3",
+        "--seed",
+        "3",
+        "--max-steps",
+        "2",
+        "--lora-rank",
+        "4",
+    ]
+    one, two = _train(tmp_path, "one", 1, *args), _train(tmp_path, "two", 2, *args)
+    assert one.returncode == two.returncode == 0, two.stderr[-2000:]
+    assert _same_weights(tmp_path / "one", tmp_path / "two") <= 1e-5

@@ -125,7 +125,7 @@ class Trainer:
                 f"--batch-size {args.batch_size} is the global batch: it must divide among the "
                 f"{self.dp.world} ranks"
             )
-        mx.random.seed(args.seed + 1_000_003 * self.dp.rank)  # rank 0 draws as one process does
+        mx.random.seed(args.seed)  # LoRA adapters are initialised from it: the same on every rank
         # Ids and labels come from our data pipeline; the range checks' host sync cannot be compiled
         # (train() puts them back when it ends).
         self._checks = getattr(model, "albert", model).check_inputs
@@ -153,6 +153,8 @@ class Trainer:
             self.master = tree_map(lambda p: p.astype(mx.float32), model.trainable_parameters())
             model.set_dtype(self.compute_dtype)
         self.optimizer.init(self.master if self.master is not None else model.trainable_parameters())
+        if self.dp.active:  # dropout masks differ by rank (rank 0 draws as one process does)
+            mx.random.seed(args.seed + 1_000_003 * self.dp.rank)
         self._build_steps()
         self.state = {"step": 0, "seed": args.seed, "best_metric": None, "best_step": None, "log": []}
 

@@ -360,3 +360,18 @@ def test_stdin_json_lines_after_blank_lines_keep_their_numbers(capsys, monkeypat
     _stdin(monkeypatch, '\n\n{"text": "a [MASK]"}\n{"txt": "b [MASK]"}\n')
     code, _, err = run(capsys, "fill-mask", "--model", TINY)
     assert code == 1 and "<stdin>:4: unknown field 'txt' (did you mean 'text'?)" in err
+
+
+def test_the_cli_works_without_the_serve_extra(tmp_path):
+    """Starlette and uvicorn are an optional extra: every other command must run without them."""
+    code = (
+        "import sys; sys.modules['starlette'] = None; sys.modules['uvicorn'] = None\n"
+        "from mlx_albert.cli import main\n"
+        f"sys.exit(main(['fill-mask', '--model', {str(TINY)!r}, '--json', 'a [MASK] b']) "
+        f"or main(['serve', '--model', {str(TINY)!r}]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert len(json.loads(done.stdout.splitlines()[0])) == 5  # fill-mask ran
+    assert done.returncode == 1 and 'pip install "mlx-albert[serve]"' in done.stderr

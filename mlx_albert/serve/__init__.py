@@ -13,7 +13,7 @@ import sys
 
 
 def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    from .app import Settings
+    from .settings import Settings
 
     d = Settings()
     p.add_argument(
@@ -54,8 +54,9 @@ def run(args: argparse.Namespace) -> None:
         raise ImportError('mlx-albert serve needs its extra: pip install "mlx-albert[serve]"') from None
     import mlx.core as mx
 
-    from .app import Settings, build_app
+    from .app import build_app
     from .models import load_models, parse_specs
+    from .settings import Settings
 
     key = args.api_key or os.environ.get("MLX_ALBERT_API_KEY") or None
     if not key and not _loopback(args.host):

@@ -9,7 +9,6 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import dataclass
 
 import numpy as np
 from starlette.applications import Starlette
@@ -25,6 +24,7 @@ from ..text import escape
 from .batcher import Batcher, Overloaded
 from .metrics import Metrics
 from .models import ServedModel
+from .settings import Settings
 
 logger = logging.getLogger("mlx_albert.serve")
 
@@ -46,18 +46,6 @@ TASK_ENDPOINTS = {
     ),
     "/v1/multiple-choice": ("multiple-choice", set()),
 }
-
-
-@dataclass
-class Settings:
-    api_key: str | None = None
-    max_body_bytes: int = 4 << 20
-    max_inputs: int = 256  # per request
-    max_input_chars: int = 100_000  # per input; longer ones are refused, long ones truncated
-    max_wait_ms: float = 5.0
-    max_batch_tokens: int = 8192
-    max_queue: int = 256  # requests waiting; more get 503
-    batch_size: int = 64  # rows per forward pass
 
 
 class ApiError(Exception):

@@ -3,7 +3,8 @@
 Tolerance: 1e-4 relative to each gradient's largest entry (float32, a few layers), with that scale
 floored at 1e-3 of the model's largest gradient. Gradients that are analytically zero (the QA and
 multiple-choice biases: softmax minus one-hot sums to 0 over positions/choices) hold only float32
-summation noise (~1e-8) in both frameworks: there both must stay below 1e-6 of the largest."""
+summation noise (~1e-8) in both frameworks: there both must stay below a floor of 16 float32 ulps
+of the loss (plus 1e-6 of the largest gradient), which GPU reduction orders also meet."""
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -84,9 +85,13 @@ def test_parameter_gradients_match_transformers(arch, tmp_path):
     assert set(grads) == set(ref)
     largest = max(np.abs(v).max() for v in ref.values())
     floor = 1e-3 * largest
+    # An analytically zero gradient (softmax minus one-hot summed over positions or choices) holds
+    # only float32 rounding residue, which scales with the loss it came from, not with the largest
+    # gradient: 16 ulps of the loss (GPU reductions sum in other orders than the CPU's).
+    noise = 1e-6 * largest + 16 * np.finfo(np.float32).eps * max(abs(ref_loss.item()), 1.0)
     for key, g in grads.items():
-        if np.abs(ref[key]).max() < 1e-6 * largest:  # analytically zero: both must be float32 noise
-            assert np.abs(np.array(g)).max() < 1e-6 * largest, key
+        if np.abs(ref[key]).max() < noise:  # analytically zero: both must be float32 noise
+            assert np.abs(np.array(g)).max() < noise, key
             continue
         scale = max(np.abs(ref[key]).max(), floor)
         err = np.abs(np.array(g) - ref[key]).max() / scale

@@ -103,3 +103,19 @@ def tiny_config(**changes):
         max_positions=16,
     )
     return AlbertConfig(**{**base, **changes})
+
+
+def close_json(a, b, tol: float) -> bool:
+    """Two JSON-like values (dicts, lists, numbers, strings) equal but for floats within `tol`."""
+    a, b = json.loads(json.dumps(a, default=float)), json.loads(json.dumps(b, default=float))
+
+    def close(x, y) -> bool:
+        if isinstance(x, dict):
+            return isinstance(y, dict) and x.keys() == y.keys() and all(close(x[k], y[k]) for k in x)
+        if isinstance(x, list):
+            return isinstance(y, list) and len(x) == len(y) and all(map(close, x, y))
+        if isinstance(x, float) or isinstance(y, float):
+            return abs(x - y) <= tol
+        return x == y
+
+    return close(a, b)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import close_json
 from safetensors.numpy import load_file
 from test_training import separable, write_jsonl
 
@@ -96,7 +97,7 @@ def test_two_ranks_equal_one_process(task, accumulation, tmp_path):
     for entries in evals:
         for e in entries:
             e.pop("world_size")
-    assert evals[0] and _close(evals[0], evals[1])
+    assert evals[0] and close_json(evals[0], evals[1], 1e-6)
     assert json.loads(one.stdout.splitlines()[-1])["best"] == json.loads(two.stdout.splitlines()[-1])["best"]
     again = _train(tmp_path, "two", 1, *args, *common, "--max-steps", "4", "--resume")
     assert again.returncode == 1 and "was trained on 2 process(es), this run has 1" in again.stderr
@@ -156,16 +157,6 @@ def test_two_ranks_infer_in_input_order(tmp_path):
         one = (tmp_path / f"{task}1.jsonl").read_text().splitlines()
         two = (tmp_path / f"{task}2.jsonl").read_text().splitlines()
         assert len(one) == len(two) == len(lines) and one == two  # the same chunks: the same bits
-
-
-def _close(a, b) -> bool:
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float):
-        return abs(a - b) <= 1e-6
-    return a == b
 
 
 def test_a_rank_that_dies_ends_the_run_and_it_resumes(tmp_path):

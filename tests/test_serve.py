@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import close_json
 from test_pipelines import NER_LABELS, _head_checkpoint
 
 import mlx_albert
@@ -179,26 +180,7 @@ def test_every_endpoint_equals_its_pipeline(server, heads):
     for path, name, task, folder, inputs, options in cases:
         status, body, _ = server.call(path, {"model": name, "inputs": inputs, **options})
         want = pipeline(task, folder)(inputs, **options)
-        assert (
-            status == 200
-            and json.dumps(body, sort_keys=True) == json.dumps(_rounded(want), sort_keys=True)
-            or (_close(body, want))
-        ), path
-
-
-def _rounded(value):
-    return json.loads(json.dumps(value, default=float))
-
-
-def _close(a, b) -> bool:
-    a, b = _rounded(a), _rounded(b)
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float):
-        return abs(a - b) <= 1e-5
-    return a == b
+        assert status == 200 and close_json(body, want, 1e-5), path
 
 
 def test_64_concurrent_clients_each_get_their_own_answer(server):

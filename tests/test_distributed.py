@@ -159,33 +159,20 @@ def test_two_ranks_infer_in_input_order(tmp_path):
         assert len(one) == len(two) == len(lines) and one == two  # the same chunks: the same bits
 
 
+def _classification(tmp: Path, examples: int, *extra: str) -> list[str]:
+    """Arguments of a small sequence-classification run on generated data."""
+    write_jsonl(tmp / "train.jsonl", separable(examples, 0))
+    args = ["--model", str(TINY), "--task", "sequence_classification", "--train", str(tmp / "train.jsonl")]
+    return [*args, "--batch-size", "8", "--learning-rate", "1e-3", "--seed", "3", *extra]
+
+
 def test_a_rank_that_dies_ends_the_run_and_it_resumes(tmp_path):
-    write_jsonl(tmp_path / "train.jsonl", separable(80, 0))
-    args = [
-        "--model",
-        str(TINY),
-        "--task",
-        "sequence_classification",
-        "--train",
-        str(tmp_path / "train.jsonl"),
-    ]
-    args += [
-        "--batch-size",
-        "8",
-        "--learning-rate",
-        "1e-3",
-        "--seed",
-        "3",
-        "--max-steps",
-        "6",
-        "--save-steps",
-        "2",
-    ]
+    args = _classification(tmp_path, 80, "--max-steps", "6", "--save-steps", "2")
     command = [LAUNCH, "-n", "2", "--backend", "ring", sys.executable, "-m", "mlx_albert", "train"]
     command += [*args, "--output-dir", str(tmp_path / "run"), "--no-progress"]
     env = {**os.environ, "MLX_ALBERT_KILL_AT_STEP": "3@1"}  # rank 1 dies after step 3
     died = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=120, env=env)
-    assert "rank 1 exited" in died.stderr.replace("Node with rank 1 exited", "rank 1 exited")  # no hang
+    assert "rank 1 exited" in died.stderr  # mlx.launch ended the run and named the rank: no hang
     assert not (tmp_path / "run" / "model.safetensors").exists()  # the run did not pretend to finish
     assert (tmp_path / "run" / "checkpoint-2").is_dir()
     resumed = subprocess.run(
@@ -199,27 +186,7 @@ def test_a_rank_that_dies_ends_the_run_and_it_resumes(tmp_path):
 
 
 def test_lora_adapters_start_equal_on_every_rank(tmp_path):
-    write_jsonl(tmp_path / "train.jsonl", separable(40, 0))
-    args = [
-        "--model",
-        str(TINY),
-        "--task",
-        "sequence_classification",
-        "--train",
-        str(tmp_path / "train.jsonl"),
-    ]
-    args += [
-        "--batch-size",
-        "8",
-        "--learning-rate",
-        "1e-3",
-        "--seed",
-        "3",
-        "--max-steps",
-        "2",
-        "--lora-rank",
-        "4",
-    ]
+    args = _classification(tmp_path, 40, "--max-steps", "2", "--lora-rank", "4")
     one, two = _train(tmp_path, "one", 1, *args), _train(tmp_path, "two", 2, *args)
     assert one.returncode == two.returncode == 0, two.stderr[-2000:]
     assert _same_weights(tmp_path / "one", tmp_path / "two") <= 1e-5

@@ -12,20 +12,9 @@ from pathlib import Path
 
 from . import __version__
 from .cli_io import FORMATS, Records, UserError, safe_json, write_lines
+from .pipelines import ALIASES, TASKS
 from .text import escape
 
-TASK_NAMES = (
-    "fill-mask",
-    "text-classification",
-    "token-classification",
-    "question-answering",
-    "multiple-choice",
-    "feature-extraction",
-    "embed",
-    "ner",
-    "qa",
-    "sentiment-analysis",
-)
 
 EPILOG = """examples:
   mlx-albert fill-mask --model models/tiny-albert "The capital of France is [MASK]."
@@ -442,7 +431,9 @@ def configure_parser() -> argparse.ArgumentParser:
     export_help = "write a task's forward as an .mlxfn file for Swift/C++/Python apps (mx.export_function)"
     p = sub.add_parser("export", help=export_help, description=export_help)
     p.add_argument("--model", required=True, help="checkpoint folder or Hub repo id")
-    p.add_argument("--task", required=True, choices=sorted(TASK_NAMES), help="which head's outputs to export")
+    p.add_argument(
+        "--task", required=True, choices=sorted([*TASKS, *ALIASES]), help="which head's outputs to export"
+    )
     p.add_argument("--output", required=True, help="the .mlxfn file; tokenizer files go to OUTPUT.tokenizer/")
     p.add_argument("--seq", type=int, default=128, help="sequence length the function takes (default 128)")
     p.add_argument("--batch", type=int, default=1, help="batch size the function takes (default 1)")

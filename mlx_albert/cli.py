@@ -15,7 +15,6 @@ from .cli_io import FORMATS, Records, UserError, safe_json, write_lines
 from .pipelines import ALIASES, TASKS
 from .text import escape
 
-
 EPILOG = """examples:
   mlx-albert fill-mask --model models/tiny-albert "The capital of France is [MASK]."
   mlx-albert classify --model my-classifier --file reviews.csv --json > labels.jsonl

@@ -82,8 +82,8 @@ def check_trained(model: nn.Module, task: str, source: str, allow_pooler: bool =
     if missing:
         heads = sorted({k.removeprefix(BACKBONE).split(".")[0] for k in missing})
         raise UntrainedHeadError(
-            f"{source} has no trained {'/'.join(heads)} weights for {task} (it is a "
-            f"{_saved_as(model)} checkpoint): its answers would be random. Fine-tune it first "
+            f"{source} has no trained {'/'.join(heads)} weights for {task} (the checkpoint was saved "
+            f"as {_saved_as(model)}): its answers would be random. Fine-tune it first "
             "(mlx-albert train), or pass allow_untrained_head=True (--allow-untrained-head) to run anyway"
         )
 

@@ -159,7 +159,7 @@ def build_app(models: dict[str, ServedModel], settings: Settings) -> Starlette:
             if not served.supports(task):
                 raise ApiError(
                     400,
-                    f"model {served.id!r} is a {type(served.model).__name__}: {path} needs a checkpoint "
+                    f"model {served.id!r} is {type(served.model).__name__}: {path} needs a checkpoint "
                     f"trained for {task}",
                     "model",
                 )

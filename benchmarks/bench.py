@@ -3,7 +3,8 @@ device. Prints a Markdown table and writes JSON + Markdown under --out.
 
     python benchmarks/bench.py                          # CPU defaults: base, batch 1 and 8, seq 128
     python benchmarks/bench.py --models base,large --batch 1,8,32 --seq 128,512 --quant 4,8
-    python benchmarks/bench.py --device gpu --dtypes bfloat16 --batch 1,32,256"""
+    python benchmarks/bench.py --device gpu --dtypes bfloat16 --batch 1,32,256 --train --first \
+        --peak-tflops 790                               # a GPU: fraction of the chip's dense bf16 peak"""
 
 from __future__ import annotations
 
@@ -66,6 +67,51 @@ def inputs(batch: int, seq: int, seed: int = 0):
     return ids, mask
 
 
+def forward_flops(config, batch: int, seq: int) -> float:
+    """Matmul FLOPs of one forward (multiply-adds x 2): the embedding projection, then per layer
+    the four attention projections, the two attention products and the FFN."""
+    h, i = config.hidden_size, config.intermediate_size
+    per_token_layer = 2 * (4 * h * h + 2 * seq * h + 2 * h * i)
+    return batch * seq * (2 * config.embedding_size * h + config.num_layers * per_token_layer)
+
+
+def train_bound(model, config, batch: int, seq: int, itemsize: int) -> int:
+    """Bytes no training step can go below: weights, gradients and AdamW's two moments (float32),
+    plus every layer's input and FFN activation kept for the backward pass."""
+    from mlx.utils import tree_flatten
+
+    weights = sum(v.size for _, v in tree_flatten(model.parameters()))
+    saved = config.num_layers * batch * seq * (config.hidden_size + config.intermediate_size) * itemsize
+    return 4 * 4 * weights + saved
+
+
+def first_result(config_json: str, batch: int, seq: int, dtype: str, device: str, train: bool) -> float:
+    """Seconds from building a model to its first result, in this (fresh) process: what a user
+    waits for before the first answer or the first training step (kernel compilation included)."""
+    mx.set_default_device(mx.gpu if device == "gpu" else mx.cpu)
+    start = time.perf_counter()
+    config = AlbertConfig(**json.loads(config_json))
+    if train:
+        args = argparse.Namespace(warmup=0, repeats=0)
+        mlx_train_step(config, batch, seq, dtype, args, repeats=1)
+    else:
+        model = AlbertModel(config)
+        model.set_dtype(getattr(mx, dtype))
+        model.eval()
+        ids, mask = (mx.array(a) for a in inputs(batch, seq))
+        mx.eval(model(ids, attention_mask=mask).last_hidden_state)
+    return time.perf_counter() - start
+
+
+def run_first(config, batch, seq, dtype, device, train: bool) -> float:
+    fields = {f: getattr(config, f) for f in ("vocab_size", "embedding_size", "activation", *SHAPES["base"])}
+    spec = json.dumps([json.dumps(fields), batch, seq, dtype, device, train])
+    done = subprocess.run([sys.executable, __file__, "--first-worker", spec], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"first-result worker failed: {done.stderr[-2000:]}")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 def activation_bound(model, config, batch: int, seq: int, itemsize: int) -> int:
     """Bytes no forward can go below: the weights + one layer's input, FFN activation and output."""
     from mlx.utils import tree_flatten
@@ -91,7 +137,7 @@ def mlx_forward(config, batch, seq, dtype, bits, args):
     return seconds, mx.get_peak_memory(), bound
 
 
-def mlx_train_step(config, batch, seq, dtype, args):
+def mlx_train_step(config, batch, seq, dtype, args, repeats: int | None = None):
     """One step as `mlx-albert train` runs it: the Trainer's compiled value_and_grad + clip + AdamW."""
     from mlx_albert.training import Trainer, TrainingArgs
     from mlx_albert.training.data import Dataset
@@ -120,8 +166,11 @@ def mlx_train_step(config, batch, seq, dtype, args):
     step = lambda: trainer._step([arrays])  # noqa: E731  (evaluates loss, weights and optimiser state)
 
     mx.reset_peak_memory()
+    if repeats is not None:  # the first step alone (time-to-first-result)
+        step()
+        return None
     seconds = timeit(step, 1, max(2, args.repeats // 2))
-    return seconds, mx.get_peak_memory()
+    return seconds, mx.get_peak_memory(), train_bound(model, config, batch, seq, getattr(mx, dtype).size)
 
 
 def torch_setup(hf_config, dtype, impl, device, head=False):
@@ -222,6 +271,14 @@ def main(argv=None):
         "(add +compile for torch.compile, '' to skip transformers)",
     )
     p.add_argument("--train", action="store_true", help="also time one fine-tuning step")
+    p.add_argument(
+        "--first",
+        action="store_true",
+        help="also time load + first forward (and first train step) in a fresh process",
+    )
+    p.add_argument(
+        "--peak-tflops", type=float, default=None, help="the device's dense peak: adds its fraction"
+    )
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", default="bench_results")
@@ -241,6 +298,7 @@ def main(argv=None):
                     seconds, peak, bound = mlx_forward(config, batch, seq, dtype, bits, args)
                     row = _row(shape, "forward", batch, seq, dtype, bits, seconds, peak)
                     row["bound_mb"] = bound / 2**20
+                    _flops(row, forward_flops(config, batch, seq), args.peak_tflops)
                     if bits is None:
                         for impl in impls:
                             row[f"torch_{impl}_ms"] = (
@@ -248,9 +306,18 @@ def main(argv=None):
                             )
                     rows.append(row)
                     print(_fmt(row), flush=True)
+                if args.first:
+                    for train in (False, True) if args.train else (False,):
+                        seconds = run_first(config, batch, seq, first_dtype, args.device, train)
+                        task = "first train step" if train else "first forward"
+                        row = _row(shape, task, batch, seq, first_dtype, None, seconds, 0.0)
+                        rows.append(row)
+                        print(_fmt(row), flush=True)
                 if args.train:
-                    seconds, peak = mlx_train_step(config, batch, seq, first_dtype, args)
+                    seconds, peak, bound = mlx_train_step(config, batch, seq, first_dtype, args)
                     row = _row(shape, "train step", batch, seq, first_dtype, None, seconds, peak)
+                    row["bound_mb"] = bound / 2**20
+                    _flops(row, 3 * forward_flops(config, batch, seq), args.peak_tflops)
                     if impls:
                         row["torch_eager_ms"] = (
                             run_torch(config, batch, seq, first_dtype, "eager", tdev, args, True) * 1e3
@@ -258,6 +325,12 @@ def main(argv=None):
                     rows.append(row)
                     print(_fmt(row), flush=True)
     write(rows, args)
+
+
+def _flops(row: dict, flops: float, peak_tflops: float | None) -> None:
+    row["tflops"] = flops / (row["mlx_ms"] / 1e3) / 1e12
+    if peak_tflops:
+        row["of_peak"] = row["tflops"] / peak_tflops
 
 
 def _row(model, task, batch, seq, dtype, bits, seconds, peak) -> dict:
@@ -320,7 +393,19 @@ def write(rows, args):
     env = environment(args)
     (out / f"bench-{args.device}.json").write_text(json.dumps(dict(environment=env, rows=rows), indent=2))
     torch_keys = sorted({k for r in rows for k in r if k.startswith("torch_")})
-    head = ["model", "task", "batch", "seq", "dtype", "mlx ms", "tokens/s", "peak MB", "bound MB"]
+    head = [
+        "model",
+        "task",
+        "batch",
+        "seq",
+        "dtype",
+        "mlx ms",
+        "tokens/s",
+        "TFLOP/s",
+        "of peak",
+        "peak MB",
+        "bound MB",
+    ]
     head += [f"{k[6:-3]} ms" for k in torch_keys] + [f"speed-up vs {k[6:-3]}" for k in torch_keys]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
@@ -333,7 +418,9 @@ def write(rows, args):
             dtype,
             f"{r['mlx_ms']:.1f}",
             f"{r['tokens_per_s']:.0f}",
-            f"{r['peak_mb']:.0f}",
+            f"{r['tflops']:.2f}" if "tflops" in r else "",
+            f"{r['of_peak']:.0%}" if "of_peak" in r else "",
+            f"{r['peak_mb']:.0f}" if r["peak_mb"] else "",
             f"{r['bound_mb']:.0f}" if "bound_mb" in r else "",
         ]
         cells += [f"{r[k]:.1f}" if k in r else "" for k in torch_keys]
@@ -348,5 +435,7 @@ def write(rows, args):
 if __name__ == "__main__":
     if "--torch-worker" in sys.argv:
         torch_worker(sys.argv[sys.argv.index("--torch-worker") + 1])
+    elif "--first-worker" in sys.argv:
+        print(first_result(*json.loads(sys.argv[sys.argv.index("--first-worker") + 1])))
     else:
         main()

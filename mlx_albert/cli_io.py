@@ -82,7 +82,7 @@ class Records:
                 while head[-1] and not head[-1].strip():
                     head.append(source.readline())
                 kind = "jsonl" if _is_json_object(head[-1]) else "txt"
-                source = _Chain("".join(head), source)  # blank lines kept: line numbers stay right
+                source = itertools.chain(filter(None, head), source)  # blanks kept: line numbers stay right
             yield from getattr(self, f"_{kind}")(source, name)
 
     def _jsonl(self, source, name) -> Iterator:
@@ -151,28 +151,6 @@ class Records:
         return record
 
 
-class _Chain(io.TextIOBase):
-    """A text stream with the lines already read pushed back in front of it."""
-
-    def __init__(self, head: str, rest):
-        self.head, self.rest = head.splitlines(keepends=True), rest
-
-    def __iter__(self):
-        while self.head:
-            yield self.head.pop(0)
-        yield from self.rest
-
-    def read(self, size=-1):
-        data, self.head = "".join(self.head) + self.rest.read(), []
-        return data
-
-    def readline(self, size=-1):
-        return self.head.pop(0) if self.head else self.rest.readline()
-
-    def close(self):
-        self.rest.close()
-
-
 def _text_stream(binary, name: str):
     """UTF-8 lines of a binary stream; a line that is not UTF-8 is an error naming file:line."""
 
@@ -198,9 +176,6 @@ def _text_stream(binary, name: str):
                 raise UserError(
                     f"{name}:{self.number}: not UTF-8 text (byte {e.start}); save the file as UTF-8"
                 ) from None
-
-        def read(self, size=-1):
-            return "".join(iter(self.readline, ""))
 
         def close(self):
             binary.close()

@@ -284,8 +284,8 @@ class PreTrainedMixin:
             write_safetensors(folder / "model.safetensors", weights, {"format": fmt})
             write_json(folder / "config.json", config)
 
-        clean_stale(path)
         if path.is_dir() and any(p.is_dir() for p in path.iterdir()):
+            clean_stale(path)  # (staged_folder cleans for the other case)
             write(path)
             for stale in stale_weight_files(path):
                 stale.unlink(missing_ok=True)

@@ -9,14 +9,3 @@ def escape(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
-
-
-def escape_all(value):
-    """escape() applied to every string inside nested lists/dicts (for printing parsed results)."""
-    if isinstance(value, str):
-        return escape(value)
-    if isinstance(value, list | tuple):
-        return [escape_all(v) for v in value]
-    if isinstance(value, dict):
-        return {escape_all(k) if isinstance(k, str) else k: escape_all(v) for k, v in value.items()}
-    return value

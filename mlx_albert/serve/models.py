@@ -11,7 +11,6 @@ from pathlib import Path
 from ..hub import resolve
 from ..loading import load
 from ..pipelines import TASKS
-from ..pipelines.embeddings import POOLINGS
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +101,5 @@ def _sentence_transformers_pooling(folder: Path) -> tuple[str, bool, str]:
         mode = "mean"
     else:
         raise ValueError(f"{folder}: only cls or mean pooling is supported, got {pooling}")
-    assert mode in POOLINGS
     normalize = any(t.endswith("models.Normalize") for t in kinds)
     return mode, normalize, "sentence-transformers' modules.json"

@@ -157,6 +157,7 @@ class Trainer:
             mx.random.seed(args.seed + 1_000_003 * self.dp.rank)
         self._build_steps()
         self.state = {"step": 0, "seed": args.seed, "best_metric": None, "best_step": None, "log": []}
+        self._open_line = False  # a progress line redrawn in place on a terminal, not yet ended
 
     # -- the compiled pieces ------------------------------------------------------------------
     def _build_steps(self):
@@ -360,7 +361,7 @@ class Trainer:
                 (args.save_steps and step % args.save_steps == 0) or (not args.save_steps and end_of_epoch)
             ):
                 self._save_checkpoint(step)
-        if getattr(self, "_open_line", False):
+        if self._open_line:
             print(file=sys.stderr)
             self._open_line = False
         results = self.evaluate() if self.eval_data is not None else {}
@@ -509,7 +510,7 @@ class Trainer:
         """Prints an evaluation's metrics when they are computed."""
         if not self.args.progress or self.dp.rank != 0:
             return
-        if getattr(self, "_open_line", False):
+        if self._open_line:
             print(file=sys.stderr)
             self._open_line = False
         shown = "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())

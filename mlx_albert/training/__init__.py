@@ -1,9 +1,10 @@
 """Fine-tuning and pre-training of every ALBERT head on MLX: data, optimiser, loop, metrics, LoRA."""
 
 from .data import DataError, Dataset, batch_order, build, collate, label_set, read_records
+from .evaluate import evaluate_pretraining
 from .lora import apply_lora, merge_lora
 from .optim import adamw, clip_by_global_norm, schedule
-from .pretraining import mask_tokens, read_documents, sop_dataset
+from .pretraining import mask_tokens, masked_batch, read_documents, sop_dataset
 from .trainer import Trainer, TrainingArgs, TrainingError
 
 __all__ = [
@@ -18,8 +19,10 @@ __all__ = [
     "build",
     "clip_by_global_norm",
     "collate",
+    "evaluate_pretraining",
     "label_set",
     "mask_tokens",
+    "masked_batch",
     "merge_lora",
     "read_documents",
     "read_records",

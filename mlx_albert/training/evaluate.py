@@ -7,7 +7,7 @@ import math
 import mlx.core as mx
 import numpy as np
 
-from .data import Dataset
+from .data import Dataset, batch_order
 from .metrics import accuracy, entity_scores, macro_f1, pearson, spearman
 
 
@@ -21,9 +21,11 @@ def batch_stats(task: str, config, data: Dataset, rows, batch: dict, out) -> dic
         logits = logits - logits.max(-1, keepdims=True)
         logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
         sop = np.array(out.sop_logits.argmax(-1)) == np.array(batch["sentence_order_label"])
+        top5 = np.argpartition(logits[keep], -5, axis=-1)[:, -5:] if logits.shape[-1] > 5 else None
         return {
             **stats,
             "hit": int(((logits.argmax(-1) == labels) & keep).sum()),
+            "hit5": int(keep.sum()) if top5 is None else int((top5 == labels[keep][:, None]).any(-1).sum()),
             "total": int(keep.sum()),
             "nll": float(-logp[keep, labels[keep]].sum()),
             "sop": int(sop.sum()),
@@ -57,6 +59,7 @@ def combine(task: str, config, data: Dataset, stats: list[dict]) -> dict:
         return {
             "loss": loss,
             "mlm_accuracy": sum(s["hit"] for s in stats) / max(total, 1),
+            "mlm_top5_accuracy": sum(s["hit5"] for s in stats) / max(total, 1),
             "perplexity": math.exp(min(mlm_loss, 50)),
             "sop_accuracy": sum(s["sop"] for s in stats) / len(data),
         }
@@ -86,6 +89,27 @@ def combine(task: str, config, data: Dataset, stats: list[dict]) -> dict:
     if task == "sequence_classification":
         result["macro_f1"] = macro_f1(predicted, labels)
     return result
+
+
+def evaluate_pretraining(
+    model, tokenizer, data: Dataset, batch_size: int = 32, seed: int = 0, max_ngram: int = 1
+) -> dict:
+    """Masked-LM top-1/top-5 accuracy and perplexity, and sentence-order accuracy of a pre-training
+    model on `data` (from `sop_dataset`); 15% of tokens masked, fixed by `seed`."""
+    from .pretraining import masked_batch
+
+    was_training = model.training
+    model.eval()
+    try:
+        stats = []
+        for j, rows in enumerate(batch_order(data.lengths(), batch_size, 0, 0, shuffle=False)):
+            rng = np.random.default_rng([seed, 10**6, j])
+            features = [data.features[i] for i in rows]
+            batch = masked_batch(features, tokenizer, model.config.max_positions, rng, max_ngram=max_ngram)
+            stats.append(batch_stats("pretraining", model.config, data, rows, batch, model(**batch)))
+        return combine("pretraining", model.config, data, stats)
+    finally:
+        model.train(was_training)
 
 
 def qa_answers(model, tokenizer, examples: list[dict], batch_size: int) -> list[str]:

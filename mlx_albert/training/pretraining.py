@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mlx.core as mx
 import numpy as np
 
 from ..tokenizer import AlbertTokenizer
-from .data import DataError, Dataset
+from .data import DataError, Dataset, collate
 
 
 def read_documents(path: str | Path) -> list[list[str]]:
@@ -111,3 +112,21 @@ def mask_tokens(
     normal = np.setdiff1d(np.arange(tokenizer.vocab_size), [i for i in specials if i is not None])
     ids[randomise] = rng.choice(normal, size=int(randomise.sum()))
     return ids, labels
+
+
+def masked_batch(
+    features: list[dict],
+    tokenizer: AlbertTokenizer,
+    max_positions: int,
+    rng: np.random.Generator,
+    probability: float = 0.15,
+    max_ngram: int = 1,
+) -> dict[str, mx.array]:
+    """A padded pre-training batch with MLM corruption ([CLS], [SEP] and padding never masked)."""
+    batch = collate(features, tokenizer.pad_token_id, max_positions)
+    ids = np.array(batch["input_ids"])
+    special = (ids == tokenizer.cls_token_id) | (ids == tokenizer.sep_token_id)
+    special |= np.array(batch["attention_mask"]) == 0
+    ids, labels = mask_tokens(ids, special, tokenizer, rng, probability, max_ngram)
+    batch["input_ids"], batch["labels"] = mx.array(ids), mx.array(labels)
+    return batch

@@ -28,7 +28,7 @@ from .evaluate import batch_stats, combine, qa_answers
 from .lora import apply_lora, has_lora, merge_lora
 from .metrics import squad_scores
 from .optim import adamw, clip_by_global_norm, schedule
-from .pretraining import mask_tokens
+from .pretraining import masked_batch
 from .report import plot_losses
 
 logger = logging.getLogger(__name__)
@@ -251,16 +251,13 @@ class Trainer:
         return self.dp.shard(batch, self.task) if self.dp.active else batch
 
     def _collate(self, features, rng) -> dict:
-        batch = collate(features, self.tokenizer.pad_token_id, self.model.config.max_positions)
         if self.task == "pretraining":
-            ids = np.array(batch["input_ids"])
-            special = (ids == self.tokenizer.cls_token_id) | (ids == self.tokenizer.sep_token_id)
-            special |= np.array(batch["attention_mask"]) == 0
-            ids, labels = mask_tokens(
-                ids, special, self.tokenizer, rng, self.args.mlm_probability, self.args.max_ngram
+            max_positions = self.model.config.max_positions
+            args = self.args
+            return masked_batch(
+                features, self.tokenizer, max_positions, rng, args.mlm_probability, args.max_ngram
             )
-            batch["input_ids"], batch["labels"] = mx.array(ids), mx.array(labels)
-        return batch
+        return collate(features, self.tokenizer.pad_token_id, self.model.config.max_positions)
 
     # -- the loop -------------------------------------------------------------------------------
     def train(self) -> dict:

@@ -59,11 +59,15 @@ def timeit(fn, warmup: int, repeats: int) -> float:
     return statistics.median(times)
 
 
+PADDED = True  # --no-padding: full rows, and the forward gets no mask (as the pipelines then pass)
+
+
 def inputs(batch: int, seq: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     ids = rng.integers(5, 30000, (batch, seq)).astype(np.int32)
     mask = np.ones((batch, seq), np.int32)
-    mask[batch // 2 :, seq * 3 // 4 :] = 0  # a realistic padded half
+    if PADDED:
+        mask[batch // 2 :, seq * 3 // 4 :] = 0  # a realistic padded half
     return ids, mask
 
 
@@ -128,13 +132,19 @@ def mlx_forward(config, batch, seq, dtype, bits, args):
         nn.quantize(model, group_size=64, bits=bits)
     model.set_dtype(getattr(mx, dtype))
     model.eval()
+    fuse_qkv(model, args.fuse_qkv)
     mx.eval(model.parameters())
     ids, mask = (mx.array(a) for a in inputs(batch, seq))
+    mask = mask if PADDED else None
     fn = lambda: mx.eval(model(ids, attention_mask=mask).last_hidden_state)  # noqa: E731
     mx.reset_peak_memory()
     seconds = timeit(fn, args.warmup, args.repeats)
     bound = activation_bound(model, config, batch, seq, getattr(mx, dtype).size)
     return seconds, mx.get_peak_memory(), bound
+
+
+def fuse_qkv(model, on: bool) -> None:
+    model.apply_to_modules(lambda _, m: setattr(m, "fuse_qkv", on) if hasattr(m, "fuse_qkv") else None)
 
 
 def mlx_train_step(config, batch, seq, dtype, args, repeats: int | None = None):
@@ -146,6 +156,7 @@ def mlx_train_step(config, batch, seq, dtype, args, repeats: int | None = None):
     model = AlbertForSequenceClassification(config)
     model.set_dtype(getattr(mx, dtype))
     model.train()
+    fuse_qkv(model, getattr(args, "fuse_qkv", False))
     ids, mask = inputs(batch, seq)
     features = [
         {"input_ids": list(i[m > 0]), "token_type_ids": [0] * int(m.sum()), "labels": int(n % 2)}
@@ -222,7 +233,9 @@ def torch_train_step(config, batch, seq, dtype, impl, device, args):
 
 def torch_worker(spec: str) -> None:
     """Runs one transformers measurement described by a JSON spec; prints seconds."""
+    global PADDED
     job = json.loads(spec)
+    PADDED = job["padded"]
     args = argparse.Namespace(warmup=job["warmup"], repeats=job["repeats"])
     fn = torch_train_step if job["train"] else torch_forward
     print(
@@ -243,6 +256,7 @@ def run_torch(config, batch, seq, dtype, impl, device, args, train=False) -> flo
         warmup=args.warmup,
         repeats=args.repeats,
         train=train,
+        padded=PADDED,
     )
     env = dict(os.environ, MLX_ALBERT_BLAS="0")
     done = subprocess.run(
@@ -279,10 +293,14 @@ def main(argv=None):
     p.add_argument(
         "--peak-tflops", type=float, default=None, help="the device's dense peak: adds its fraction"
     )
+    p.add_argument("--fuse-qkv", action="store_true", help="one H -> 3H projection for q, k, v")
+    p.add_argument("--no-padding", action="store_true", help="full rows, forward without a mask")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", default="bench_results")
     args = p.parse_args(argv)
+    global PADDED
+    PADDED = not args.no_padding
     mx.set_default_device(mx.gpu if args.device == "gpu" else mx.cpu)
     tdev = "cuda" if args.device == "gpu" else "cpu"
     impls = [i for i in args.torch.split(",") if i]
@@ -370,6 +388,8 @@ def environment(args) -> dict:
         mlx=mx.__version__,
         device=str(mx.default_device()),
         blas=blas.loaded or "bundled/system default",
+        fuse_qkv=args.fuse_qkv,
+        padded=PADDED,
     )
     try:
         import torch

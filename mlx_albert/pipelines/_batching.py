@@ -1,5 +1,5 @@
 """Length-bucketed batching shared by the pipelines: sort by length, pad each batch only to its own
-longest (rounded up to a multiple of 8), run the model, hand results back in input order."""
+longest (rounded up to the backend's bucket), run the model, hand results back in input order."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import mlx.core as mx
 import numpy as np
 from tokenizers import Encoding
 
-PAD_MULTIPLE = 8
+from ..buckets import padded_width
+
 CHUNK_BATCHES = 64  # inputs are sorted within chunks of batch_size * CHUNK_BATCHES (bounds memory on streams)
 
 
@@ -121,11 +122,12 @@ def run_batches(
 ) -> list:
     """Runs `forward` over groups of encodings, longest first, `batch_size` groups at a time.
 
-    Each batch is padded to its own longest sequence rounded up to a multiple of 8 (capped at
-    max_positions). Ids and token types are range-checked here, on the host arrays, so the model
-    runs without its own check (a device-to-host sync per batch). `forward` gets {"input_ids",
-    "attention_mask", "token_type_ids"} of shape (B, W), or (B, C, W) for groups of C > 1
-    encodings when squeeze is False, and returns one result per row.
+    Each batch is padded to its own longest sequence rounded up to the backend's bucket (8 on the
+    CPU, 32 on GPUs; capped at max_positions). Ids and token types are range-checked here, on the
+    host arrays, so the model runs without its own check (a device-to-host sync per batch).
+    `forward` gets {"input_ids", "attention_mask", "token_type_ids"} of shape (B, W), or
+    (B, C, W) for groups of C > 1 encodings when squeeze is False (no "attention_mask" when the
+    batch holds no padding: the model then attends without a mask), and returns one result per row.
     Returns those results in the order of `groups`.
     """
     lengths = [max(len(e.ids) for e in g) for g in groups]
@@ -134,8 +136,7 @@ def run_batches(
     bar = Progress(-(-len(groups) // batch_size), progress)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        width = lengths[rows[0]]
-        width = max(width, min(-(-width // PAD_MULTIPLE) * PAD_MULTIPLE, max_positions))
+        width = padded_width(lengths[rows[0]], max_positions)
         C = len(groups[rows[0]])
         arrays = {
             k: np.zeros((len(rows), C, width), np.int32)
@@ -151,6 +152,8 @@ def run_batches(
         if squeeze:
             arrays = {k: v[:, 0] for k, v in arrays.items()}
         _check_ranges(model.config, arrays)
+        if arrays["attention_mask"].all():
+            del arrays["attention_mask"]
         with _unchecked(model):
             outputs = forward({k: mx.array(v) for k, v in arrays.items()})
         for i, result in zip(rows, outputs, strict=True):

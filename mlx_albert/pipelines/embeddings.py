@@ -88,6 +88,8 @@ def _pooled(model, pooling: str, normalize: bool):
             pooled = out.pooler_output
         elif pooling == "cls":
             pooled = out.last_hidden_state[:, 0]
+        elif "attention_mask" not in batch:  # no padding
+            pooled = out.last_hidden_state.mean(axis=1)
         else:
             mask = batch["attention_mask"][..., None].astype(out.last_hidden_state.dtype)
             pooled = (out.last_hidden_state * mask).sum(axis=1) / mx.maximum(mask.sum(axis=1), 1)

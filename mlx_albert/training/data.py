@@ -1,5 +1,5 @@
 """Training data: JSONL/CSV readers for each task, tokenised into features, and length-bucketed,
-per-epoch shuffled batches padded to a multiple of 8.
+per-epoch shuffled batches padded to the backend's length bucket (buckets.py).
 
 Record fields (JSONL objects, or CSV columns):
   sequence_classification  text, [text_pair], label (a class name/id, a number for regression,
@@ -24,6 +24,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from ..buckets import padded_width
 from ..text import escape
 from ..tokenizer import AlbertTokenizer
 
@@ -38,7 +39,6 @@ TASK_ARCHITECTURES = {
     "pretraining": "for_pre_training",
 }
 TASKS = tuple(TASK_ARCHITECTURES)
-PAD_MULTIPLE = 8
 
 
 class DataError(ValueError):
@@ -434,9 +434,9 @@ def batch_order(
 
 
 def collate(features: list[dict], pad_id: int, max_positions: int | None = None) -> dict[str, mx.array]:
-    """Pads a batch to its longest sequence rounded up to a multiple of 8 (not past max_positions)."""
-    width = max(_length(f) for f in features)
-    width = max(width, min(-(-width // PAD_MULTIPLE) * PAD_MULTIPLE, max_positions or 1 << 30))
+    """Pads a batch to its longest sequence rounded up to the backend's bucket (buckets.py; never
+    past max_positions)."""
+    width = padded_width(max(_length(f) for f in features), max_positions)
     multi = isinstance(features[0]["input_ids"][0], list)
 
     def pad(rows, value):

@@ -1,0 +1,143 @@
+"""What keeps compilations few and forwards lean: shapeless activation kernels (GPU default), length
+buckets, one trace per batch shape of the compiled training step, the fused QKV projection and the
+mask-free attention of unpadded batches, all equal to the plain paths."""
+
+import json
+import random
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from conftest import case_folder, get_case
+from oracle import ARCHITECTURES
+
+import mlx_albert
+from mlx_albert import activations, buckets
+from mlx_albert.model import AlbertModel
+from mlx_albert.training import Trainer, TrainingArgs, build, read_records
+
+TINY = Path(__file__).parent.parent / "models" / "tiny-albert"
+SHAPES = [(2, 8, 64), (4, 16, 64), (1, 3, 128), (2, 8, 64)]
+
+
+@pytest.mark.parametrize("shapeless", [True, False])
+def test_activation_kernels_trace_once_when_shapeless(shapeless, monkeypatch):
+    """Shapeless (the GPU default): one trace for every shape; per shape otherwise (the CPU default,
+    whose kernels run ~2x faster with the sizes built in). Both equal the uncompiled function."""
+    monkeypatch.setattr(activations, "SHAPELESS", shapeless)
+    monkeypatch.setattr(activations, "TRACES", activations.TRACES.__class__())
+    fn = activations._fused(activations.gelu_new)  # fresh compile caches, as the library builds them
+    for shape in SHAPES:
+        x = mx.random.normal(shape)
+        assert mx.abs(fn(x) - activations.gelu_new(x)).max().item() < 1e-6
+    distinct = len(set(SHAPES))
+    assert activations.TRACES["gelu_new"] == (1 if shapeless else distinct)
+
+
+def test_default_shapeless_only_off_the_cpu():
+    assert activations.SHAPELESS is None
+    before = activations.TRACES["silu"]
+    fn = activations._fused(activations.silu)
+    for shape in SHAPES:
+        fn(mx.random.normal(shape))
+    traced = activations.TRACES["silu"] - before
+    assert traced == (len(set(SHAPES)) if mx.default_device() == mx.cpu else 1)
+
+
+def test_length_buckets(monkeypatch):
+    assert buckets.pad_multiple() == (8 if mx.default_device() == mx.cpu else 32)
+    monkeypatch.setattr(buckets, "pad_multiple", lambda: 32)  # the GPU rule
+    widths = {buckets.padded_width(n, 128) for n in range(1, 129)}
+    assert widths == {32, 64, 96, 128}
+    assert buckets.padded_width(100, 100) == 100  # never past max_positions
+    assert buckets.padded_width(120, 100) == 120  # nor below the longest (the model refuses it)
+
+
+def test_compiled_training_step_traces_once_per_batch_shape(tmp_path, monkeypatch):
+    """mx.compile retraces the step only for a batch shape it has not seen: the forward runs once
+    per distinct (batch, width), however many steps reuse it."""
+    folder = TINY
+    rng = random.Random(0)
+    words = ["cat", "dog", "river", "sea", "bird", "hill"]
+    rows = [
+        {"text": " ".join(rng.choices(words, k=rng.randint(2, 40))), "label": str(i % 2)} for i in range(48)
+    ]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tok = mlx_albert.AlbertTokenizer.from_pretrained(folder)
+    model = mlx_albert.load(folder, "for_sequence_classification", num_labels=2)
+    train = build("sequence_classification", read_records(path), tok, 64, {"0": 0, "1": 1})
+    args = TrainingArgs(output_dir=str(tmp_path / "run"), batch_size=5, progress=False, compile=True)
+    trainer = Trainer(model, tok, args, train)
+    calls = []
+    forward = AlbertModel.__call__
+    monkeypatch.setattr(
+        AlbertModel, "__call__", lambda self, *a, **k: calls.append(1) or forward(self, *a, **k)
+    )
+    shapes = []
+    for i in range(3 * trainer.batches_per_epoch):  # three epochs: every shape comes back
+        batch = trainer._micro_batch(i)
+        shapes.append(tuple(batch["input_ids"].shape))
+        trainer._step([batch])
+    assert len(calls) == len(set(shapes)) < len(shapes) / 2
+    assert all(w % buckets.pad_multiple() == 0 or w == 64 for _, w in shapes)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_fused_qkv_equals_transformers(arch, tmp_path):
+    """The one-matmul q/k/v projection (tolerance as test_parity: 1e-4) on every architecture."""
+    case = get_case("factorised", arch, "golden")
+    model = mlx_albert.load(case_folder(case, tmp_path))
+    model.apply_to_modules(lambda _, m: setattr(m, "fuse_qkv", True) if hasattr(m, "fuse_qkv") else None)
+    names = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+    out = model(**{k: v for k, v in case["inputs"].items() if k in names})
+    for key, ref in case["outputs"].items():
+        field = key.split(".")[0]
+        if "." in key or field not in out.__dataclass_fields__ or field == "loss" or out[field] is None:
+            continue
+        err = np.abs(np.array(out[field].astype(mx.float32)) - ref).max()
+        assert err <= 1e-4, f"{arch} {key}: {err:.3g}"
+
+
+def test_unpadded_batches_run_without_a_mask(monkeypatch):
+    """No attention_mask -> no bias is built at all, and the result equals an all-ones mask."""
+    import mlx_albert.model as model_module
+
+    model = AlbertModel(
+        mlx_albert.AlbertConfig(
+            vocab_size=50,
+            hidden_size=32,
+            num_attention_heads=4,
+            intermediate_size=64,
+            embedding_size=16,
+            max_positions=16,
+        )
+    )
+    ids = mx.array(np.random.default_rng(0).integers(5, 50, (3, 12)))
+    with_mask = model(ids, attention_mask=mx.ones_like(ids)).last_hidden_state
+    monkeypatch.setattr(model_module, "attention_bias", lambda *a: pytest.fail("built a bias"))
+    assert mx.array_equal(model(ids).last_hidden_state, with_mask)
+
+
+def test_pipelines_drop_the_mask_of_unpadded_batches_with_the_same_result(monkeypatch):
+    """A batch whose rows fill its width exactly runs mask-free; mean pooling then averages every
+    position, equal to the masked mean of the same text inside a padded batch."""
+    tok = mlx_albert.AlbertTokenizer.from_pretrained(TINY)
+    candidates = [
+        " ".join(["the cat sees a dog"] * n + ["by the river"] * m) for n in range(1, 6) for m in range(4)
+    ]
+    text = next(t for t in candidates if len(tok.encode([t])[0][0].ids) % buckets.pad_multiple() == 0)
+    embed = mlx_albert.pipeline("embed", TINY, pooling="mean")
+    seen = []
+    forward = AlbertModel.__call__
+    monkeypatch.setattr(
+        AlbertModel,
+        "__call__",
+        lambda self, *a, **k: seen.append(k.get("attention_mask")) or forward(self, *a, **k),
+    )
+    alone = np.array(embed(text))
+    assert seen[-1] is None
+    batched = np.array(embed([text + " and the sea", text])[1])
+    assert seen[-1] is not None
+    assert np.abs(alone - batched).max() < 1e-5

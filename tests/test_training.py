@@ -824,3 +824,20 @@ def test_progress_in_a_log_file_is_one_line_per_log_and_evaluations_are_printed(
     lines = err.strip().splitlines()
     assert sum(line.startswith("step ") for line in lines) == 2
     assert sum(line.startswith("eval at step ") and "accuracy=" in line for line in lines) == 2
+
+
+def test_half_precision_weights_train_as_float32_masters(data, tmp_path):
+    """A float16 checkpoint (as shipped models are) fine-tunes from float32 weights; a Trainer handed
+    half-precision weights without mixed_precision refuses them instead of losing every update."""
+    half = tmp_path / "half"
+    mlx_albert.load(TINY, dtype=mx.float16).save_pretrained(half)
+    mlx_albert.AlbertTokenizer.from_pretrained(TINY).save_pretrained(half)
+    args = _args(tmp_path, max_steps=3, batch_size=8, learning_rate=1e-3)
+    trainer, _ = finetune(half, "sequence_classification", data["train"], None, args)
+    assert trainer.model.dtype == mx.float32
+    tok = mlx_albert.AlbertTokenizer.from_pretrained(TINY)
+    model = mlx_albert.load(half, "for_sequence_classification", num_labels=2)
+    train = build("sequence_classification", read_records(data["train"]), tok, 64, {"place": 0, "animal": 1})
+    with pytest.raises(ValueError, match="weights are float16: .*dtype=mx.float32"):
+        Trainer(model, tok, _args(tmp_path / "b"), train)
+    Trainer(model, tok, _args(tmp_path / "c", mixed_precision="float16"), train)  # half compute: fine

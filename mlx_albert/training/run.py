@@ -76,7 +76,7 @@ def finetune(
             config = AlbertConfig.from_json(folder / "config.json")
             net = ARCHITECTURES["for_pre_training"](config)
         else:
-            net = load(folder, "for_pre_training")
+            net = load(folder, "for_pre_training", dtype=mx.float32)
         train = sop_dataset(read_documents(train_file), tokenizer, max_length, args.seed)
         evaluation = (
             sop_dataset(read_documents(eval_file), tokenizer, max_length, args.seed) if eval_file else None
@@ -112,7 +112,9 @@ def finetune(
                 if task == "sequence_classification":
                     changes["problem_type"] = kind
             problem_type = kind
-        net = load(folder, ARCHITECTURE[task], **changes)
+        # float32 weights whatever the checkpoint stores (shipped models are float16): AdamW needs
+        # them; --mixed-precision picks a half-precision compute dtype on top.
+        net = load(folder, ARCHITECTURE[task], dtype=mx.float32, **changes)
         train = build(task, records, tokenizer, max_length, label_to_id, problem_type, doc_stride)
         evaluation = None
         if eval_file:

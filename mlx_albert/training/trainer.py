@@ -134,6 +134,14 @@ class Trainer:
             n = apply_lora(model, args.lora_rank, args.lora_alpha, args.lora_dropout)
             logger.info("LoRA rank %d: %d trainable parameters", args.lora_rank, n)
         self.compute_dtype = None
+        half = {v.dtype for _, v in tree_flatten(model.trainable_parameters())} & {mx.float16, mx.bfloat16}
+        if half and not args.mixed_precision:
+            name = str(half.pop()).removeprefix("mlx.core.")
+            raise ValueError(
+                f"the model's weights are {name}: AdamW updates on half-precision weights are lost "
+                "to rounding or overflow; load the model in float32 (mlx_albert.load(..., "
+                "dtype=mx.float32)) and set mixed_precision for half-precision compute"
+            )
         if args.mixed_precision:
             if args.mixed_precision not in ("bfloat16", "float16"):
                 raise ValueError(f"mixed_precision must be bfloat16 or float16, got {args.mixed_precision!r}")

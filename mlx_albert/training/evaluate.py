@@ -92,22 +92,35 @@ def combine(task: str, config, data: Dataset, stats: list[dict]) -> dict:
 
 
 def evaluate_pretraining(
-    model, tokenizer, data: Dataset, batch_size: int = 32, seed: int = 0, max_ngram: int = 1
+    model,
+    tokenizer,
+    data: Dataset,
+    batch_size: int = 32,
+    seed: int = 0,
+    max_ngram: int = 1,
+    constant_token: int | None = None,
 ) -> dict:
     """Masked-LM top-1/top-5 accuracy and perplexity, and sentence-order accuracy of a pre-training
-    model on `data` (from `sop_dataset`); 15% of tokens masked, fixed by `seed`."""
+    model on `data` (from `sop_dataset`); 15% of tokens masked, fixed by `seed`. With
+    constant_token, also "baseline_accuracy": that of always predicting it on the same masks.
+    "masked_tokens" counts the predicted positions."""
     from .pretraining import masked_batch
 
     was_training = model.training
     model.eval()
     try:
-        stats = []
+        stats, hits = [], 0
         for j, rows in enumerate(batch_order(data.lengths(), batch_size, 0, 0, shuffle=False)):
             rng = np.random.default_rng([seed, 10**6, j])
             features = [data.features[i] for i in rows]
             batch = masked_batch(features, tokenizer, model.config.max_positions, rng, max_ngram=max_ngram)
             stats.append(batch_stats("pretraining", model.config, data, rows, batch, model(**batch)))
-        return combine("pretraining", model.config, data, stats)
+            hits += int((np.array(batch["labels"]) == constant_token).sum())
+        metrics = combine("pretraining", model.config, data, stats)
+        metrics["masked_tokens"] = sum(s["total"] for s in stats)
+        if constant_token is not None:
+            metrics["baseline_accuracy"] = hits / max(metrics["masked_tokens"], 1)
+        return metrics
     finally:
         model.train(was_training)
 

@@ -4,14 +4,10 @@ checkpoints with bit-for-bit resume, best-model keeping, a JSONL log and a loss 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import shutil
-import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -20,16 +16,17 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
-from ..files import clean_stale, staged_folder, temp_sibling
+from ..files import clean_stale, staged_folder
 from . import checkpoint
 from .data import TASK_ARCHITECTURES, Dataset, batch_order, collate
 from .distributed import DataParallel, scaled_loss
 from .evaluate import batch_stats, combine, qa_answers
-from .lora import apply_lora, has_lora, merge_lora
+from .final import save_into_run, write_model
+from .lora import apply_lora
 from .metrics import squad_scores
 from .optim import adamw, clip_by_global_norm, schedule
 from .pretraining import masked_batch
-from .report import plot_losses
+from .report import Progress, append_log, plot_losses, rewrite_log
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +162,7 @@ class Trainer:
             mx.random.seed(args.seed + 1_000_003 * self.dp.rank)
         self._build_steps()
         self.state = {"step": 0, "seed": args.seed, "best_metric": None, "best_step": None, "log": []}
-        self._open_line = False  # a progress line redrawn in place on a terminal, not yet ended
+        self.progress = Progress(args.progress and self.dp.rank == 0, self.total_steps)
 
     # -- the compiled pieces ------------------------------------------------------------------
     def _build_steps(self):
@@ -304,7 +301,7 @@ class Trainer:
                 f"{out} holds checkpoints of an earlier run: resume it (--resume) or pick another output_dir"
             )
         if main:
-            self._rewrite_log()
+            rewrite_log(self.output_dir / "log.jsonl", self.state["log"])
         self.model.train()
         step, start, tokens = self.state["step"], time.perf_counter(), 0
         first = step
@@ -356,7 +353,7 @@ class Trainer:
                     }
                 )
                 losses = []
-                self._progress(step, first, elapsed)
+                self.progress.step(step, first, elapsed, self.state["log"][-1])
             end_of_epoch = step % self.steps_per_epoch == 0 or step == self.total_steps
             if self.eval_data is not None and (
                 (args.eval_steps and step % args.eval_steps == 0) or (not args.eval_steps and end_of_epoch)
@@ -366,13 +363,11 @@ class Trainer:
                 (args.save_steps and step % args.save_steps == 0) or (not args.save_steps and end_of_epoch)
             ):
                 self._save_checkpoint(step)
-        if self._open_line:
-            print(file=sys.stderr)
-            self._open_line = False
+        self.progress.end()
         results = self.evaluate() if self.eval_data is not None else {}
         if main:
-            self._save_final()
-            self._plot()
+            save_into_run(self.output_dir, self._write_model)
+            plot_losses(self.state["log"], self.output_dir / "loss.png")
         self.dp.barrier()  # the final model is on disk before any rank returns
         getattr(self.model, "albert", self.model).check_inputs = self._checks
         return results
@@ -400,7 +395,7 @@ class Trainer:
     def _evaluate_and_keep_best(self, step: int) -> None:
         metrics = self.evaluate()
         self._log({"step": step, **{f"eval_{k}": v for k, v in metrics.items()}, "world_size": self.dp.world})
-        self._report(step, metrics)
+        self.progress.evaluation(step, metrics)
         value, best = metrics.get(self.metric), self.state["best_metric"]
         if value is None:
             raise ValueError(f"metric {self.metric!r} is not computed for this task; have {sorted(metrics)}")
@@ -408,40 +403,11 @@ class Trainer:
         if better:
             self.state["best_metric"], self.state["best_step"] = value, step
             if self.dp.rank == 0:
-                self._export(self.output_dir / "best")
+                with staged_folder(self.output_dir / "best") as tmp:  # swapped in whole
+                    self._write_model(tmp)
 
-    def _export(self, final: Path) -> None:
-        """Writes a transformers-layout model folder (LoRA merged, float32 master weights) + tokenizer,
-        swapped in whole (best/ is never missing or half-written)."""
-        with staged_folder(final) as tmp:
-            self._write_model(tmp)
-
-    def _write_model(self, tmp: Path) -> None:
-        model = self.model
-        if self.master is not None or has_lora(model):  # a copy, leaving the training model as it is
-            model = type(self.model)(self.model.config)
-            if has_lora(self.model):
-                apply_lora(model, self.args.lora_rank, self.args.lora_alpha)
-            model.update(self.model.parameters())
-            if self.master is not None:
-                model.update(self.master)
-            model.set_dtype(mx.float32)
-            merge_lora(model)
-        model.save_pretrained(tmp)
-        self.tokenizer.save_pretrained(tmp)
-        (tmp / "training_args.json").write_text(json.dumps(asdict(self.args), indent=2))
-
-    def _save_final(self) -> None:
-        """The run folder itself loads with from_pretrained: its model files are staged beside it and
-        moved in one by one, weights first (the folder also holds checkpoints, so it is not swapped)."""
-        tmp = temp_sibling(self.output_dir / "final", folder=True)
-        try:
-            self._write_model(tmp)
-            names = sorted(p.name for p in tmp.iterdir())
-            for name in sorted(names, key=lambda n: n != "model.safetensors"):
-                os.replace(tmp / name, self.output_dir / name)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    def _write_model(self, folder: Path) -> None:
+        write_model(folder, self.model, self.tokenizer, self.args, self.master)
 
     # -- evaluation -----------------------------------------------------------------------------
     def evaluate(self, data: Dataset | None = None) -> dict:
@@ -482,47 +448,8 @@ class Trainer:
     # -- logging --------------------------------------------------------------------------------
     def _log(self, entry: dict) -> None:
         self.state["log"].append(entry)
-        if self.dp.rank != 0:
-            return
-        with open(self.output_dir / "log.jsonl", "a") as f:
-            f.write(json.dumps(entry) + "\n")
-
-    def _rewrite_log(self) -> None:
-        """log.jsonl holds exactly the entries of the state we start from (a resume drops the rest)."""
-        from ..files import atomic_write
-
-        lines = "".join(json.dumps(e) + "\n" for e in self.state["log"])
-        atomic_write(self.output_dir / "log.jsonl", lambda tmp: Path(tmp).write_text(lines))
-
-    def _progress(self, step: int, first: int, elapsed: float) -> None:
-        """A progress line on stderr every log_steps: redrawn in place on a terminal, one line each in
-        a log file (no carriage returns piling up)."""
-        if not self.args.progress or self.dp.rank != 0:
-            return
-        last = self.state["log"][-1]
-        eta = elapsed / max(step - first, 1) * (self.total_steps - step)
-        line = (
-            f"step {step}/{self.total_steps} | loss {last['loss']:.4f} | lr {last['learning_rate']:.2e} | "
-            f"{last['tokens_per_second']:.0f} tok/s | ETA {int(eta // 60)}:{int(eta % 60):02d}"
-        )
-        if sys.stderr.isatty():
-            print(f"\r{line}", end="", file=sys.stderr, flush=True)
-            self._open_line = True
-        else:
-            print(line, file=sys.stderr, flush=True)
-
-    def _report(self, step: int, metrics: dict) -> None:
-        """Prints an evaluation's metrics when they are computed."""
-        if not self.args.progress or self.dp.rank != 0:
-            return
-        if self._open_line:
-            print(file=sys.stderr)
-            self._open_line = False
-        shown = "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
-        print(f"eval at step {step}: {shown}", file=sys.stderr, flush=True)
-
-    def _plot(self) -> None:
-        plot_losses(self.state["log"], self.output_dir / "loss.png")
+        if self.dp.rank == 0:
+            append_log(self.output_dir / "log.jsonl", entry)
 
 
 def _unflatten_master(extra: dict):

@@ -126,8 +126,11 @@ def match_weights(
             + ". Check that config.json belongs to these weights "
             "(or pass matching overrides such as num_labels=...)."
         )
-    if unused:
-        logger.warning("%s: weights not used by %s: %s", source, type(model).__name__, unused)
+    if unused:  # other heads (anything else raised above): using part of a checkpoint is expected,
+        # e.g. the MLM head of a pre-training checkpoint; worth a warning only beside new weights
+        (logger.warning if missing else logger.info)(
+            "%s: weights not used by %s: %s", source, type(model).__name__, unused
+        )
     if missing:
         logger.warning(
             "%s: newly initialised weights of %s (train them before use): %s",

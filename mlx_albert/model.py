@@ -3,6 +3,7 @@ Mirrors transformers' `modeling_albert.py` (post-LayerNorm layers, group index i
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -126,6 +127,11 @@ def on_gpu() -> bool:
 
 def device_memory() -> int | None:
     """Bytes of memory the default GPU may use (Metal's recommended working set, CUDA's total)."""
+    return _device_memory(str(mx.default_device()))
+
+
+@functools.cache  # asked once per device, not on every forward (CUDA asks NVML)
+def _device_memory(device: str) -> int | None:
     info = mx.device_info()
     for key in ("max_recommended_working_set_size", "memory_size", "total_memory"):
         if isinstance(info.get(key), int) and info[key] > 0:

@@ -51,16 +51,20 @@ def test_default_budget_per_backend(monkeypatch):
     assert encoder.default_budget() == 128 << 20
     assert encoder.slice_size(10_000, 128, 2) == (128 << 20) // one_layer
     monkeypatch.setattr(model_module, "on_gpu", lambda: True)
-    monkeypatch.setattr(mx, "device_info", lambda: {"architecture": "sm_90", "total_memory": 80 << 30})
+
+    def device_info(info: dict) -> None:
+        monkeypatch.setattr(mx, "device_info", lambda: info)
+        model_module._device_memory.cache_clear()  # the answer is cached per device
+
+    device_info({"architecture": "sm_90", "total_memory": 80 << 30})
     assert encoder.default_budget() == 5 << 30
     per_sequence = one_layer * encoder.GPU_GRAPH_FACTOR
     assert encoder.slice_size(256, 128, 2) == 256  # fits: one pass fills the device
     assert encoder.slice_size(100_000, 128, 2) == (5 << 30) // per_sequence
-    monkeypatch.setattr(
-        mx, "device_info", lambda: {"memory_size": 16 << 30, "max_recommended_working_set_size": 10 << 30}
-    )
+    device_info({"memory_size": 16 << 30, "max_recommended_working_set_size": 10 << 30})
     assert encoder.default_budget() == (10 << 30) // 16  # Metal: the recommended working set
-    monkeypatch.setattr(mx, "device_info", lambda: {"architecture": "unknown"})
+    device_info({"architecture": "unknown"})
     assert encoder.default_budget() is None and encoder.slice_size(100_000, 128, 2) == 100_000
     encoder.activation_budget = 1  # an explicit budget wins everywhere
     assert encoder.slice_size(100_000, 128, 2) == 1
+    model_module._device_memory.cache_clear()

@@ -112,7 +112,7 @@ def build_app(models: dict[str, ServedModel], settings: Settings) -> Starlette:
         if unknown:
             raise ApiError(400, f"unknown field {sorted(unknown)[0]!r}", sorted(unknown)[0])
         served = pick(body)
-        ids, truncated = _embedding_inputs(body.get("input"), served, settings, count)
+        texts, ids, truncated = _embedding_inputs(body.get("input"), served, settings, count)
         fmt = body.get("encoding_format", "float")
         if fmt not in ("float", "base64"):
             raise ApiError(400, "encoding_format must be 'float' or 'base64'", "encoding_format")
@@ -122,13 +122,30 @@ def build_app(models: dict[str, ServedModel], settings: Settings) -> Starlette:
             isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= hidden
         ):
             raise ApiError(400, f"dimensions must be an integer in [1, {hidden}]", "dimensions")
-        tokens = sum(map(len, ids))
 
-        def run(items):
+        def run(items: list) -> list:
+            """(vector, tokens, truncated) per item: texts are tokenised here, in one batch on the
+            worker thread (the tokenizer's Rust threads, off the event loop)."""
+            strings = [i for i, x in enumerate(items) if isinstance(x, str)]
+            if strings:
+                limit = served.max_length
+                encoded, _ = served.tokenizer.encode(
+                    [items[i] for i in strings], truncation=True, max_length=limit
+                )
+                items = list(items)
+                for i, e in zip(strings, encoded, strict=True):
+                    items[i] = (e.ids, bool(e.overflowing))
             pad = served.tokenizer.pad_token_id
-            return embed_ids(served.model, items, pad, served.pooling, served.normalize, settings.batch_size)
+            ids = [x[0] for x in items]
+            vectors = embed_ids(served.model, ids, pad, served.pooling, served.normalize, settings.batch_size)
+            return [(v, len(x[0]), x[1]) for v, x in zip(vectors, items, strict=True)]
 
-        vectors = await batcher.submit(("embed", served.id), run, ids, tokens)
+        items = texts if texts else [(x, False) for x in ids]
+        estimate = sum(len(x) // 4 + 2 for x in texts) + sum(map(len, ids))  # for the batch token limit
+        answers = await batcher.submit(("embed", served.id), run, items, estimate)
+        vectors = [a[0] for a in answers]
+        tokens = sum(a[1] for a in answers)
+        truncated += sum(a[2] for a in answers)
         data = []
         for i, v in enumerate(vectors):
             v = np.asarray(v, np.float32)
@@ -282,9 +299,10 @@ def _authorised(scope, key: str) -> bool:
     return False
 
 
-def _embedding_inputs(value, served: ServedModel, settings: Settings, count) -> tuple[list[list[int]], int]:
+def _embedding_inputs(value, served: ServedModel, settings: Settings, count):
     """OpenAI's `input`: a string, a list of strings, a list of token ids or a list of such lists;
-    -> (token ids per input, truncated to the model, how many were truncated)."""
+    -> (texts, cut after their first 2 x max_length words; or token ids per input, truncated to the
+    model; how many ids inputs were truncated). Texts are tokenised later, batched."""
     limit, vocab = served.max_length, served.model.config.vocab_size
 
     def is_ids(x):
@@ -316,11 +334,7 @@ def _embedding_inputs(value, served: ServedModel, settings: Settings, count) -> 
             raise ApiError(400, f"input {i} is neither a string nor a list of token ids", "input")
     if texts and ids:
         raise ApiError(400, "input mixes strings and token ids", "input")
-    if texts:
-        encodings, _ = served.front.encode(texts, truncation=True, max_length=limit)
-        truncated = sum(bool(e.overflowing) for e in encodings)
-        ids = [e.ids for e in encodings]
-    return ids, truncated
+    return texts, ids, truncated
 
 
 def _check_item(task: str, item, served: ServedModel, settings: Settings) -> None:

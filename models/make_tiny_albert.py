@@ -12,8 +12,6 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
 
-import mlx.core as mx  # noqa: E402
-
 from mlx_albert import AlbertConfig, AlbertForMaskedLM  # noqa: E402
 
 SUBJECTS = [
@@ -58,6 +56,22 @@ TAILS = [
 ]
 
 
+TOKENIZER_CONFIG = {
+    "tokenizer_class": "AlbertTokenizer",
+    "do_lower_case": True,
+    "remove_space": True,
+    "keep_accents": False,
+    "model_max_length": 128,
+    "bos_token": "[CLS]",
+    "eos_token": "[SEP]",
+    "unk_token": "<unk>",
+    "sep_token": "[SEP]",
+    "pad_token": "<pad>",
+    "cls_token": "[CLS]",
+    "mask_token": "[MASK]",
+}
+
+
 def corpus(n: int = 3000, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     return [
@@ -89,32 +103,14 @@ def train_spiece(sentences, vocab_size: int, character_coverage: float = 1.0) ->
 
 
 def main(out: Path = HERE / "tiny-albert") -> None:
+    import mlx.core as mx  # after mlx_albert, which picks the BLAS
     import sentencepiece as spm
 
     out.mkdir(parents=True, exist_ok=True)
     model = io.BytesIO(train_spiece(corpus(), 160))
     (out / "spiece.model").write_bytes(model.getvalue())
     vocab_size = spm.SentencePieceProcessor(model_proto=model.getvalue()).get_piece_size()
-    (out / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "tokenizer_class": "AlbertTokenizer",
-                "do_lower_case": True,
-                "remove_space": True,
-                "keep_accents": False,
-                "model_max_length": 128,
-                "bos_token": "[CLS]",
-                "eos_token": "[SEP]",
-                "unk_token": "<unk>",
-                "sep_token": "[SEP]",
-                "pad_token": "<pad>",
-                "cls_token": "[CLS]",
-                "mask_token": "[MASK]",
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    (out / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2) + "\n")
     mx.random.seed(0)
     config = AlbertConfig(
         vocab_size=vocab_size,

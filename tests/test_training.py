@@ -841,3 +841,42 @@ def test_half_precision_weights_train_as_float32_masters(data, tmp_path):
     with pytest.raises(ValueError, match="weights are float16: .*dtype=mx.float32"):
         Trainer(model, tok, _args(tmp_path / "b"), train)
     Trainer(model, tok, _args(tmp_path / "c", mixed_precision="float16"), train)  # half compute: fine
+
+
+def test_pretraining_metrics_count_top1_top5_and_the_baseline():
+    """batch_stats/combine on hand-made logits: top-1 and top-5 hits, perplexity from the masked
+    positions only, sentence order; evaluate_pretraining's constant-token baseline on a real model."""
+    from types import SimpleNamespace
+
+    from mlx_albert.training.data import Dataset
+    from mlx_albert.training.evaluate import batch_stats, combine
+
+    logits = np.full((1, 3, 8), -10.0, np.float32)
+    logits[0, 0, 2] = 5.0  # position 0: label 2 is top-1
+    logits[0, 1, [0, 1, 3, 4, 5]] = [5, 4, 3, 2, 1]  # position 1: label 5 is 5th
+    logits[0, 2, 7] = 5.0  # position 2: not predicted (-100)
+    batch = {"labels": mx.array([[2, 5, -100]]), "sentence_order_label": mx.array([1])}
+    out = SimpleNamespace(
+        loss=mx.array(1.0), prediction_logits=mx.array(logits), sop_logits=mx.array([[0.0, 1.0]])
+    )
+    data = Dataset("pretraining", [{"input_ids": [2, 9, 3]}])
+    stats = batch_stats("pretraining", None, data, [0], batch, out)
+    assert (stats["hit"], stats["hit5"], stats["total"], stats["sop"]) == (1, 2, 2, 1)
+    metrics = combine("pretraining", None, data, [stats])
+    assert metrics["mlm_accuracy"] == 0.5 and metrics["mlm_top5_accuracy"] == 1.0
+    logp = logits[0, :2] - np.log(np.exp(logits[0, :2].astype(np.float64)).sum(-1, keepdims=True))
+    assert (
+        abs(metrics["perplexity"] - math.exp(-(logp[0, 2] + logp[1, 5]) / 2)) < 1e-6 * metrics["perplexity"]
+    )
+
+    from mlx_albert.training import evaluate_pretraining, read_documents, sop_dataset
+
+    tok = mlx_albert.AlbertTokenizer.from_pretrained(TINY)
+    model = mlx_albert.AlbertForPreTraining(mlx_albert.load(TINY).config)
+    path = Path(__file__).parent / "data" / "pydoc_heldout.txt"
+    held_out = sop_dataset(read_documents(path)[:5], tok, 64)
+    the = tok.convert_tokens_to_ids(["▁the"])[0]
+    a = evaluate_pretraining(model, tok, held_out, seed=0, constant_token=the)
+    b = evaluate_pretraining(model, tok, held_out, seed=0, constant_token=the)
+    assert a == b and 0 < a["baseline_accuracy"] < 1 and a["masked_tokens"] > 0  # fixed masks
+    assert a["mlm_top5_accuracy"] >= a["mlm_accuracy"]

@@ -24,7 +24,7 @@ from .pipelines import ALIASES, TASKS
 from .text import escape
 
 EPILOG = """examples:
-  mlx-albert fill-mask --model models/tiny-albert "The capital of France is [MASK]."
+  mlx-albert fill-mask --model models/albert-pydoc-small "Return a new [MASK] from the iterable."
   mlx-albert classify --model my-classifier --file reviews.csv --json > labels.jsonl
   mlx-albert ner --model my-ner --aggregation simple < article.txt
   mlx-albert qa --model my-qa --context "ALBERT shares one layer's weights." "What is shared?"

@@ -38,7 +38,7 @@ MODEL = dict(
     intermediate_size=1024,
     num_blocks=6,
     num_groups=1,
-    max_positions=128,
+    max_positions=64,
     activation="gelu_new",
 )
 
@@ -294,7 +294,7 @@ def main() -> None:
     init.mkdir(exist_ok=True)
     (init / "spiece.model").write_bytes(spiece)
     (init / "tokenizer_config.json").write_text(
-        json.dumps(TOKENIZER_CONFIG | {"model_max_length": 512}, indent=2)
+        json.dumps(TOKENIZER_CONFIG | {"model_max_length": MODEL["max_positions"]}, indent=2)
     )
     manifest["spiece.model"] = hashlib.sha256(spiece).hexdigest()
     import sentencepiece as spm

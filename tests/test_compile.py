@@ -141,3 +141,29 @@ def test_pipelines_drop_the_mask_of_unpadded_batches_with_the_same_result(monkey
     batched = np.array(embed([text + " and the sea", text])[1])
     assert seen[-1] is not None
     assert np.abs(alone - batched).max() < 1e-5
+
+
+@pytest.mark.parametrize("activation", ["gelu", "gelu_new", "silu"])
+def test_gradients_through_shapeless_kernels_equal_the_per_shape_ones(activation, monkeypatch):
+    """The GPU default (shapeless forward and backward kernels), run on this backend: the same loss
+    and gradients as the per-shape kernels, over batches of several shapes."""
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+
+    config = mlx_albert.AlbertConfig(
+        vocab_size=60, hidden_size=32, num_attention_heads=4, intermediate_size=64,
+        embedding_size=16, max_positions=32, activation=activation,
+    )  # fmt: skip
+    mx.random.seed(0)
+    model = mlx_albert.AlbertForMaskedLM(config)
+    grad = nn.value_and_grad(model, lambda m, ids: m(ids, labels=ids).loss)
+    for shape in [(2, 8), (3, 16)]:
+        ids = mx.random.randint(5, 60, shape)
+        results = []
+        for shapeless in (True, False):
+            monkeypatch.setattr(activations, "SHAPELESS", shapeless)
+            loss, grads = grad(model, ids)
+            results.append((loss.item(), dict(tree_flatten(grads))))
+        (a, ga), (b, gb) = results
+        assert abs(a - b) < 1e-6
+        assert max(mx.abs(ga[k] - gb[k]).max().item() for k in ga) < 1e-6

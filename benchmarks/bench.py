@@ -153,8 +153,7 @@ def mlx_train_step(config, batch, seq, dtype, args, repeats: int | None = None):
     from mlx_albert.training.data import Dataset
 
     mx.random.seed(0)
-    model = AlbertForSequenceClassification(config)
-    model.set_dtype(getattr(mx, dtype))
+    model = AlbertForSequenceClassification(config)  # float32 weights; half dtypes as --mixed-precision
     model.train()
     fuse_qkv(model, getattr(args, "fuse_qkv", False))
     ids, mask = inputs(batch, seq)
@@ -165,7 +164,12 @@ def mlx_train_step(config, batch, seq, dtype, args, repeats: int | None = None):
     trainer = Trainer(
         model,
         None,
-        TrainingArgs(learning_rate=1e-5, progress=False, max_grad_norm=0),
+        TrainingArgs(
+            learning_rate=1e-5,
+            progress=False,
+            max_grad_norm=0,
+            mixed_precision=None if dtype == "float32" else dtype,
+        ),
         Dataset("sequence_classification", features),
     )
     arrays = {

@@ -7,10 +7,10 @@
 #   bash models/pretrain_pydoc.sh [CORPUS_DIR] [RUN_DIR]
 #
 # MLM (15%, n-grams <= 3) + sentence order on segment pairs of up to 64 tokens (the model's
-# max_positions: one or two sentences a side). ALBERT is post-LayerNorm: a long warm-up (a sixth
-# of the steps) matters; a first try with 100 warm-up steps to 7e-4 sat near the unigram loss for
-# 900 steps and never learned sentence order. An interrupted run continues where it stopped: run
-# the same command again (--resume).
+# max_positions: one or two sentences a side). A first try (pairs of 128 tokens, 100 warm-up steps
+# to 7e-4) was still near the unigram loss after 900 steps and had not learned sentence order; with
+# 64 tokens (twice the pairs per token) and a sixth of the steps of warm-up, sentence order came by
+# step 800. An interrupted run continues where it stopped: run the same command again (--resume).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 CORPUS="${1:-corpus}"

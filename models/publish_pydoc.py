@@ -64,8 +64,8 @@ to end (corpus, vocabulary, pre-training, conversion).
 It is an early model: {wall} of a 2-core CPU took it to {ratio:.1f}x the masked-token accuracy of
 always guessing the most frequent token and taught it sentence order, but its fill-mask answers
 are still mostly frequent words. It needs more pre-training: `mlx-albert train --task pretraining
---model models/albert-pydoc-small ...` continues from it (a GPU does in minutes what took the CPU an
-hour). It knows nothing outside Python's documentation.
+--model models/albert-pydoc-small ...` continues from it (a GPU does in minutes what took the CPU over
+an hour). It knows nothing outside Python's documentation.
 
 | | |
 | --- | --- |

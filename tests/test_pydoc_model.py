@@ -34,7 +34,7 @@ def test_held_out_numbers_match_the_card_and_beat_the_baselines(model, tokenizer
     """The card's numbers, recomputed on the committed held-out text with the same masks (seed 0):
     equal within one example (another host's BLAS may round one borderline logit the other way).
     What the shipped model reaches: sentence order >= 0.60 (chance 0.5; the issue's target, met)
-    and masked-token top-1 >= 1.8x always-the-most-frequent-token (it measured 2.0x; the issue's
+    and masked-token top-1 >= 2x always-the-most-frequent-token (it measured 2.2x; the issue's
     target of 3x is not reached yet, see the card)."""
     data = sop_dataset(read_documents(HELDOUT), tokenizer, CARD["max_length"], CARD["seed"])
     numbers = evaluate_pretraining(
@@ -46,7 +46,7 @@ def test_held_out_numbers_match_the_card_and_beat_the_baselines(model, tokenizer
         assert abs(numbers[key] - CARD[key]) <= 1 / n + 1e-9, (key, numbers[key], CARD[key])
     assert abs(numbers["sop_accuracy"] - CARD["sop_accuracy"]) <= 1 / CARD["pairs"] + 1e-9
     assert abs(numbers["perplexity"] - CARD["perplexity"]) < 1e-3 * CARD["perplexity"]
-    assert numbers["mlm_accuracy"] >= 1.8 * numbers["baseline_accuracy"]
+    assert numbers["mlm_accuracy"] >= 2 * numbers["baseline_accuracy"]
     assert numbers["mlm_top5_accuracy"] > 1.5 * numbers["mlm_accuracy"]
     assert CARD["sop_accuracy"] >= 0.60 and numbers["sop_accuracy"] >= 0.59
 

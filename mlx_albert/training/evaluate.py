@@ -91,6 +91,17 @@ def combine(task: str, config, data: Dataset, stats: list[dict]) -> dict:
     return result
 
 
+def batches_stats(task: str, model, data: Dataset, order: list, indices, collate, seed: int) -> list[dict]:
+    """batch_stats of the batches order[j] for j in indices, each collated by collate(features, rng)
+    with rng fixed by (seed, j): pre-training masks are a function of the batch, whoever runs it."""
+    stats = []
+    for j in indices:
+        rows = order[j]
+        batch = collate([data.features[i] for i in rows], np.random.default_rng([seed, 10**6, j]))
+        stats.append(batch_stats(task, model.config, data, rows, batch, model(**batch)))
+    return stats
+
+
 def evaluate_pretraining(
     model,
     tokenizer,
@@ -106,20 +117,22 @@ def evaluate_pretraining(
     "masked_tokens" counts the predicted positions."""
     from .pretraining import masked_batch
 
+    hits = []
+
+    def collate(features, rng):
+        batch = masked_batch(features, tokenizer, model.config.max_positions, rng, max_ngram=max_ngram)
+        hits.append(int((np.array(batch["labels"]) == constant_token).sum()))
+        return batch
+
     was_training = model.training
     model.eval()
     try:
-        stats, hits = [], 0
-        for j, rows in enumerate(batch_order(data.lengths(), batch_size, 0, 0, shuffle=False)):
-            rng = np.random.default_rng([seed, 10**6, j])
-            features = [data.features[i] for i in rows]
-            batch = masked_batch(features, tokenizer, model.config.max_positions, rng, max_ngram=max_ngram)
-            stats.append(batch_stats("pretraining", model.config, data, rows, batch, model(**batch)))
-            hits += int((np.array(batch["labels"]) == constant_token).sum())
+        order = batch_order(data.lengths(), batch_size, 0, 0, shuffle=False)
+        stats = batches_stats("pretraining", model, data, order, range(len(order)), collate, seed)
         metrics = combine("pretraining", model.config, data, stats)
         metrics["masked_tokens"] = sum(s["total"] for s in stats)
         if constant_token is not None:
-            metrics["baseline_accuracy"] = hits / max(metrics["masked_tokens"], 1)
+            metrics["baseline_accuracy"] = sum(hits) / max(metrics["masked_tokens"], 1)
         return metrics
     finally:
         model.train(was_training)

@@ -20,7 +20,7 @@ from ..files import clean_stale, staged_folder
 from . import checkpoint
 from .data import TASK_ARCHITECTURES, Dataset, batch_order, collate
 from .distributed import DataParallel, scaled_loss
-from .evaluate import batch_stats, combine, qa_answers
+from .evaluate import batches_stats, combine, qa_answers
 from .final import save_into_run, write_model
 from .lora import apply_lora
 from .metrics import squad_scores
@@ -430,15 +430,9 @@ class Trainer:
             order = batch_order(data.lengths(), self.args.eval_batch_size, 0, 0, shuffle=False)
 
             def run(indices: list) -> list:
-                stats = []
-                for j in indices:  # masks for pre-training eval: fixed, a function of the batch
-                    rows = order[j]
-                    rng = np.random.default_rng([self.args.seed, 10**6, j])
-                    batch = self._collate([data.features[i] for i in rows], rng)
-                    stats.append(
-                        batch_stats(self.task_metrics, model.config, data, rows, batch, model(**batch))
-                    )
-                return stats
+                return batches_stats(
+                    self.task_metrics, model, data, order, indices, self._collate, self.args.seed
+                )
 
             stats = self.dp.map(run, list(range(len(order))), 1)
             return self.dp.from_rank0(lambda: combine(self.task_metrics, model.config, data, stats))

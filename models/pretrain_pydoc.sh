@@ -32,25 +32,22 @@ for name, path in (("train.txt", corpus / "train.txt"), ("heldout.txt", corpus /
 print(f"corpus: {manifest['documents']} documents, {manifest['words']} words (train, held out)")
 PY
 
-resume=()
-[ -d "$RUN" ] && resume=(--resume)
+# Both runs: 64 tokens, batch 32, linear decay, the same masking, evaluation and checkpoints.
+train() {  # train OUTPUT_DIR FLAGS...: resumes OUTPUT_DIR when it exists
+  local out=$1 resume=()
+  shift
+  [ -d "$out" ] && resume=(--resume)
+  mlx-albert train --task pretraining --train "$CORPUS/train.txt" --eval "$CORPUS/heldout.txt" \
+    --output-dir "$out" ${resume[@]+"${resume[@]}"} --max-length 64 --batch-size 32 --schedule linear \
+    --weight-decay 0.01 --max-grad-norm 1.0 --mlm-probability 0.15 --max-ngram 3 \
+    --eval-steps 400 --save-steps 400 --save-total-limit 2 --log-steps 25 --no-progress "$@"
+}
 start=$(date +%s)
-mlx-albert train --task pretraining --from-scratch --model "$CORPUS/init" \
-  --train "$CORPUS/train.txt" --eval "$CORPUS/heldout.txt" --output-dir "$RUN" "${resume[@]}" \
-  --max-length 64 --batch-size 32 --max-steps 2400 \
-  --learning-rate 5e-4 --schedule linear --warmup-steps 400 --weight-decay 0.01 --max-grad-norm 1.0 \
-  --mlm-probability 0.15 --max-ngram 3 \
-  --eval-steps 400 --save-steps 400 --save-total-limit 2 --log-steps 25 --seed 0 --no-progress
+train "$RUN" --from-scratch --model "$CORPUS/init" \
+  --max-steps 2400 --learning-rate 5e-4 --warmup-steps 400 --seed 0
 # Phase 2: from phase 1's model, 1200 more steps at a lower peak and a new seed (new segment cuts,
 # swaps and masks).
-resume=()
-[ -d "$RUN-2" ] && resume=(--resume)
-mlx-albert train --task pretraining --model "$RUN" \
-  --train "$CORPUS/train.txt" --eval "$CORPUS/heldout.txt" --output-dir "$RUN-2" "${resume[@]}" \
-  --max-length 64 --batch-size 32 --max-steps 1200 \
-  --learning-rate 3e-4 --schedule linear --warmup-steps 100 --weight-decay 0.01 --max-grad-norm 1.0 \
-  --mlm-probability 0.15 --max-ngram 3 \
-  --eval-steps 400 --save-steps 400 --save-total-limit 2 --log-steps 25 --seed 1 --no-progress
+train "$RUN-2" --model "$RUN" --max-steps 1200 --learning-rate 3e-4 --warmup-steps 100 --seed 1
 elapsed=$(( $(date +%s) - start ))
 
 python "$HERE/publish_pydoc.py" "$CORPUS" "$HERE/albert-pydoc-small" --force \

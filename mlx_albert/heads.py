@@ -35,6 +35,14 @@ class AlbertMLMHead(nn.Module):
         return word_embeddings.as_linear(x) + self.bias  # (B, L, vocab_size)
 
 
+def at_positions(x: mx.array, positions: mx.array | None) -> mx.array:
+    """x (B, L, ...) at positions (B, K): (B, K, ...); x itself when positions is None."""
+    if positions is None:
+        return x
+    index = positions.reshape(*positions.shape, *([1] * (x.ndim - 2)))
+    return mx.take_along_axis(x, index, axis=1)
+
+
 class _AlbertHeadModel(nn.Module, PreTrainedMixin):
     """Shared plumbing: the backbone under `albert`, training mode off, output flags."""
 
@@ -62,6 +70,22 @@ class _AlbertHeadModel(nn.Module, PreTrainedMixin):
             output_attentions=output_attentions,
         )
 
+    def _positions(self, positions, length: int) -> mx.array | None:
+        """masked_positions as an index array, checked: (B, K) integers in [0, L)."""
+        if positions is None:
+            return None
+        positions = as_array("masked_positions", positions)
+        if positions.ndim != 2 or not mx.issubdtype(positions.dtype, mx.integer):
+            raise ValueError(
+                "masked_positions must be (batch, K) integers, "
+                f"got {positions.dtype} {tuple(positions.shape)}"
+            )
+        if self.albert.check_inputs and positions.size:
+            lo, hi = mx.stack([positions.min(), positions.max()]).tolist()
+            if lo < 0 or hi >= length:
+                raise ValueError(f"masked_positions must lie in [0, {length}), got [{lo}, {hi}]")
+        return positions
+
     def _labels(self, name: str, labels, num_classes: int | None = None) -> mx.array:
         labels = as_array(name, labels)
         if num_classes is not None and self.albert.check_inputs:
@@ -86,14 +110,21 @@ class AlbertForMaskedLM(_AlbertHeadModel):
         labels=None,
         output_hidden_states=None,
         output_attentions=None,
+        masked_positions=None,
     ) -> MaskedLMOutput:
+        """masked_positions (B, K), as the original ALBERT's masked_lm_positions: logits (B, K,
+        vocab_size) there only, labels (B, L) read there (pad K with an unlabelled position). Training
+        then skips the vocabulary projection of the tokens nothing is predicted for."""
         out = self._backbone(
             input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states, output_attentions
         )
-        logits = self.predictions(out.last_hidden_state, self.albert.embeddings.word_embeddings)
+        positions = self._positions(masked_positions, out.last_hidden_state.shape[1])
+        hidden = at_positions(out.last_hidden_state, positions)
+        logits = self.predictions(hidden, self.albert.embeddings.word_embeddings)
         loss = None
         if labels is not None:
-            loss = cross_entropy(logits, self._labels("labels", labels, self.config.vocab_size))
+            labels = at_positions(self._labels("labels", labels, self.config.vocab_size), positions)
+            loss = cross_entropy(logits, labels)
         return MaskedLMOutput(loss, logits, out.hidden_states, out.attentions)
 
 
@@ -292,17 +323,20 @@ class AlbertForPreTraining(_AlbertHeadModel):
         sentence_order_label=None,
         output_hidden_states=None,
         output_attentions=None,
+        masked_positions=None,
     ) -> AlbertForPreTrainingOutput:
+        """masked_positions: as AlbertForMaskedLM's (prediction_logits (B, K, vocab_size))."""
         out = self._backbone(
             input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states, output_attentions
         )
-        prediction_logits = self.predictions(out.last_hidden_state, self.albert.embeddings.word_embeddings)
+        positions = self._positions(masked_positions, out.last_hidden_state.shape[1])
+        hidden = at_positions(out.last_hidden_state, positions)
+        prediction_logits = self.predictions(hidden, self.albert.embeddings.word_embeddings)
         sop_logits = self.sop_classifier(out.pooler_output)
         loss = None
         if labels is not None and sentence_order_label is not None:  # as transformers: both or none
-            loss = cross_entropy(
-                prediction_logits, self._labels("labels", labels, self.config.vocab_size)
-            ) + cross_entropy(
+            labels = at_positions(self._labels("labels", labels, self.config.vocab_size), positions)
+            loss = cross_entropy(prediction_logits, labels) + cross_entropy(
                 sop_logits, self._labels("sentence_order_label", sentence_order_label, self.config.num_labels)
             )
         return AlbertForPreTrainingOutput(

@@ -404,6 +404,46 @@ def test_mlm_masking_follows_bert_rules():
     assert runs.max() >= 2  # whole n-grams are masked
 
 
+@pytest.mark.parametrize("head", ["AlbertForPreTraining", "AlbertForMaskedLM"])
+def test_masked_positions_give_the_full_loss_and_gradients(head):
+    """Logits at the masked positions only (what the trainer runs): every labelled position is
+    in masked_positions once, padding points at unlabelled ones, so the loss and its gradients equal
+    those of full logits (to float32 rounding: summation order)."""
+    from mlx_albert.training import masked_batch, read_documents, sop_dataset
+
+    tok = mlx_albert.AlbertTokenizer.from_pretrained(TINY)
+    model = getattr(mlx_albert, head)(mlx_albert.load(TINY).config)
+    docs = read_documents(Path(__file__).parent / "data" / "pydoc_heldout.txt")[:8]
+    batch = masked_batch(
+        sop_dataset(docs, tok, 64).features[:12], tok, 64, np.random.default_rng(0), 0.15, 3, True
+    )
+    if head == "AlbertForMaskedLM":
+        del batch["sentence_order_label"]
+    labels, positions = np.array(batch["labels"]), np.array(batch["masked_positions"])
+    assert positions.shape == (12, round(batch["input_ids"].shape[1] * 0.15))
+    for row, pos in zip(labels, positions, strict=True):  # each labelled position once, the rest unlabelled
+        chosen = np.flatnonzero(row != -100)
+        assert sorted(pos[: chosen.size]) == list(chosen) and (row[pos[chosen.size :]] == -100).all()
+    full = {k: v for k, v in batch.items() if k != "masked_positions"}
+    loss = lambda m, b: m(**b).loss  # noqa: E731
+    (l1, g1), (l2, g2) = (nn.value_and_grad(model, loss)(model, b) for b in (full, batch))
+    assert abs(l1.item() - l2.item()) < 1e-6
+    assert (
+        max(
+            mx.abs(a - b).max().item()
+            for (_, a), (_, b) in zip(tree_flatten(g1), tree_flatten(g2), strict=True)
+        )
+        < 1e-6
+    )
+    out = model(**batch)
+    logits = out.prediction_logits if head == "AlbertForPreTraining" else out.logits
+    assert logits.shape == (12, positions.shape[1], model.config.vocab_size)
+    with pytest.raises(ValueError, match=r"masked_positions must lie in \[0, "):
+        model(batch["input_ids"], masked_positions=positions + 1000)
+    with pytest.raises(ValueError, match="masked_positions must be .batch, K. integers"):
+        model(batch["input_ids"], masked_positions=positions[0])
+
+
 def test_metrics_follow_their_references():
     gold = [["O", "O", "O", "B-MISC", "I-MISC", "I-MISC", "O"], ["B-PER", "I-PER", "O"]]
     pred = [["O", "O", "B-MISC", "I-MISC", "I-MISC", "I-MISC", "O"], ["B-PER", "I-PER", "O"]]

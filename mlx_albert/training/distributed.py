@@ -12,6 +12,7 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
+from ..heads import at_positions
 from ..losses import cross_entropy
 
 TOKEN_LEVEL = {"token_classification"}  # losses averaged over labelled tokens, not rows
@@ -22,9 +23,9 @@ def scaled_loss(task: str, model, batch: dict, scale: mx.array) -> mx.array:
     masked tokens, sentence order over rows) have different denominators, so each its own scale."""
     if task != "pretraining":
         return model(**batch).loss.astype(mx.float32) * scale[0]
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "sentence_order_label")}
     out = model(**inputs)
-    mlm = cross_entropy(out.prediction_logits, batch["labels"])
+    mlm = cross_entropy(out.prediction_logits, at_positions(batch["labels"], batch.get("masked_positions")))
     sop = cross_entropy(out.sop_logits, batch["sentence_order_label"])
     return mlm * scale[0] + sop * scale[1]
 

@@ -16,6 +16,8 @@ def batch_stats(task: str, config, data: Dataset, rows, batch: dict, out) -> dic
     stats = {"loss": float(out.loss.item()), "n": len(rows)}
     if task == "pretraining":
         labels = np.array(batch["labels"])
+        if "masked_positions" in batch:  # logits at those positions only
+            labels = np.take_along_axis(labels, np.array(batch["masked_positions"]), 1)
         logits = np.array(out.prediction_logits.astype(mx.float32), np.float64)
         keep = labels != -100
         logits = logits - logits.max(-1, keepdims=True)

@@ -121,12 +121,31 @@ def masked_batch(
     rng: np.random.Generator,
     probability: float = 0.15,
     max_ngram: int = 1,
+    positions: bool = False,
 ) -> dict[str, mx.array]:
-    """A padded pre-training batch with MLM corruption ([CLS], [SEP] and padding never masked)."""
+    """A padded pre-training batch with MLM corruption ([CLS], [SEP] and padding never masked).
+    With positions, also "masked_positions" (B, K): each row's masked positions, padded with an
+    unmasked one; K = round(L * probability) bounds every row's count and depends on L only, so a
+    compiled step sees one shape per batch width."""
     batch = collate(features, tokenizer.pad_token_id, max_positions)
     ids = np.array(batch["input_ids"])
     special = (ids == tokenizer.cls_token_id) | (ids == tokenizer.sep_token_id)
     special |= np.array(batch["attention_mask"]) == 0
     ids, labels = mask_tokens(ids, special, tokenizer, rng, probability, max_ngram)
     batch["input_ids"], batch["labels"] = mx.array(ids), mx.array(labels)
+    if positions:
+        batch["masked_positions"] = mx.array(masked_positions(labels, probability))
     return batch
+
+
+def masked_positions(labels: np.ndarray, probability: float) -> np.ndarray:
+    """(B, K) positions of each row's labels (!= -100), padded with the row's first unlabelled one."""
+    k = max(1, int(round(labels.shape[1] * probability)))  # >= mask_tokens' count for any row
+    out = np.empty((labels.shape[0], k), np.int32)
+    for row, row_labels in enumerate(labels):
+        chosen, free = np.flatnonzero(row_labels != -100), np.flatnonzero(row_labels == -100)
+        if chosen.size > k:
+            raise ValueError(f"row {row} has {chosen.size} masked tokens, more than the {k} expected")
+        out[row, : chosen.size] = chosen
+        out[row, chosen.size :] = free[0] if free.size else 0
+    return out

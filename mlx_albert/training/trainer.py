@@ -260,7 +260,7 @@ class Trainer:
             max_positions = self.model.config.max_positions
             args = self.args
             return masked_batch(
-                features, self.tokenizer, max_positions, rng, args.mlm_probability, args.max_ngram
+                features, self.tokenizer, max_positions, rng, args.mlm_probability, args.max_ngram, True
             )
         return collate(features, self.tokenizer.pad_token_id, self.model.config.max_positions)
 

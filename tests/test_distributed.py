@@ -2,6 +2,7 @@
 and one process, same global batch, end with the same weights."""
 
 import json
+import math
 import os
 import random
 import shutil
@@ -41,10 +42,14 @@ def _train(tmp: Path, out: str, ranks: int, *args: str) -> subprocess.CompletedP
     return done
 
 
-def _same_weights(a: Path, b: Path) -> float:
+def _weight_differences(a: Path, b: Path) -> np.ndarray:
     x, y = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
     assert x.keys() == y.keys()
-    return max(float(np.abs(x[k] - y[k]).max()) for k in x)
+    return np.concatenate([np.abs(x[k] - y[k]).ravel() for k in x])
+
+
+def _same_weights(a: Path, b: Path) -> float:
+    return float(_weight_differences(a, b).max())
 
 
 @pytest.mark.parametrize(
@@ -82,7 +87,12 @@ def test_two_ranks_equal_one_process(task, accumulation, tmp_path):
     assert one.returncode == 0, one.stderr[-2000:]
     two = _train(tmp_path, "two", 2, *args, *common, "--max-steps", "3")
     assert two.returncode == 0, (two.stdout + two.stderr)[-3000:]
-    assert _same_weights(tmp_path / "one", tmp_path / "two") <= 1e-5
+    # Gradients agree to float32 rounding (the sums run in another order), but AdamW divides each
+    # by its own RMS: a weight whose gradient is at rounding level (a dead GELU unit of the tiny
+    # model) takes a step of a different size on each side. So all weights but a few in 10^4 agree
+    # to 1e-6 and every one to 1e-4, 3% of the 3e-3 three steps of lr 1e-3 can move it.
+    differences = _weight_differences(tmp_path / "one", tmp_path / "two")
+    assert np.quantile(differences, 0.9999) <= 1e-6 and differences.max() <= 1e-4
     log = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
     assert log and all(e["world_size"] == 2 for e in log)  # every record, evaluations included
     # evaluation sharded across the ranks and combined: the single-process metrics
@@ -97,6 +107,8 @@ def test_two_ranks_equal_one_process(task, accumulation, tmp_path):
     for entries in evals:
         for e in entries:
             e.pop("world_size")
+            if "eval_perplexity" in e:  # ~90 here: compared as its log, the MLM loss, like the others
+                e["eval_perplexity"] = math.log(e["eval_perplexity"])
     assert evals[0] and close_json(evals[0], evals[1], 1e-6)
     assert json.loads(one.stdout.splitlines()[-1])["best"] == json.loads(two.stdout.splitlines()[-1])["best"]
     again = _train(tmp_path, "two", 1, *args, *common, "--max-steps", "4", "--resume")

@@ -8,6 +8,7 @@ import random
 import shutil
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -202,3 +203,35 @@ def test_lora_adapters_start_equal_on_every_rank(tmp_path):
     one, two = _train(tmp_path, "one", 1, *args), _train(tmp_path, "two", 2, *args)
     assert one.returncode == two.returncode == 0, two.stderr[-2000:]
     assert _same_weights(tmp_path / "one", tmp_path / "two") <= 1e-5
+
+
+@pytest.mark.parametrize("positions", [False, True])
+def test_rank_gradients_sum_to_the_whole_batch(positions):
+    """In process, what the two-rank test checks through AdamW: each half's scaled_loss gradient
+    (MLM over its masked tokens, sentence order over its rows) sums to the whole batch's gradient,
+    with the trainer's masked positions too, to float32 rounding (the sums run in another order)."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten, tree_map
+
+    import mlx_albert
+    from mlx_albert.training import masked_batch, sop_dataset
+    from mlx_albert.training.distributed import scaled_loss
+
+    tok = mlx_albert.AlbertTokenizer.from_pretrained(TINY)
+    model = mlx_albert.AlbertForPreTraining(mlx_albert.load(TINY).config)
+    rng = random.Random(0)
+    words = "the cat sat on a mat and then the dog ran far away".split()
+    docs = [[" ".join(rng.choices(words, k=rng.randint(4, 9))) for _ in range(4)] for _ in range(10)]
+    batch = masked_batch(
+        sop_dataset(docs, tok, 32).features[:8], tok, 32, np.random.default_rng(0), 0.15, 2, positions
+    )
+    whole = nn.value_and_grad(model, lambda m, b: m(**b).loss)(model, batch)[1]
+    labels, total = np.array(batch["labels"]), None
+    for mine in (np.arange(3), np.arange(3, 8)):  # unequal halves: the scales matter
+        scale = mx.array([(labels[mine] != -100).sum() / (labels != -100).sum(), mine.size / 8], mx.float32)
+        part = {k: v[mx.array(mine)] for k, v in batch.items()}
+        grads = nn.value_and_grad(model, partial(scaled_loss, "pretraining"))(model, part, scale)[1]
+        total = grads if total is None else tree_map(mx.add, total, grads)
+    pairs = zip(tree_flatten(whole), tree_flatten(total), strict=True)
+    assert max(mx.abs(a - b).max().item() for (_, a), (_, b) in pairs) < 1e-6

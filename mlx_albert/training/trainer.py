@@ -260,7 +260,13 @@ class Trainer:
             max_positions = self.model.config.max_positions
             args = self.args
             return masked_batch(
-                features, self.tokenizer, max_positions, rng, args.mlm_probability, args.max_ngram, True
+                features,
+                self.tokenizer,
+                max_positions,
+                rng,
+                args.mlm_probability,
+                args.max_ngram,
+                positions=True,  # MLM logits at the masked tokens only
             )
         return collate(features, self.tokenizer.pad_token_id, self.model.config.max_positions)
 

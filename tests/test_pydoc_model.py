@@ -33,9 +33,9 @@ def tokenizer():
 def test_held_out_numbers_match_the_card_and_beat_the_baselines(model, tokenizer):
     """The card's numbers, recomputed on the committed held-out text with the same masks (seed 0):
     equal within one example (another host's BLAS may round one borderline logit the other way).
-    What the shipped model reaches: sentence order >= 0.60 (chance 0.5; the issue's target, met)
-    and masked-token top-1 >= 2.75x always-the-most-frequent-token (it measured 2.8x; the issue's
-    target of 3x is not reached yet, see the card)."""
+    The issue's targets: sentence order >= 0.60 (chance 0.5; it measured 0.668) and masked-token
+    top-1 >= 3x always-the-most-frequent-token. It measured exactly 3.0x (432 of the 2,229 masked
+    tokens against 144), so the floor allows the same one example as the card check."""
     data = sop_dataset(read_documents(HELDOUT), tokenizer, CARD["max_length"], CARD["seed"])
     numbers = evaluate_pretraining(
         model, tokenizer, data, seed=CARD["seed"], constant_token=CARD["most_frequent_token"]
@@ -46,7 +46,7 @@ def test_held_out_numbers_match_the_card_and_beat_the_baselines(model, tokenizer
         assert abs(numbers[key] - CARD[key]) <= 1 / n + 1e-9, (key, numbers[key], CARD[key])
     assert abs(numbers["sop_accuracy"] - CARD["sop_accuracy"]) <= 1 / CARD["pairs"] + 1e-9
     assert abs(numbers["perplexity"] - CARD["perplexity"]) < 1e-3 * CARD["perplexity"]
-    assert numbers["mlm_accuracy"] >= 2.75 * numbers["baseline_accuracy"]
+    assert numbers["mlm_accuracy"] >= 3 * numbers["baseline_accuracy"] - 1 / numbers["masked_tokens"]
     assert numbers["mlm_top5_accuracy"] > 1.5 * numbers["mlm_accuracy"]
     assert CARD["sop_accuracy"] >= 0.60 and numbers["sop_accuracy"] >= 0.59
 
@@ -64,7 +64,7 @@ def test_shipped_files_are_small_float16_and_complete():
 def test_fill_mask_ranks_the_masked_word_above_chance():
     """Through the fill-mask pipeline, on held-out sentences with one word masked: the true word is
     among the top 5 far more often than a random guess from 8,000 pieces would put it (5/8000);
-    measured 0.32 on the card's sample."""
+    measured 0.33 on the card's sample."""
     unmask = mlx_albert.pipeline("fill-mask", MODEL, top_k=5)
     tok = unmask.tokenizer
     sentences = [s for d in read_documents(HELDOUT)[:20] for s in d if 6 <= len(s.split()) <= 25][:40]

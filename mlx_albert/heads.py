@@ -70,6 +70,14 @@ class _AlbertHeadModel(nn.Module, PreTrainedMixin):
             output_attentions=output_attentions,
         )
 
+    def _masked_lm(self, hidden: mx.array, masked_positions, labels) -> tuple[mx.array, mx.array | None]:
+        """(logits, labels) of the MLM heads (`predictions`): at masked_positions when given."""
+        positions = self._positions(masked_positions, hidden.shape[1])
+        logits = self.predictions(at_positions(hidden, positions), self.albert.embeddings.word_embeddings)
+        if labels is not None:
+            labels = at_positions(self._labels("labels", labels, self.config.vocab_size), positions)
+        return logits, labels
+
     def _positions(self, positions, length: int) -> mx.array | None:
         """masked_positions as an index array, checked: (B, K) integers in [0, L)."""
         if positions is None:
@@ -118,13 +126,8 @@ class AlbertForMaskedLM(_AlbertHeadModel):
         out = self._backbone(
             input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states, output_attentions
         )
-        positions = self._positions(masked_positions, out.last_hidden_state.shape[1])
-        hidden = at_positions(out.last_hidden_state, positions)
-        logits = self.predictions(hidden, self.albert.embeddings.word_embeddings)
-        loss = None
-        if labels is not None:
-            labels = at_positions(self._labels("labels", labels, self.config.vocab_size), positions)
-            loss = cross_entropy(logits, labels)
+        logits, labels = self._masked_lm(out.last_hidden_state, masked_positions, labels)
+        loss = None if labels is None else cross_entropy(logits, labels)
         return MaskedLMOutput(loss, logits, out.hidden_states, out.attentions)
 
 
@@ -329,13 +332,13 @@ class AlbertForPreTraining(_AlbertHeadModel):
         out = self._backbone(
             input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states, output_attentions
         )
-        positions = self._positions(masked_positions, out.last_hidden_state.shape[1])
-        hidden = at_positions(out.last_hidden_state, positions)
-        prediction_logits = self.predictions(hidden, self.albert.embeddings.word_embeddings)
+        both = labels is not None and sentence_order_label is not None  # as transformers: both or none
+        prediction_logits, labels = self._masked_lm(
+            out.last_hidden_state, masked_positions, labels if both else None
+        )
         sop_logits = self.sop_classifier(out.pooler_output)
         loss = None
-        if labels is not None and sentence_order_label is not None:  # as transformers: both or none
-            labels = at_positions(self._labels("labels", labels, self.config.vocab_size), positions)
+        if both:
             loss = cross_entropy(prediction_logits, labels) + cross_entropy(
                 sop_logits, self._labels("sentence_order_label", sentence_order_label, self.config.num_labels)
             )

@@ -43,7 +43,8 @@ _ERF_DEN = (
 )
 
 
-# 2^f on [0, 1): degree-6 polynomial (Cephes exp2f), relative error < 6e-6 for exp(x), x <= 0.
+# 2^f = 1 + f P(f) on [-0.5, 0.5] (Cephes exp2f): relative error < 4e-6 for exp(x), x <= 0 (most of
+# it from rounding x * log2(e) in float32).
 _EXP2 = (
     1.535336188319500e-4,
     1.339887440266574e-3,
@@ -51,7 +52,6 @@ _EXP2 = (
     5.550332471162809e-2,
     2.402264791363012e-1,
     6.931472028550421e-1,
-    1.0,
 )
 
 
@@ -79,8 +79,11 @@ def erf(x: mx.array) -> mx.array:
 def exp_nonpositive(x: mx.array) -> mx.array:
     """exp(x) for x <= 0 (float32): 2^n by building the exponent bits, 2^f by a polynomial."""
     y = mx.maximum(x * 1.4426950408889634, -126.0)  # x * log2(e), kept in the normal range
-    n = mx.floor(y)
-    return _horner(y - n, _EXP2) * mx.view((n.astype(mx.int32) + 127) << 23, mx.float32)
+    # n = round(y) by truncating y - 0.5 (y <= 0): a conversion, where floor is a libm call per
+    # element on the CPU backend (it was ~10% of a batched forward there).
+    n = (y - 0.5).astype(mx.int32)
+    f = y - n.astype(mx.float32)  # in [-0.5, 0.5]
+    return (_horner(f, _EXP2) * f + 1.0) * mx.view((n + 127) << 23, mx.float32)
 
 
 _shifted_exp = mx.compile(lambda x, m: exp_nonpositive(x - m))

@@ -85,7 +85,8 @@ class AlbertAttention(nn.Module):
             parts, weights = [], None
             for start in range(0, L, step):
                 scores = (q[:, :, start : start + step] * self.scale) @ k_t  # (B, nh, step, L)
-                scores = scores if bias is None else scores + bias
+                if bias is not None:  # (B, 1, 1, L), or (B, 1, L, L) from a query-by-key mask
+                    scores = scores + (bias if bias.shape[2] == 1 else bias[:, :, start : start + step])
                 weights = softmax(scores).astype(v.dtype)
                 parts.append(self.attention_dropout(weights) @ v)
             context = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=2)
@@ -271,10 +272,12 @@ def prepare_inputs(
         if value is None:
             continue
         value = as_array(name, value)
-        if tuple(value.shape) != (B, L):
+        pairwise = name == "attention_mask" and tuple(value.shape) == (B, L, L)
+        if tuple(value.shape) != (B, L) and not pairwise:
+            also = f" (or {(B, L, L)} for a query-by-key mask)" if name == "attention_mask" else ""
             raise ValueError(
                 f"{name} has shape {tuple(value.shape)} but input_ids has {(B, L)}: "
-                "pass arrays of the same (batch, seq) shape"
+                f"pass arrays of the same (batch, seq) shape{also}"
             )
         arrays[name] = value
     for name in ("input_ids", "token_type_ids", "position_ids"):
@@ -313,9 +316,10 @@ def prepare_inputs(
 
 
 def attention_bias(attention_mask: mx.array, dtype: mx.Dtype) -> mx.array:
-    """(B, L) mask of 1 = attend / 0 = padding -> additive (B, 1, 1, L) bias, as transformers."""
-    keep = attention_mask.astype(dtype)
-    return ((1 - keep) * mx.finfo(dtype).min)[:, None, None, :]
+    """(B, L) mask of 1 = attend / 0 = padding -> additive (B, 1, 1, L) bias, as transformers; a
+    (B, L, L) mask (query i may attend to key j, as BERT's 3-D masks) -> (B, 1, L, L)."""
+    bias = (1 - attention_mask.astype(dtype)) * mx.finfo(dtype).min
+    return bias[:, None] if bias.ndim == 3 else bias[:, None, None, :]
 
 
 def init_weights(module: nn.Module, scale: float) -> None:
@@ -343,6 +347,10 @@ class AlbertModel(nn.Module, PreTrainedMixin):
             self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
         init_weights(self, config.initializer_scale)
 
+    def pool(self, first: mx.array) -> mx.array:
+        """ALBERT's pooler: tanh(dense) of each sequence's first ([CLS]) state."""
+        return tanh(self.pooler(first))
+
     def __call__(
         self,
         input_ids,
@@ -357,7 +365,8 @@ class AlbertModel(nn.Module, PreTrainedMixin):
         Args:
             input_ids: (batch, seq) token ids, mx.array or numpy.
             attention_mask: (batch, seq), 1 for tokens and 0 for padding; default none (all tokens
-                attended, and the attention runs without a mask).
+                attended, and the attention runs without a mask). A (batch, seq, seq) mask says
+                which keys each query attends to (e.g. several sequences packed in one row).
             token_type_ids: (batch, seq) segment ids; default 0.
             position_ids: (batch, seq) positions; default 0..seq-1.
             output_hidden_states / output_attentions: override the config's defaults.
@@ -377,7 +386,7 @@ class AlbertModel(nn.Module, PreTrainedMixin):
         x = self.embeddings(input_ids, token_type_ids, position_ids)
         bias = None if attention_mask is None else attention_bias(attention_mask, x.dtype)
         x, hidden_states, attentions = self.encoder(x, bias, output_hidden_states, output_attentions)
-        pooled = tanh(self.pooler(x[:, 0])) if "pooler" in self else None
+        pooled = self.pool(x[:, 0]) if "pooler" in self else None
         return BaseModelOutputWithPooling(
             last_hidden_state=x,
             pooler_output=pooled,

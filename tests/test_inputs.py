@@ -104,3 +104,28 @@ def test_chunked_attention_equals_whole(model, monkeypatch):
     monkeypatch.setattr(AlbertAttention, "SCORES_BUDGET", 2 * 2 * 13 * 4 * 3)  # 3 queries a chunk
     chunked = np.array(model(ids, attention_mask=mask).last_hidden_state)
     assert np.abs(whole - chunked).max() < 1e-6
+
+
+def test_pairwise_mask_packs_sequences(model):
+    """A (batch, seq, seq) mask with restarted positions runs two sequences in one row: each gets
+    its own forward's states (the packing `embed` uses); chunked queries slice the mask too."""
+    from mlx_albert.model import AlbertAttention
+
+    a, b = [2, 7, 9, 11, 3], [2, 5, 3]
+    ids = np.array([a + b + [0]])
+    segment = np.array([0] * 5 + [1] * 3 + [-1])
+    mask = segment[:, None] == segment[None, :]
+    positions = np.array([list(range(5)) + list(range(3)) + [0]])
+    packed = np.array(model(ids, attention_mask=mask[None], position_ids=positions).last_hidden_state)[0]
+    for seq, part in ((a, packed[:5]), (b, packed[5:8])):
+        alone = np.array(model(np.array([seq])).last_hidden_state)[0]
+        assert np.abs(alone - part).max() < 1e-5
+    original = AlbertAttention.SCORES_BUDGET
+    try:
+        AlbertAttention.SCORES_BUDGET = 1 * 2 * 9 * 4 * 2  # 2 queries a chunk on the explicit path
+        chunked = model(ids, attention_mask=mask[None], position_ids=positions).last_hidden_state
+    finally:
+        AlbertAttention.SCORES_BUDGET = original
+    assert np.abs(np.array(chunked)[0] - packed).max() < 1e-6
+    with pytest.raises(ValueError, match=r"or \(1, 9, 9\) for a query-by-key mask"):
+        model(ids, attention_mask=mask[None, :4])

@@ -323,6 +323,31 @@ def test_embeddings(folders):
         embed(model, tok, "x", pooling="max")
 
 
+def test_packed_embeddings_equal_each_alone(folders):
+    """`embed` packs texts of different lengths into shared rows; every vector must still equal
+    the text's own forward (float rounding apart), for every pooling and batch size."""
+    from mlx_albert.pipelines._batching import pack
+
+    model, tok = mlx_albert.load(folders.mlm, "base"), mlx_albert.AlbertTokenizer.from_pretrained(folders.mlm)
+    texts = [" ".join(SENTENCES[: 1 + i % 5])[: 8 + 9 * i] for i in range(12)]
+    ids = [tok(t)["input_ids"] for t in texts]
+    assert len(set(map(len, ids))) > 4
+    width = max(map(len, ids))
+    packed = pack(sorted(ids, key=len, reverse=True), tok.pad_token_id, width)
+    assert packed.inputs["input_ids"].shape[0] < len(ids)  # some rows really hold several texts
+    for pooling in ("mean", "cls", "pooler"):
+        alone = []
+        for t in texts:
+            out = model(**tok(t, return_tensors="mlx"))
+            states = np.array(out.last_hidden_state[0])
+            alone.append(
+                {"mean": states.mean(0), "cls": states[0]}.get(pooling, np.array(out.pooler_output[0]))
+            )
+        for batch_size in (3, 64):
+            vectors = embed(model, tok, texts, pooling=pooling, normalize=False, batch_size=batch_size)
+            np.testing.assert_allclose(vectors, np.stack(alone), atol=1e-5)
+
+
 def test_fill_mask_semantics(folders):
     model, tok = mlx_albert.load(TINY), mlx_albert.AlbertTokenizer.from_pretrained(TINY)
     answers = fill_mask(model, tok, TEXTS[0], top_k=5)

@@ -9,7 +9,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import mlx.core as mx
 import numpy as np
@@ -157,6 +157,83 @@ def run_batches(
         with _unchecked(model):
             outputs = forward({k: mx.array(v) for k, v in arrays.items()})
         for i, result in zip(rows, outputs, strict=True):
+            results[i] = result
+        bar.update()
+    return results
+
+
+class Packed(NamedTuple):
+    """Sequences packed several to a row for one forward (see `pack`)."""
+
+    inputs: dict[str, np.ndarray]  # the model's inputs: (R, W) ids, types, positions; a mask
+    index: np.ndarray  # (N, longest): where each sequence's tokens lie in the (R * W) flattened rows
+    mask: np.ndarray  # (N, longest): 1 for a sequence's tokens, 0 past its end
+
+
+def pack(sequences: list[list[int]], pad_id: int, width: int) -> Packed:
+    """Packs sequences of at most `width` tokens into rows of `width`, first fit in the order given.
+    Positions restart at 0 for each sequence and a (R, W, W) attention mask lets a token attend
+    only to its own sequence, so each sequence's states are those of its own forward (to float
+    rounding); padding attends to padding only. When no row holds two sequences, the mask is the
+    usual (R, W) padding mask (or none without padding), which the attention applies more cheaply."""
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for i, sequence in enumerate(sequences):
+        r = next((r for r, f in enumerate(free) if f >= len(sequence)), len(rows))
+        if r == len(rows):
+            rows.append([])
+            free.append(width)
+        rows[r].append(i)
+        free[r] -= len(sequence)
+    shape = (len(rows), width)
+    ids, positions = np.full(shape, pad_id, np.int32), np.zeros(shape, np.int32)
+    segment = np.full(shape, -1, np.int32)
+    longest = max(map(len, sequences))
+    index = np.zeros((len(sequences), longest), np.int32)
+    mask = np.zeros((len(sequences), longest), np.int32)
+    for r, members in enumerate(rows):
+        start = 0
+        for i in members:
+            n = len(sequences[i])
+            ids[r, start : start + n] = sequences[i]
+            positions[r, start : start + n] = np.arange(n)
+            segment[r, start : start + n] = i
+            index[i, :n] = r * width + start + np.arange(n)
+            mask[i, :n] = 1
+            start += n
+    inputs = {"input_ids": ids, "token_type_ids": np.zeros(shape, np.int32), "position_ids": positions}
+    if len(rows) < len(sequences):
+        inputs["attention_mask"] = segment[:, :, None] == segment[:, None, :]
+    elif (segment < 0).any():
+        inputs["attention_mask"] = segment >= 0
+    return Packed(inputs, index, mask)
+
+
+def run_packed(
+    model,
+    sequences: list[list[int]],
+    forward: Callable[[Packed], list],
+    pad_id: int,
+    max_positions: int,
+    batch_size: int,
+    progress: bool = False,
+) -> list:
+    """Runs `forward` over token-id sequences packed several to a row (`pack`), longest first,
+    `batch_size` sequences at a time in rows as wide as the batch's longest (rounded up to the
+    backend's bucket). Short sequences share rows instead of padding to the longest: on inputs of
+    mixed lengths that is fewer tokens and smaller attention. `forward` returns one result per
+    sequence; they are returned in the order of `sequences`."""
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    results: list = [None] * len(sequences)
+    bar = Progress(-(-len(sequences) // batch_size), progress)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        width = padded_width(len(sequences[chunk[0]]), max_positions)
+        packed = pack([sequences[i] for i in chunk], pad_id, width)
+        _check_ranges(model.config, packed.inputs)
+        with _unchecked(model):
+            outputs = forward(packed)
+        for i, result in zip(chunk, outputs, strict=True):
             results[i] = result
         bar.update()
     return results

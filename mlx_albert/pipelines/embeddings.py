@@ -3,13 +3,23 @@ or pooler pooling, and cosine similarity."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
 
 import mlx.core as mx
 import numpy as np
 
 from ..tokenizer import AlbertTokenizer
-from ._batching import backbone, check_strings, clip_text, dispatch, max_tokens, run_batches, to_numpy
+from ._batching import (
+    Packed,
+    backbone,
+    check_strings,
+    clip_text,
+    dispatch,
+    max_tokens,
+    run_batches,
+    run_packed,
+    to_numpy,
+)
 
 POOLINGS = ("cls", "mean", "pooler")
 
@@ -60,6 +70,8 @@ def embed(
 
     pooling: "mean" over the attention mask, "cls" (the [CLS] hidden state) or "pooler"
     (ALBERT's tanh pooler on [CLS]); normalize: scale each embedding to unit L2 norm.
+    Texts of different lengths share rows (packed, each attending to itself only) rather than all
+    padding to the longest.
     """
     limit = max_tokens(model, tokenizer, max_length)
     forward = _pooled(model, pooling, normalize)
@@ -67,45 +79,39 @@ def embed(
     def run(texts: list) -> list:
         texts = [clip_text(t, limit) for t in check_strings("embed", texts)]
         encodings, _ = tokenizer.encode(texts, truncation=True, max_length=limit)
-        return run_batches(
-            model, [[e] for e in encodings], forward, tokenizer.pad_token_id, limit, batch_size, progress
-        )
+        ids = [e.ids for e in encodings]
+        return run_packed(model, ids, forward, tokenizer.pad_token_id, limit, batch_size, progress)
 
     result = dispatch(inputs, lambda x: isinstance(x, str), run, batch_size)
     return np.stack(result) if isinstance(inputs, list | tuple) else result
 
 
-def _pooled(model, pooling: str, normalize: bool):
-    """The forward of `embed`: a batch -> one pooled (and normalised) vector per row."""
+def _pooled(model, pooling: str, normalize: bool, lazy: bool = False):
+    """The forward of `embed`: packed sequences -> one pooled (and normalised) vector each (lazy:
+    a (pooled float32 batch, row) pair each, the batch not yet evaluated)."""
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    albert = backbone(model)
+    if pooling == "pooler" and "pooler" not in albert:
+        raise ValueError("this model has no pooler: use pooling='cls' or 'mean'")
 
-    def forward(batch):
-        out = backbone(model)(**batch)
-        if pooling == "pooler":
-            if out.pooler_output is None:
-                raise ValueError("this model has no pooler: use pooling='cls' or 'mean'")
-            pooled = out.pooler_output
-        elif pooling == "cls":
-            pooled = out.last_hidden_state[:, 0]
-        elif "attention_mask" not in batch:  # no padding
-            pooled = out.last_hidden_state.mean(axis=1)
+    def forward(packed: Packed):
+        states = albert(**{k: mx.array(v) for k, v in packed.inputs.items()}).last_hidden_state
+        # each sequence's own states, (N, longest, H), out of the packed rows
+        states = states.reshape(-1, states.shape[-1])[mx.array(packed.index)]
+        if pooling == "mean":
+            mask = mx.array(packed.mask)[..., None].astype(states.dtype)
+            pooled = (states * mask).sum(axis=1) / mx.maximum(mask.sum(axis=1), 1)
         else:
-            mask = batch["attention_mask"][..., None].astype(out.last_hidden_state.dtype)
-            pooled = (out.last_hidden_state * mask).sum(axis=1) / mx.maximum(mask.sum(axis=1), 1)
+            pooled = states[:, 0] if pooling == "cls" else albert.pool(states[:, 0])
         if normalize:
             pooled = pooled / mx.maximum(mx.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
+        if lazy:
+            pooled = pooled.astype(mx.float32)
+            return [(pooled, r) for r in range(pooled.shape[0])]
         return list(to_numpy(pooled))
 
     return forward
-
-
-class TokenIds(NamedTuple):
-    """Token ids given directly (as an Encoding would carry them), for embed_ids."""
-
-    ids: list[int]
-    attention_mask: list[int]
-    type_ids: list[int]
 
 
 def embed_ids(
@@ -115,12 +121,25 @@ def embed_ids(
     pooling: str = "mean",
     normalize: bool = True,
     batch_size: int = 64,
-) -> list[np.ndarray]:
+    deferred: bool = False,
+) -> list[np.ndarray] | Callable[[], list[np.ndarray]]:
     """`embed` on token ids that are already the model's input ([CLS] ... [SEP], within its
-    max_positions): one vector per sequence, computed in length-bucketed batches."""
-    groups = [[TokenIds(list(x), [1] * len(x), [0] * len(x))] for x in ids]
-    limit = model.config.max_positions
-    return run_batches(model, groups, _pooled(model, pooling, normalize), pad_id, limit, batch_size)
+    max_positions): one vector per sequence, computed in packed batches.
+
+    deferred: queue the computation (`mx.async_eval`) and return at once a function that waits for
+    it and returns the vectors; Python can prepare other work meanwhile (the server does)."""
+    forward = _pooled(model, pooling, normalize, lazy=deferred)
+    rows = run_packed(model, [list(x) for x in ids], forward, pad_id, model.config.max_positions, batch_size)
+    if not deferred:
+        return rows
+    batches = list({id(a): a for a, _ in rows}.values())
+    mx.async_eval(batches)
+
+    def finish() -> list[np.ndarray]:
+        host = {id(a): np.array(a) for a in batches}
+        return [host[id(a)][r] for a, r in rows]
+
+    return finish
 
 
 def similarity(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:

@@ -315,3 +315,47 @@ def test_front_and_worker_tokenizers_are_independent():
     served.tokenizer.tokenizer.enable_truncation(8)  # as a pipeline does in the middle of its call
     assert len(served.front(long_text, truncation=True, max_length=128)["input_ids"]) == 128
     assert served.front(TEXTS[0]) == tok(TEXTS[0])
+
+
+def test_batcher_reads_deferred_batches_while_the_next_one_starts():
+    """A call may return a Deferred: the next batch's call starts before the first one's results
+    are read (two in flight, no more); every job gets its own rows; a failing read retries each
+    job alone, so only the bad one fails."""
+    import asyncio
+
+    from mlx_albert.serve.batcher import Batcher, Deferred
+
+    events, gate = [], threading.Event()
+
+    def call(items):
+        events.append(("call", tuple(items)))
+        if "bad" in items:
+            return Deferred(lambda: [x.upper() for x in items if x != "bad"] + [1 / 0])
+        if "slow" in items:
+            return Deferred(lambda: gate.wait(5) and [x.upper() for x in items])
+        return Deferred(lambda: [x.upper() for x in items])
+
+    async def main():
+        batcher = Batcher(max_wait_ms=0, max_batch_tokens=100, max_queue=16)
+        await batcher.start()
+        slow = asyncio.create_task(batcher.submit("k", call, ["slow"], 1))
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(batcher.submit("k", call, ["b", "c"], 1))
+        await asyncio.sleep(0.05)
+        third = asyncio.create_task(batcher.submit("k", call, ["d"], 1))  # waits: two are in flight
+        await asyncio.sleep(0.1)
+        started = list(events)
+        gate.set()
+        answers = [await slow, await second, await third]
+        batcher.max_wait = 0.05
+        batcher.incoming = 2  # two more on their way: gathered into one call, whose read fails
+        jobs = [asyncio.create_task(batcher.submit("k", call, [x], 1)) for x in ("ok", "bad")]
+        done = await asyncio.gather(*jobs, return_exceptions=True)
+        await batcher.stop()
+        return started, answers, done
+
+    started, answers, done = asyncio.run(main())
+    assert started == [("call", ("slow",)), ("call", ("b", "c"))]
+    assert answers == [["SLOW"], ["B", "C"], ["D"]]
+    assert done[0] == ["OK"] and isinstance(done[1], ZeroDivisionError)
+    assert ("call", ("ok", "bad")) in events and events[-1] == ("call", ("bad",))

@@ -21,7 +21,7 @@ from ..pipelines import TASKS
 from ..pipelines._batching import clip_text
 from ..pipelines.embeddings import embed_ids
 from ..text import escape
-from .batcher import Batcher, Overloaded
+from .batcher import Batcher, Deferred, Overloaded
 from .metrics import Metrics
 from .models import ServedModel
 from .settings import Settings
@@ -137,8 +137,11 @@ def build_app(models: dict[str, ServedModel], settings: Settings) -> Starlette:
                     items[i] = (e.ids, bool(e.overflowing))
             pad = served.tokenizer.pad_token_id
             ids = [x[0] for x in items]
-            vectors = embed_ids(served.model, ids, pad, served.pooling, served.normalize, settings.batch_size)
-            return [(v, len(x[0]), x[1]) for v, x in zip(vectors, items, strict=True)]
+            vectors = embed_ids(
+                served.model, ids, pad, served.pooling, served.normalize, settings.batch_size, deferred=True
+            )
+            # read on the batcher's reader thread while this one prepares the next batch
+            return Deferred(lambda: [(v, len(x[0]), x[1]) for v, x in zip(vectors(), items, strict=True)])
 
         items = texts if texts else [(x, False) for x in ids]
         estimate = sum(len(x) // 4 + 2 for x in texts) + sum(map(len, ids))  # for the batch token limit

@@ -1,7 +1,11 @@
 """Dynamic batching: concurrent requests for the same work are gathered for up to max_wait_ms (or
 until max_batch_tokens) and run as one call on a single worker thread, off the event loop; each
 request gets its own rows back. A bounded queue turns overload into an error the caller can answer
-with 503 instead of letting latency grow without limit."""
+with 503 instead of letting latency grow without limit.
+
+A call may return a `Deferred` (its graph built and queued with `mx.async_eval`): its results are
+then read on a second thread while the worker already builds the next batch, so the device goes
+from one batch to the next without waiting for Python (two batches in flight at most)."""
 
 from __future__ import annotations
 
@@ -14,6 +18,14 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 _arriving: contextvars.ContextVar[bool] = contextvars.ContextVar("arriving", default=False)
+
+
+@dataclass
+class Deferred:
+    """What a batch call returns when its work is still running: `finish()` waits for it and gives
+    one result per item."""
+
+    finish: Callable[[], list]
 
 
 class Overloaded(Exception):
@@ -33,6 +45,8 @@ class _Job:
 class Batcher:
     """Collects jobs and runs them in batches on one worker thread (MLX runs one graph at a time)."""
 
+    IN_FLIGHT = 2  # batches between the start of their call and their results: one runs, one waits
+
     def __init__(self, max_wait_ms: float, max_batch_tokens: int, max_queue: int, on_batch=None):
         self.max_wait = max_wait_ms / 1000
         self.max_batch_tokens = max_batch_tokens
@@ -43,15 +57,22 @@ class Batcher:
         self._queue: asyncio.Queue[_Job] | None = None
         self._task: asyncio.Task | None = None
         self._worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlx-albert")
+        self._reader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlx-read")
+        self._slots: asyncio.Semaphore | None = None
+        self._finishing: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
+        self._slots = asyncio.Semaphore(self.IN_FLIGHT)
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
+        if self._finishing:
+            await asyncio.gather(*self._finishing, return_exceptions=True)
         self._worker.shutdown(wait=True)
+        self._reader.shutdown(wait=True)
 
     @contextlib.contextmanager
     def arriving(self):
@@ -85,6 +106,7 @@ class Batcher:
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            await self._slots.acquire()  # while both are taken, arrivals wait in the queue together
             batch = [await self._queue.get()]
             tokens = batch[0].tokens
             deadline = loop.time() + self.max_wait
@@ -104,24 +126,56 @@ class Batcher:
             groups: dict[Hashable, list[_Job]] = {}
             for job in batch:
                 groups.setdefault(job.key, []).append(job)
-            for jobs in groups.values():
+            groups = list(groups.values())
+            for i, jobs in enumerate(groups):
+                if i:
+                    await self._slots.acquire()
                 await self._run(loop, jobs)
 
-    async def _run(self, loop, jobs: list[_Job]) -> None:
+    async def _run(self, loop, jobs: list[_Job], alone: bool = False) -> None:
+        """Runs one group's call; its slot is released once its results are out (`alone`: a retry
+        of one job inside a failed group, which holds no slot of its own)."""
+        release = (lambda: None) if alone else self._slots.release
         jobs = [j for j in jobs if not j.future.done()]  # a client that went away
         if not jobs:
+            release()
             return
         items = [x for j in jobs for x in j.items]
         self.on_batch(len(items), sum(j.tokens for j in jobs))
         try:
             results = await loop.run_in_executor(self._worker, jobs[0].fn, items)
         except Exception as e:
-            if len(jobs) == 1:
-                _settle(jobs[0].future, error=e)
-                return
-            for job in jobs:  # one bad request must not take down the others: run each alone
-                await self._run(loop, [job])
+            await self._failed(loop, jobs, e)
+            release()
             return
+        if isinstance(results, Deferred):  # read on the reader thread; the loop gathers the next batch
+            task = asyncio.create_task(self._finish(loop, jobs, results, release))
+            self._finishing.add(task)
+            task.add_done_callback(self._finishing.discard)
+            return
+        self._answer(jobs, results)
+        release()
+
+    async def _finish(self, loop, jobs: list[_Job], deferred: Deferred, release: Callable) -> None:
+        try:
+            results = await loop.run_in_executor(self._reader, deferred.finish)
+        except Exception as e:
+            await self._failed(loop, jobs, e)
+        else:
+            self._answer(jobs, results)
+        finally:
+            release()
+
+    async def _failed(self, loop, jobs: list[_Job], error: Exception) -> None:
+        if len(jobs) == 1:
+            _settle(jobs[0].future, error=error)
+            return
+        for job in jobs:  # one bad request must not take down the others: run each alone
+            await self._run(loop, [job], alone=True)
+            await asyncio.wait([job.future])  # a deferred retry is read before the next one starts
+
+    @staticmethod
+    def _answer(jobs: list[_Job], results: list) -> None:
         start = 0
         for job in jobs:
             _settle(job.future, result=results[start : start + len(job.items)])

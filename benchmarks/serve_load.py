@@ -1,14 +1,18 @@
 """Load on `mlx-albert serve` over loopback: N concurrent clients send single sentences to
 /v1/embeddings for a bounded time, with dynamic batching on (--max-wait-ms 5) and off (0).
-Reports requests/s, tokens/s, p50/p95/p99 latency and the mean batch size; prints a Markdown table
-and writes JSON.
+Reports requests/s, tokens/s, p50/p95/p99 latency and the mean batch size, and the on/off ratio
+of each round (on and off alternate, so a host whose speed drifts shows in the spread); prints a
+Markdown table and writes JSON. The clients are one asyncio loop in this process, light enough to
+leave the server most of a small machine's cores.
 
     python benchmarks/serve_load.py                            # tiny model, 1 and 32 clients, 10 s
+    python benchmarks/serve_load.py --clients 32 --repeats 5
     python benchmarks/serve_load.py --shapes tiny,base --clients 32 --seconds 20"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import json
 import platform
@@ -70,34 +74,47 @@ def start(model: Path, wait_ms: float, cwd: str) -> tuple[subprocess.Popen, int]
     return proc, port
 
 
-def load(port: int, clients: int, seconds: float) -> dict:
-    latencies, tokens, stop = [], [0], time.perf_counter() + seconds
+async def _client(port: int, seed: int, stop: float, latencies: list, tokens: list) -> None:
+    """One keep-alive connection sending a sentence at a time (raw HTTP/1.1 over asyncio streams:
+    ~30 µs of client CPU a request, so the load generator takes little of the server's cores)."""
+    rng = random.Random(seed)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while time.perf_counter() < stop:
+        body = json.dumps({"input": " ".join(rng.choices(WORDS, k=rng.randint(5, 20)))}).encode()
+        head = "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        t = time.perf_counter()
+        writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        headers = await reader.readuntil(b"\r\n\r\n")
+        if not headers.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"the server answered {headers[:40]!r}")
+        length = int(re.search(rb"(?i)content-length: (\d+)", headers)[1])
+        answer = json.loads(await reader.readexactly(length))
+        latencies.append(time.perf_counter() - t)
+        tokens[0] += answer["usage"]["prompt_tokens"]
+    writer.close()
 
-    def client(seed: int):
-        rng = random.Random(seed)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        conn.connect()
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no 40 ms Nagle stalls
-        while time.perf_counter() < stop:
-            body = json.dumps({"input": " ".join(rng.choices(WORDS, k=rng.randint(5, 20)))})
-            t = time.perf_counter()
-            conn.request("POST", "/v1/embeddings", body, {"Content-Type": "application/json"})
-            answer = json.loads(conn.getresponse().read())
-            latencies.append(time.perf_counter() - t)
-            tokens[0] += answer["usage"]["prompt_tokens"]
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    begin = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - begin
+def _batches(port: int) -> tuple[float, float]:
     conn = http.client.HTTPConnection("127.0.0.1", port)
     conn.request("GET", "/metrics")
     metrics = conn.getresponse().read().decode()
     size = float(re.search(r"mlx_albert_batch_size_sum (\S+)", metrics)[1])
-    count = float(re.search(r"mlx_albert_batch_size_count (\S+)", metrics)[1])
+    return size, float(re.search(r"mlx_albert_batch_size_count (\S+)", metrics)[1])
+
+
+def load(port: int, clients: int, seconds: float) -> dict:
+    latencies, tokens = [], [0]
+    size0, count0 = _batches(port)
+
+    async def run() -> float:
+        begin = time.perf_counter()
+        stop = begin + seconds
+        await asyncio.gather(*(_client(port, i, stop, latencies, tokens) for i in range(clients)))
+        return time.perf_counter() - begin
+
+    elapsed = asyncio.run(run())
+    size, count = _batches(port)
     p50, p95, p99 = np.percentile(np.array(latencies) * 1e3, [50, 95, 99])
     return {
         "requests_per_s": len(latencies) / elapsed,
@@ -105,7 +122,7 @@ def load(port: int, clients: int, seconds: float) -> dict:
         "p50_ms": p50,
         "p95_ms": p95,
         "p99_ms": p99,
-        "mean_batch": size / max(count, 1),
+        "mean_batch": (size - size0) / max(count - count0, 1),
         "requests": len(latencies),
     }
 
@@ -115,43 +132,46 @@ def main() -> None:
     parser.add_argument("--shapes", default="tiny", help="tiny and/or base (random ALBERT-base weights)")
     parser.add_argument("--clients", default="1,32", help="comma-separated concurrent client counts")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of every row (on/off interleaved)")
     parser.add_argument("--out", default="bench_results")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for shape in args.shapes.split(","):
             model = TINY if shape == "tiny" else base_shape(Path(tmp) / "base")
-            for wait in (5.0, 0.0):
+            for round_ in range(args.repeats):  # on and off alternate: a noisy host drifts between rows
                 for clients in [int(c) for c in args.clients.split(",")]:
-                    proc, port = start(model, wait, tmp)
-                    try:
-                        load(port, 1, 1.0)  # warm-up, then fresh counters below come from a new server
-                    finally:
-                        proc.terminate()
-                        proc.wait()
-                    proc, port = start(model, wait, tmp)
-                    try:
-                        row = {
-                            "shape": shape,
-                            "batching": wait > 0,
-                            "clients": clients,
-                            **load(port, clients, args.seconds),
-                        }
-                    finally:
-                        proc.terminate()
-                        proc.wait()
-                    rows.append(row)
-                    print(json.dumps(row), file=sys.stderr)
+                    for wait in (5.0, 0.0):
+                        proc, port = start(model, wait, tmp)
+                        try:
+                            load(port, clients, min(2.0, args.seconds))  # warm-up: traces, kernels
+                            row = {"shape": shape, "batching": wait > 0, "clients": clients, "round": round_}
+                            row.update(load(port, clients, args.seconds))
+                        finally:
+                            proc.terminate()
+                            proc.wait()
+                        rows.append(row)
+                        print(json.dumps(row), file=sys.stderr)
     print(f"serve load, {args.seconds:.0f} s per row, {platform.machine()}, {platform.python_version()}")
-    print("| shape | batching | clients | req/s | tokens/s | p50 ms | p95 ms | p99 ms | mean batch |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| shape | batching | clients | round | req/s | tokens/s | p50 ms | p95 ms | p99 ms | mean batch |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        cells = [r["shape"], "on" if r["batching"] else "off", r["clients"], f"{r['requests_per_s']:.0f}"]
+        cells = [r["shape"], "on" if r["batching"] else "off", r["clients"], r["round"]]
         cells += [
+            f"{r['requests_per_s']:.0f}",
             f"{r['tokens_per_s']:.0f}",
             *(f"{r[k]:.1f}" for k in ("p50_ms", "p95_ms", "p99_ms", "mean_batch")),
         ]
         print("| " + " | ".join(map(str, cells)) + " |")
+    print("\nbatching on / off, requests/s of the same round (median over rounds):")
+    for shape in dict.fromkeys(r["shape"] for r in rows):
+        for clients in dict.fromkeys(r["clients"] for r in rows):
+            pick = [r for r in rows if r["shape"] == shape and r["clients"] == clients]
+            on = [r["requests_per_s"] for r in pick if r["batching"]]
+            off = [r["requests_per_s"] for r in pick if not r["batching"]]
+            ratios = [a / b for a, b in zip(on, off, strict=True)]
+            spread = ", ".join(f"{x:.2f}" for x in ratios)
+            print(f"- {shape}, {clients} clients: {np.median(ratios):.2f}x ({spread})")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "serve_load.json").write_text(json.dumps(rows, indent=2))

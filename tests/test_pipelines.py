@@ -346,6 +346,12 @@ def test_packed_embeddings_equal_each_alone(folders):
         for batch_size in (3, 64):
             vectors = embed(model, tok, texts, pooling=pooling, normalize=False, batch_size=batch_size)
             np.testing.assert_allclose(vectors, np.stack(alone), atol=1e-5)
+    from mlx_albert.pipelines.embeddings import embed_ids
+
+    limit = model.config.max_positions
+    for bad in ([], [5] * (limit + 1)):  # positions are given to the model: lengths checked first
+        with pytest.raises(ValueError, match=rf"sequence 1 has {len(bad)} tokens: each needs 1 to {limit}"):
+            embed_ids(model, [ids[0], bad], tok.pad_token_id)
 
 
 def test_fill_mask_semantics(folders):

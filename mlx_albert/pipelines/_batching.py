@@ -223,6 +223,12 @@ def run_packed(
     backend's bucket). Short sequences share rows instead of padding to the longest: on inputs of
     mixed lengths that is fewer tokens and smaller attention. `forward` returns one result per
     sequence; they are returned in the order of `sequences`."""
+    for i, sequence in enumerate(sequences):  # positions are given, so the model cannot check lengths
+        if not 0 < len(sequence) <= max_positions:
+            raise ValueError(
+                f"sequence {i} has {len(sequence)} tokens: each needs 1 to {max_positions} "
+                "(the model's max_positions); truncate longer ones"
+            )
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
     results: list = [None] * len(sequences)
     bar = Progress(-(-len(sequences) // batch_size), progress)

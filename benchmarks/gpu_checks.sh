@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 11's GPU checks as one run, for a session lent a GPU (CUDA here, the same code as Metal).
+# Issues 11 and 12's GPU checks as one run, for a session lent a GPU (CUDA here, the same code as Metal).
 # Install MLX's CUDA backend first (../shared/gpu/README.md: stage.sh, then two device calls), then:
 #
 #   export PYTHONPATH=/tmp/site:$PWD; PEAK=989 bash benchmarks/gpu_checks.sh      # PEAK: dense bf16 TFLOP/s
@@ -23,7 +23,8 @@ step() {  # step NAME SECONDS COMMAND...
 python3 -c "import mlx.core as mx; print('mlx', mx.__version__, mx.default_device(), mx.device_info())"
 # Parity of everything the GPU path changes: fused QKV, shapeless kernels, slicing, no-mask attention.
 step tests 240 python3 -m pytest -q -p no:cacheprovider tests/test_parity.py tests/test_compile.py \
-  tests/test_memory.py tests/test_gradients.py -k "not live"
+  tests/test_memory.py tests/test_gradients.py tests/test_inputs.py -k "not live"
+step packed 120 python3 -m pytest -q -p no:cacheprovider tests/test_pipelines.py -k "packed or embeddings"
 # Speed, memory against the bound, TFLOP/s, time to first result; then each candidate on its own.
 step bench 240 python3 benchmarks/bench.py --device gpu --dtypes bfloat16 --batch 1,32,256 --seq 128 \
   --train --first --peak-tflops "${PEAK:-790}" --out "$OUT/bench"
@@ -33,4 +34,6 @@ step fused 120 python3 benchmarks/bench.py --device gpu --dtypes bfloat16 --batc
   --fuse-qkv --no-padding --torch sdpa --peak-tflops "${PEAK:-790}" --out "$OUT/fused"
 step nomask 120 python3 benchmarks/bench.py --device gpu --dtypes bfloat16 --batch 256 --seq 128 \
   --no-padding --torch sdpa --peak-tflops "${PEAK:-790}" --out "$OUT/nomask"
-echo "results under $OUT: bench*/bench-gpu.md, *.log"
+# Issue 12: batching's gain where the forward is not CPU-bound (needs the [serve] extra: starlette, uvicorn).
+step serve 150 python3 benchmarks/serve_load.py --clients 1,32 --seconds 5 --repeats 2 --out "$OUT/serve"
+echo "results under $OUT: bench*/bench-gpu.md, serve/serve_load.json, *.log"

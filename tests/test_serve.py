@@ -338,12 +338,19 @@ def test_batcher_reads_deferred_batches_while_the_next_one_starts():
     async def main():
         batcher = Batcher(max_wait_ms=0, max_batch_tokens=100, max_queue=16)
         await batcher.start()
+
+        async def calls(n):  # until n calls have started (the worker thread appends them)
+            for _ in range(500):
+                if len(events) >= n:
+                    return
+                await asyncio.sleep(0.01)
+
         slow = asyncio.create_task(batcher.submit("k", call, ["slow"], 1))
-        await asyncio.sleep(0.05)
+        await calls(1)
         second = asyncio.create_task(batcher.submit("k", call, ["b", "c"], 1))
-        await asyncio.sleep(0.05)
+        await calls(2)
         third = asyncio.create_task(batcher.submit("k", call, ["d"], 1))  # waits: two are in flight
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.2)
         started = list(events)
         gate.set()
         answers = [await slow, await second, await third]

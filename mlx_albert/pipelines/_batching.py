@@ -131,12 +131,8 @@ def run_batches(
     Returns those results in the order of `groups`.
     """
     lengths = [max(len(e.ids) for e in g) for g in groups]
-    order = sorted(range(len(groups)), key=lambda i: -lengths[i])
     results: list = [None] * len(groups)
-    bar = Progress(-(-len(groups) // batch_size), progress)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        width = padded_width(lengths[rows[0]], max_positions)
+    for rows, width in _longest_first(lengths, batch_size, max_positions, progress):
         C = len(groups[rows[0]])
         arrays = {
             k: np.zeros((len(rows), C, width), np.int32)
@@ -151,15 +147,24 @@ def run_batches(
                 arrays["token_type_ids"][r, c, :n] = e.type_ids
         if squeeze:
             arrays = {k: v[:, 0] for k, v in arrays.items()}
-        _check_ranges(model.config, arrays)
         if arrays["attention_mask"].all():
             del arrays["attention_mask"]
-        with _unchecked(model):
+        with _unchecked(model, arrays):
             outputs = forward({k: mx.array(v) for k, v in arrays.items()})
         for i, result in zip(rows, outputs, strict=True):
             results[i] = result
-        bar.update()
     return results
+
+
+def _longest_first(lengths: list[int], batch_size: int, max_positions: int, progress: bool) -> Iterator:
+    """(indices, width) of each batch: items longest first, batch_size at a time, each batch as wide
+    as its longest rounded up to the backend's bucket (capped at max_positions)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    bar = Progress(-(-len(lengths) // batch_size), progress)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        yield rows, padded_width(lengths[rows[0]], max_positions)
+        bar.update()
 
 
 class Packed(NamedTuple):
@@ -229,19 +234,13 @@ def run_packed(
                 f"sequence {i} has {len(sequence)} tokens: each needs 1 to {max_positions} "
                 "(the model's max_positions); truncate longer ones"
             )
-    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
     results: list = [None] * len(sequences)
-    bar = Progress(-(-len(sequences) // batch_size), progress)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        width = padded_width(len(sequences[chunk[0]]), max_positions)
-        packed = pack([sequences[i] for i in chunk], pad_id, width)
-        _check_ranges(model.config, packed.inputs)
-        with _unchecked(model):
+    for rows, width in _longest_first(list(map(len, sequences)), batch_size, max_positions, progress):
+        packed = pack([sequences[i] for i in rows], pad_id, width)
+        with _unchecked(model, packed.inputs):
             outputs = forward(packed)
-        for i, result in zip(chunk, outputs, strict=True):
+        for i, result in zip(rows, outputs, strict=True):
             results[i] = result
-        bar.update()
     return results
 
 
@@ -258,7 +257,10 @@ def _check_ranges(config, arrays: dict[str, np.ndarray]) -> None:
 
 
 @contextlib.contextmanager
-def _unchecked(model):
+def _unchecked(model, arrays: dict[str, np.ndarray]):
+    """Range-checks the batch's host arrays, then runs the model without its own check (which
+    would cost a device-to-host sync per batch)."""
+    _check_ranges(model.config, arrays)
     albert = backbone(model)
     before = albert.check_inputs
     albert.check_inputs = False

@@ -7,6 +7,7 @@ import math
 import mlx.core as mx
 import numpy as np
 
+from ..heads import at_positions
 from .data import Dataset, batch_order
 from .metrics import accuracy, entity_scores, macro_f1, pearson, spearman
 
@@ -15,9 +16,8 @@ def batch_stats(task: str, config, data: Dataset, rows, batch: dict, out) -> dic
     """What the metrics need from one evaluation batch, small and JSON-able (ranks exchange it)."""
     stats = {"loss": float(out.loss.item()), "n": len(rows)}
     if task == "pretraining":
-        labels = np.array(batch["labels"])
-        if "masked_positions" in batch:  # logits at those positions only
-            labels = np.take_along_axis(labels, np.array(batch["masked_positions"]), 1)
+        # logits are at masked_positions only when the batch has them
+        labels = np.array(at_positions(batch["labels"], batch.get("masked_positions")))
         logits = np.array(out.prediction_logits.astype(mx.float32), np.float64)
         keep = labels != -100
         logits = logits - logits.max(-1, keepdims=True)

@@ -2,8 +2,12 @@
 /v1/embeddings for a bounded time, with dynamic batching on (--max-wait-ms 5) and off (0).
 Reports requests/s, tokens/s, p50/p95/p99 latency and the mean batch size, and the on/off ratio
 of each round (on and off alternate, so a host whose speed drifts shows in the spread); prints a
-Markdown table and writes JSON. The clients are one asyncio loop in this process, light enough to
-leave the server most of a small machine's cores.
+Markdown table and writes JSON. Before the servers start it times the forward alone, in this
+process, with the machine to itself: one sentence against a batch of them, per sentence. That is
+the most batching can gain here; a server adds per-request costs (HTTP, JSON, the clients) that
+batching does not share, on the same cores, so its ratio stays under it.
+The clients are one asyncio loop in this process, light enough to leave the server most of a
+small machine's cores.
 
     python benchmarks/serve_load.py                            # tiny model, 1 and 32 clients, 10 s
     python benchmarks/serve_load.py --clients 32 --repeats 5
@@ -74,6 +78,31 @@ def start(model: Path, wait_ms: float, cwd: str) -> tuple[subprocess.Popen, int]
     return proc, port
 
 
+def sentence(rng: random.Random) -> str:
+    return " ".join(rng.choices(WORDS, k=rng.randint(5, 20)))
+
+
+def forward_bound(model: Path, batch: int, repeats: int = 24) -> dict:
+    """The embed pipeline in this process on 1 sentence and on `batch` at once (the benchmark's
+    sentences, tokenising included), alternating; median seconds of each and the per-sentence
+    ratio, the most that batching `batch` requests can gain here."""
+    import mlx_albert
+    from mlx_albert.pipelines import embed
+
+    albert, tokenizer = mlx_albert.load(model, return_tokenizer=True)
+    rng = random.Random(0)
+    times: dict[int, list[float]] = {1: [], batch: []}
+    for i in range(repeats + 2):
+        for n in times:
+            texts = [sentence(rng) for _ in range(n)]
+            t = time.perf_counter()
+            embed(albert, tokenizer, texts, batch_size=max(times))
+            if i >= 2:  # the first calls trace and build kernels
+                times[n].append(time.perf_counter() - t)
+    one, many = (float(np.median(times[n])) for n in (1, batch))
+    return {"one_ms": one * 1e3, "batch": batch, "batch_ms": many * 1e3, "bound": one * batch / many}
+
+
 async def _client(port: int, seed: int, stop: float, latencies: list, tokens: list) -> None:
     """One keep-alive connection sending a sentence at a time (raw HTTP/1.1 over asyncio streams,
     far less client CPU per request than http.client threads, so the server keeps its cores)."""
@@ -81,7 +110,7 @@ async def _client(port: int, seed: int, stop: float, latencies: list, tokens: li
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     while time.perf_counter() < stop:
-        body = json.dumps({"input": " ".join(rng.choices(WORDS, k=rng.randint(5, 20)))}).encode()
+        body = json.dumps({"input": sentence(rng)}).encode()
         head = "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         t = time.perf_counter()
         writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
@@ -133,12 +162,17 @@ def main() -> None:
     parser.add_argument("--clients", default="1,32", help="comma-separated concurrent client counts")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=1, help="rounds of every row (on/off interleaved)")
+    parser.add_argument(
+        "--batch", type=int, default=16, help="sentences per forward for the in-process bound"
+    )
     parser.add_argument("--out", default="bench_results")
     args = parser.parse_args()
-    rows = []
+    rows, bounds = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for shape in args.shapes.split(","):
             model = TINY if shape == "tiny" else base_shape(Path(tmp) / "base")
+            bounds[shape] = forward_bound(model, args.batch)  # before any server takes the cores
+            print(json.dumps({"shape": shape, **bounds[shape]}), file=sys.stderr)
             for round_ in range(args.repeats):  # on and off alternate: a noisy host drifts between rows
                 for clients in [int(c) for c in args.clients.split(",")]:
                     for wait in (5.0, 0.0):
@@ -172,9 +206,15 @@ def main() -> None:
             ratios = [a / b for a, b in zip(on, off, strict=True)]
             spread = ", ".join(f"{x:.2f}" for x in ratios)
             print(f"- {shape}, {clients} clients: {np.median(ratios):.2f}x ({spread})")
+    print("\nthe forward alone, in this process, machine to itself (the most batching can gain here):")
+    for shape, b in bounds.items():
+        print(
+            f"- {shape}: 1 sentence {b['one_ms']:.2f} ms, {b['batch']} at once {b['batch_ms']:.2f} ms "
+            f"({b['batch_ms'] / b['batch']:.2f} each): {b['bound']:.2f}x"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "serve_load.json").write_text(json.dumps(rows, indent=2))
+    (out / "serve_load.json").write_text(json.dumps({"load": rows, "forward": bounds}, indent=2))
 
 
 if __name__ == "__main__":

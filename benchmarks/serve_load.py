@@ -5,7 +5,7 @@ of each round (on and off alternate, so a host whose speed drifts shows in the s
 Markdown table and writes JSON. Before the servers start it times the forward alone, in this
 process, with the machine to itself: one sentence against a batch of them, per sentence. That is
 the most batching can gain here; a server adds per-request costs (HTTP, JSON, the clients) that
-batching does not share, on the same cores, so its ratio stays under it.
+batching does not share, on the same cores, so its ratio should stay under it.
 The clients are one asyncio loop in this process, light enough to leave the server most of a
 small machine's cores.
 

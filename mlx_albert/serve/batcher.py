@@ -126,8 +126,7 @@ class Batcher:
             groups: dict[Hashable, list[_Job]] = {}
             for job in batch:
                 groups.setdefault(job.key, []).append(job)
-            groups = list(groups.values())
-            for i, jobs in enumerate(groups):
+            for i, jobs in enumerate(groups.values()):
                 if i:
                     await self._slots.acquire()
                 await self._run(loop, jobs)

@@ -167,3 +167,34 @@ def test_gradients_through_shapeless_kernels_equal_the_per_shape_ones(activation
         (a, ga), (b, gb) = results
         assert abs(a - b) < 1e-6
         assert max(mx.abs(ga[k] - gb[k]).max().item() for k in ga) < 1e-6
+
+
+def test_staged_activations_match_float64_to_the_approximation_error():
+    """The two-kernel rational activations against float64: within 4e-7 * (1 + |x|) (the rational
+    tanh and erf are within ~4e-7 of the exact functions; the outer x * (...) scales that by |x|),
+    exactly saturated far out, and a bfloat16 input gives bfloat16 within its rounding."""
+    import math
+
+    x = mx.array(np.concatenate([np.linspace(-40, 40, 40_001), [1e4, -1e4, 0.0]]).astype(np.float32))
+    xd = np.array(x, np.float64)
+    erf = np.vectorize(math.erf)
+    sig = 0.5 * (1 + np.tanh(0.5 * xd))  # 1 / (1 + exp(-x)), without overflow
+    exact = {
+        "gelu": 0.5 * xd * (1 + erf(xd / math.sqrt(2))),
+        "gelu_new": 0.5 * xd * (1 + np.tanh(math.sqrt(2 / math.pi) * (xd + 0.044715 * xd**3))),
+        "gelu_fast": 0.5 * xd * (1 + np.tanh(xd * 0.7978845608 * (1 + 0.044715 * xd * xd))),
+        "quick_gelu": xd * 0.5 * (1 + np.tanh(0.851 * xd)),
+        "silu": xd * sig,
+        "sigmoid": sig,
+        "tanh": np.tanh(xd),
+    }
+    assert set(exact) == set(activations._STAGES)
+    for name, ref in exact.items():
+        got = np.array(activations.ACTIVATIONS[name](x), np.float64)
+        assert (np.abs(got - ref) <= 4e-7 * (1 + np.abs(xd))).all(), name
+        assert np.array_equal(got[-3:], ref[-3:].round(6)), name  # +-1e4 and 0: exact
+        half = x.astype(mx.bfloat16)
+        out = activations.ACTIVATIONS[name](half)
+        assert out.dtype == mx.bfloat16
+        full = np.array(activations.ACTIVATIONS[name](half.astype(mx.float32)))  # float32, then rounded:
+        assert (np.abs(np.array(out.astype(mx.float32)) - full) <= 2**-8 * np.abs(full)).all(), name

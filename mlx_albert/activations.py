@@ -76,9 +76,10 @@ def erf(x: mx.array) -> mx.array:
     return _rational_odd(x, 4.0, _ERF_NUM, _ERF_DEN)
 
 
-def exp_nonpositive(x: mx.array) -> mx.array:
-    """exp(x) for x <= 0 (float32): 2^n by building the exponent bits, 2^f by a polynomial."""
-    y = mx.maximum(x * 1.4426950408889634, -126.0)  # x * log2(e), kept in the normal range
+def exp_nonpositive(x: mx.array, scale: float = 1.0) -> mx.array:
+    """exp(scale * x) for scale * x <= 0 (float32): 2^n by building the exponent bits, 2^f by a
+    polynomial."""
+    y = mx.maximum(x * (scale * 1.4426950408889634), -126.0)  # x * log2(e), kept in the normal range
     # n = round(y) by truncating y - 0.5 (y <= 0): a conversion, where floor is a libm call per
     # element on the CPU backend (it was ~10% of a batched forward there).
     n = (y - 0.5).astype(mx.int32)
@@ -125,6 +126,35 @@ def _softmax_vjp(primals, cotangent, output):
     x, p = primals, output  # one input and one output: passed as arrays, not tuples
     g = cotangent.astype(mx.float32)
     return (p * (g - (g * p).sum(axis=-1, keepdims=True))).astype(x.dtype)
+
+
+def softmax_numerator(x: mx.array, scale: float = 1.0) -> mx.array:
+    """exp(scale * (x - max(x))) over the last axis, in float32: softmax(scale * x) before the
+    division by its sum, for callers that divide where it is cheaper (attention divides its
+    (.., L, head_dim) output instead of the (.., L, L) weights). Only ratios of these values are
+    meaningful, and the gradient is exact for them (not for the values alone)."""
+    if _plain:
+        x = x.astype(mx.float32)
+        return mx.exp((x - mx.max(x, axis=-1, keepdims=True)) * scale)
+    return _numerator(scale)(x)
+
+
+@functools.cache  # one per scale (a model has one)
+def _numerator(scale: float) -> Callable[[mx.array], mx.array]:
+    shifted = mx.compile(lambda x, m: exp_nonpositive(x - m, scale))
+
+    @mx.custom_function
+    def numerator(x: mx.array) -> mx.array:
+        x = x.astype(mx.float32)
+        return shifted(x, mx.max(x, axis=-1, keepdims=True))
+
+    @numerator.vjp
+    def numerator_vjp(x, cotangent, output):
+        # The shift by the max cancels in every ratio: its gradient term is left out, as the
+        # bit-built exp has no derivative of its own.
+        return (scale * output * cotangent.astype(mx.float32)).astype(x.dtype)
+
+    return numerator
 
 
 def gelu(x: mx.array) -> mx.array:

@@ -12,7 +12,7 @@ import mlx.nn as nn
 import numpy as np
 
 from . import _blas
-from .activations import ACTIVATIONS, softmax, tanh
+from .activations import ACTIVATIONS, softmax, softmax_numerator, tanh
 from .config import AlbertConfig
 from .outputs import BaseModelOutputWithPooling
 from .pretrained import PreTrainedMixin
@@ -75,14 +75,17 @@ class AlbertAttention(nn.Module):
         B, L, H = x.shape
         q, k, v = self._qkv(x)  # (B, nh, L, hd)
         # The fused kernel serves GPUs (Metal, CUDA); on the CPU backend it falls back to unfused ops
-        # with a slow exp, so there the explicit path with our softmax is faster.
+        # with a slow exp, so there the explicit paths with our softmax are faster.
         explicit = return_weights or (self.training and self.attention_dropout_rate > 0)
-        if explicit or mx.default_device() == mx.cpu:
+        weights = None
+        if mx.default_device() == mx.cpu and not (explicit or self.training):
+            context = self._attend_deferred(q, k, v, bias)
+        elif explicit or mx.default_device() == mx.cpu:
             # Queries in chunks whose scores stay under SCORES_BUDGET bytes (one chunk for usual
             # sizes), so long batches never hold (B, nh, L, L) at once; weights need it whole.
-            step = L if return_weights else max(1, self.SCORES_BUDGET // (B * self.num_heads * L * 4))
+            step = L if return_weights else self._step(B, L)
             k_t = k.transpose(0, 1, 3, 2)
-            parts, weights = [], None
+            parts = []
             for start in range(0, L, step):
                 scores = (q[:, :, start : start + step] * self.scale) @ k_t  # (B, nh, step, L)
                 if bias is not None:  # (B, 1, 1, L), or (B, 1, L, L) from a query-by-key mask
@@ -90,12 +93,34 @@ class AlbertAttention(nn.Module):
                 weights = softmax(scores).astype(v.dtype)
                 parts.append(self.attention_dropout(weights) @ v)
             context = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=2)
+            context = context.transpose(0, 2, 1, 3).reshape(B, L, H)
             weights = weights if return_weights else None
         else:
-            weights = None
             context = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=bias)
-        context = context.transpose(0, 2, 1, 3).reshape(B, L, H)
+            context = context.transpose(0, 2, 1, 3).reshape(B, L, H)
         return self.norm(x + self.dropout(self.out_proj(context))), weights
+
+    def _step(self, B: int, L: int) -> int:
+        return max(1, self.SCORES_BUDGET // (B * self.num_heads * L * 4))
+
+    def _attend_deferred(self, q: mx.array, k: mx.array, v: mx.array, bias: mx.array | None) -> mx.array:
+        """Inference on the CPU backend: softmax(scale q k^T + bias) v with each row divided by its
+        sum after `@ v`, where it is head_dim wide instead of L; the sums come out of the same
+        matmul, as a column of ones appended to v, and the scale is applied inside the exp. Saves
+        two passes over the (B, nh, L, L) scores. Returns (B, L, H)."""
+        B, nh, L, hd = q.shape
+        step = self._step(B, L)
+        k_t = k.transpose(0, 1, 3, 2)
+        v1 = mx.concatenate([v, mx.ones((B, nh, L, 1), v.dtype)], axis=-1)  # (B, nh, L, hd + 1)
+        parts = []
+        for start in range(0, L, step):
+            scores = q[:, :, start : start + step] @ k_t  # (B, nh, step, L), not yet scaled
+            if bias is not None:  # scaled after the bias: masked scores stay far below the rest
+                scores = scores + (bias if bias.shape[2] == 1 else bias[:, :, start : start + step])
+            out = (softmax_numerator(scores, self.scale).astype(v.dtype) @ v1).transpose(0, 2, 1, 3)
+            parts.append(out[..., :hd] * (1.0 / out[..., hd:]))  # (B, step, nh, hd)
+        context = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=1)
+        return context.reshape(B, L, nh * hd)
 
 
 class AlbertLayer(nn.Module):

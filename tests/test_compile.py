@@ -198,3 +198,46 @@ def test_staged_activations_match_float64_to_the_approximation_error():
         assert out.dtype == mx.bfloat16
         full = np.array(activations.ACTIVATIONS[name](half.astype(mx.float32)))  # float32, then rounded:
         assert (np.abs(np.array(out.astype(mx.float32)) - full) <= 2**-8 * np.abs(full)).all(), name
+
+
+@pytest.mark.parametrize("mask", ["none", "padding", "pairwise"])
+def test_deferred_attention_equals_the_explicit_path(mask, monkeypatch):
+    """CPU inference divides by the softmax sums after `@ v` (the sums from a ones column, the scale
+    inside the exp): equal to the explicit softmax path (taken for output_attentions) within 1e-5,
+    also in query chunks, and its gradients in eval mode equal the training path's."""
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+
+    import mlx_albert.model as model_module
+
+    config = mlx_albert.AlbertConfig(
+        vocab_size=50, hidden_size=32, num_attention_heads=4, intermediate_size=64,
+        embedding_size=16, max_positions=16, dropout_rate=0.0, attention_dropout_rate=0.0,
+    )  # fmt: skip
+    mx.random.seed(0)
+    model = AlbertModel(config)
+    model.eval()
+    rng = np.random.default_rng(0)
+    ids = mx.array(rng.integers(5, 50, (3, 12)))
+    attention = {
+        "none": None,
+        "padding": mx.array([[1] * 12, [1] * 7 + [0] * 5, [1] * 3 + [0] * 9]),
+        "pairwise": mx.array(rng.random((3, 12, 12)) < 0.6) | mx.eye(12, dtype=mx.bool_),
+    }[mask]
+    explicit = model(ids, attention_mask=attention, output_attentions=True).last_hidden_state
+    deferred = model(ids, attention_mask=attention).last_hidden_state
+    assert mx.abs(deferred - explicit).max().item() < 1e-5
+    # 5 queries a chunk: (batch, heads, keys, bytes) * 5
+    monkeypatch.setattr(model_module.AlbertAttention, "SCORES_BUDGET", 3 * 4 * 12 * 4 * 5)
+    assert mx.abs(model(ids, attention_mask=attention).last_hidden_state - explicit).max().item() < 1e-5
+
+    weights = mx.random.normal(explicit.shape)
+    loss = nn.value_and_grad(
+        model, lambda m: (m(ids, attention_mask=attention).last_hidden_state * weights).sum()
+    )
+    _, eval_grads = loss(model)  # the deferred path
+    model.train()  # dropout 0: the explicit softmax path with its own gradient
+    _, train_grads = loss(model)
+    a, b = dict(tree_flatten(eval_grads)), dict(tree_flatten(train_grads))
+    scale = max(mx.abs(g).max().item() for g in b.values())
+    assert max(mx.abs(a[k] - b[k]).max().item() for k in b) < 1e-5 * scale

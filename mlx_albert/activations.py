@@ -87,7 +87,15 @@ def exp_nonpositive(x: mx.array, scale: float = 1.0) -> mx.array:
     return (_horner(f, _EXP2) * f + 1.0) * mx.view((n + 127) << 23, mx.float32)
 
 
-_shifted_exp = mx.compile(lambda x, m: exp_nonpositive(x - m))
+@functools.cache  # one compiled function per scale (1 for softmax; a model's attention has one more)
+def _shifted_exp(scale: float) -> Callable[[mx.array, mx.array], mx.array]:
+    return mx.compile(lambda x, m: exp_nonpositive(x - m, scale))
+
+
+def _exp_below_max(x: mx.array, scale: float = 1.0) -> mx.array:
+    """exp(scale * (x - max(x))) over the last axis, in float32 (every value <= 1)."""
+    x = x.astype(mx.float32)
+    return _shifted_exp(scale)(x, mx.max(x, axis=-1, keepdims=True))
 
 
 _plain = False  # True inside plain_ops()
@@ -115,8 +123,7 @@ def softmax(x: mx.array) -> mx.array:
 
 @mx.custom_function
 def _softmax(x: mx.array) -> mx.array:
-    x = x.astype(mx.float32)
-    e = _shifted_exp(x, mx.max(x, axis=-1, keepdims=True))
+    e = _exp_below_max(x)
     return e * (1.0 / e.sum(axis=-1, keepdims=True))
 
 
@@ -141,12 +148,9 @@ def softmax_numerator(x: mx.array, scale: float = 1.0) -> mx.array:
 
 @functools.cache  # one per scale (a model has one)
 def _numerator(scale: float) -> Callable[[mx.array], mx.array]:
-    shifted = mx.compile(lambda x, m: exp_nonpositive(x - m, scale))
-
     @mx.custom_function
     def numerator(x: mx.array) -> mx.array:
-        x = x.astype(mx.float32)
-        return shifted(x, mx.max(x, axis=-1, keepdims=True))
+        return _exp_below_max(x, scale)
 
     @numerator.vjp
     def numerator_vjp(x, cotangent, output):

@@ -88,8 +88,8 @@ class AlbertAttention(nn.Module):
             parts = []
             for start in range(0, L, step):
                 scores = (q[:, :, start : start + step] * self.scale) @ k_t  # (B, nh, step, L)
-                if bias is not None:  # (B, 1, 1, L), or (B, 1, L, L) from a query-by-key mask
-                    scores = scores + (bias if bias.shape[2] == 1 else bias[:, :, start : start + step])
+                if bias is not None:
+                    scores = scores + _bias_rows(bias, start, step)
                 weights = softmax(scores).astype(v.dtype)
                 parts.append(self.attention_dropout(weights) @ v)
             context = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=2)
@@ -116,11 +116,17 @@ class AlbertAttention(nn.Module):
         for start in range(0, L, step):
             scores = q[:, :, start : start + step] @ k_t  # (B, nh, step, L), not yet scaled
             if bias is not None:  # scaled after the bias: masked scores stay far below the rest
-                scores = scores + (bias if bias.shape[2] == 1 else bias[:, :, start : start + step])
+                scores = scores + _bias_rows(bias, start, step)
             out = (softmax_numerator(scores, self.scale).astype(v.dtype) @ v1).transpose(0, 2, 1, 3)
             parts.append(out[..., :hd] * (1.0 / out[..., hd:]))  # (B, step, nh, hd)
         context = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=1)
         return context.reshape(B, L, nh * hd)
+
+
+def _bias_rows(bias: mx.array, start: int, step: int) -> mx.array:
+    """The attention bias of queries start..start+step: a (B, 1, 1, L) padding bias serves every
+    query; a (B, 1, L, L) one from a query-by-key mask has a row per query."""
+    return bias if bias.shape[2] == 1 else bias[:, :, start : start + step]
 
 
 class AlbertLayer(nn.Module):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import case_folder, get_case
 from oracle import ARCHITECTURES
+from tolerances import PARITY, U, forward_tol
 
 import mlx_albert
 from mlx_albert import activations, buckets
@@ -30,7 +31,10 @@ def test_activation_kernels_trace_once_when_shapeless(shapeless, monkeypatch):
     fn = activations._fused(activations.gelu_new)  # fresh compile caches, as the library builds them
     for shape in SHAPES:
         x = mx.random.normal(shape)
-        assert mx.abs(fn(x) - activations.gelu_new(x)).max().item() < 1e-6
+        # the same rational function in two evaluation schemes (Estrin, Horner): ~2 x 11 operations on
+        # values within [-1, 1], each rounded within u, scaled by the outer 0.5 x (1 + r)
+        bound = 32 * U * (1 + mx.abs(x))
+        assert mx.all(mx.abs(fn(x) - activations.gelu_new(x)) <= bound).item()
     distinct = len(set(SHAPES))
     assert activations.TRACES["gelu_new"] == (1 if shapeless else distinct)
 
@@ -86,7 +90,7 @@ def test_compiled_training_step_traces_once_per_batch_shape(tmp_path, monkeypatc
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_fused_qkv_equals_transformers(arch, tmp_path):
-    """The one-matmul q/k/v projection (tolerance as test_parity: 1e-4) on every architecture."""
+    """The one-matmul q/k/v projection (tolerance as test_parity: PARITY) on every architecture."""
     case = get_case("factorised", arch, "golden")
     model = mlx_albert.load(case_folder(case, tmp_path))
     model.apply_to_modules(lambda _, m: setattr(m, "fuse_qkv", True) if hasattr(m, "fuse_qkv") else None)
@@ -97,7 +101,7 @@ def test_fused_qkv_equals_transformers(arch, tmp_path):
         if "." in key or field not in out.__dataclass_fields__ or field == "loss" or out[field] is None:
             continue
         err = np.abs(np.array(out[field].astype(mx.float32)) - ref).max()
-        assert err <= 1e-4, f"{arch} {key}: {err:.3g}"
+        assert err <= PARITY, f"{arch} {key}: {err:.3g}"
 
 
 def test_unpadded_batches_run_without_a_mask(monkeypatch):
@@ -117,6 +121,7 @@ def test_unpadded_batches_run_without_a_mask(monkeypatch):
     ids = mx.array(np.random.default_rng(0).integers(5, 50, (3, 12)))
     with_mask = model(ids, attention_mask=mx.ones_like(ids)).last_hidden_state
     monkeypatch.setattr(model_module, "attention_bias", lambda *a: pytest.fail("built a bias"))
+    # a mask of ones adds a zero bias to every score, which changes no bit
     assert mx.array_equal(model(ids).last_hidden_state, with_mask)
 
 
@@ -140,7 +145,8 @@ def test_pipelines_drop_the_mask_of_unpadded_batches_with_the_same_result(monkey
     assert seen[-1] is None
     batched = np.array(embed([text + " and the sea", text])[1])
     assert seen[-1] is not None
-    assert np.abs(alone - batched).max() < 1e-5
+    # another batch and width: the same sums in another order (unit vectors: scale 1)
+    assert np.abs(alone - batched).max() <= forward_tol(embed.model.config, 2 * len(text.split()))
 
 
 @pytest.mark.parametrize("activation", ["gelu", "gelu_new", "silu"])
@@ -165,8 +171,11 @@ def test_gradients_through_shapeless_kernels_equal_the_per_shape_ones(activation
             loss, grads = grad(model, ids)
             results.append((loss.item(), dict(tree_flatten(grads))))
         (a, ga), (b, gb) = results
-        assert abs(a - b) < 1e-6
-        assert max(mx.abs(ga[k] - gb[k]).max().item() for k in ga) < 1e-6
+        # the same operations, compiled with or without the sizes: at most reordered (a forward for
+        # the loss, forward and backward for the gradients)
+        assert abs(a - b) <= forward_tol(config, shape[1], scale=abs(b))
+        scale = max(mx.abs(g).max().item() for g in gb.values())
+        assert max(mx.abs(ga[k] - gb[k]).max().item() for k in ga) <= forward_tol(config, 16, scale, 3)
 
 
 def test_staged_activations_match_float64_to_the_approximation_error():
@@ -203,7 +212,7 @@ def test_staged_activations_match_float64_to_the_approximation_error():
 @pytest.mark.parametrize("mask", ["none", "padding", "pairwise"])
 def test_deferred_attention_equals_the_explicit_path(mask, monkeypatch):
     """CPU inference divides by the softmax sums after `@ v` (the sums from a ones column, the scale
-    inside the exp): equal to the explicit softmax path (taken for output_attentions) within 1e-5,
+    inside the exp): equal to the explicit softmax path (taken for output_attentions) to rounding,
     also in query chunks, and its gradients in eval mode equal the training path's."""
     import mlx.nn as nn
     from mlx.utils import tree_flatten
@@ -226,10 +235,12 @@ def test_deferred_attention_equals_the_explicit_path(mask, monkeypatch):
     }[mask]
     explicit = model(ids, attention_mask=attention, output_attentions=True).last_hidden_state
     deferred = model(ids, attention_mask=attention).last_hidden_state
-    assert mx.abs(deferred - explicit).max().item() < 1e-5
+    # the softmax's division moved after `@ v` and its sums taken by a matmul: a reordering
+    tol = forward_tol(config, 12, scale=mx.abs(explicit).max().item())
+    assert mx.abs(deferred - explicit).max().item() <= tol
     # 5 queries a chunk: (batch, heads, keys, bytes) * 5
     monkeypatch.setattr(model_module.AlbertAttention, "SCORES_BUDGET", 3 * 4 * 12 * 4 * 5)
-    assert mx.abs(model(ids, attention_mask=attention).last_hidden_state - explicit).max().item() < 1e-5
+    assert mx.abs(model(ids, attention_mask=attention).last_hidden_state - explicit).max().item() <= tol
 
     weights = mx.random.normal(explicit.shape)
     loss = nn.value_and_grad(
@@ -240,4 +251,4 @@ def test_deferred_attention_equals_the_explicit_path(mask, monkeypatch):
     _, train_grads = loss(model)
     a, b = dict(tree_flatten(eval_grads)), dict(tree_flatten(train_grads))
     scale = max(mx.abs(g).max().item() for g in b.values())
-    assert max(mx.abs(a[k] - b[k]).max().item() for k in b) < 1e-5 * scale
+    assert max(mx.abs(a[k] - b[k]).max().item() for k in b) <= forward_tol(config, 12, scale, passes=3)

@@ -7,6 +7,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from test_pipelines import _head_checkpoint
+from tolerances import PARITY
 
 import mlx_albert
 from mlx_albert.cli import main
@@ -44,7 +45,9 @@ def test_imported_function_equals_the_model(task, architecture, shape, tmp_path,
     want = model(ids, attention_mask=mask, token_type_ids=types)
     fields = metadata["outputs"]
     for array, field in zip(got, fields, strict=True):
-        assert np.abs(np.array(array) - np.array(getattr(want, field))).max() < 1e-5, field
+        # the exported graph is another implementation of the forward (plain ops: MLX's exact-rounded
+        # softmax and activations instead of the fused kernels), held to float32 parity
+        assert np.abs(np.array(array) - np.array(getattr(want, field))).max() <= PARITY, field
     assert (out.with_suffix(".tokenizer") / "tokenizer.json").exists()
     assert mlx_albert.AlbertTokenizer.from_pretrained(out.with_suffix(".tokenizer"))("a b")["input_ids"]
 

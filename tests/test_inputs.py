@@ -4,6 +4,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from conftest import tiny_config
+from tolerances import forward_tol
 
 from mlx_albert import (
     AlbertForMultipleChoice,
@@ -55,6 +56,7 @@ def test_out_of_range_types_and_positions(model):
 
 def test_array_types_agree(model):
     ref = np.array(model(mx.array(IDS)).last_hidden_state)
+    # the same ids and masks in other containers: the same arithmetic, bit for bit
     for ids in (IDS, IDS.tolist(), IDS.astype(np.int32), mx.array(IDS, dtype=mx.uint16)):
         assert np.array_equal(np.array(model(ids).last_hidden_state), ref)
     mask = np.array([[1, 1, 1, 1], [1, 1, 1, 0]])
@@ -68,7 +70,8 @@ def test_padding_does_not_leak(model):
     padded = np.array(
         model(np.array([[2, 7, 3, 0, 0]]), attention_mask=np.array([[1, 1, 1, 0, 0]])).last_hidden_state
     )[0, :3]
-    assert np.abs(short - padded).max() < 1e-5
+    # a wider row: the same sums over other widths (masked keys add exact zeros)
+    assert np.abs(short - padded).max() <= forward_tol(model.config, 5, np.abs(short).max())
 
 
 def test_multiple_choice_rank():
@@ -103,7 +106,7 @@ def test_chunked_attention_equals_whole(model, monkeypatch):
     whole = np.array(model(ids, attention_mask=mask).last_hidden_state)
     monkeypatch.setattr(AlbertAttention, "SCORES_BUDGET", 2 * 2 * 13 * 4 * 3)  # 3 queries a chunk
     chunked = np.array(model(ids, attention_mask=mask).last_hidden_state)
-    assert np.abs(whole - chunked).max() < 1e-6
+    assert np.abs(whole - chunked).max() <= forward_tol(model.config, 13, np.abs(whole).max())
 
 
 def test_pairwise_mask_packs_sequences(model):
@@ -119,13 +122,13 @@ def test_pairwise_mask_packs_sequences(model):
     packed = np.array(model(ids, attention_mask=mask[None], position_ids=positions).last_hidden_state)[0]
     for seq, part in ((a, packed[:5]), (b, packed[5:8])):
         alone = np.array(model(np.array([seq])).last_hidden_state)[0]
-        assert np.abs(alone - part).max() < 1e-5
+        assert np.abs(alone - part).max() <= forward_tol(model.config, 9, np.abs(alone).max())
     original = AlbertAttention.SCORES_BUDGET
     try:
         AlbertAttention.SCORES_BUDGET = 1 * 2 * 9 * 4 * 2  # 2 queries a chunk on the explicit path
         chunked = model(ids, attention_mask=mask[None], position_ids=positions).last_hidden_state
     finally:
         AlbertAttention.SCORES_BUDGET = original
-    assert np.abs(np.array(chunked)[0] - packed).max() < 1e-6
+    assert np.abs(np.array(chunked)[0] - packed).max() <= forward_tol(model.config, 9, np.abs(packed).max())
     with pytest.raises(ValueError, match=r"or \(1, 9, 9\) for a query-by-key mask"):
         model(ids, attention_mask=mask[None, :4])

@@ -3,6 +3,7 @@
 import mlx.core as mx
 import numpy as np
 from conftest import tiny_config
+from tolerances import forward_tol
 
 from mlx_albert import AlbertModel
 
@@ -26,8 +27,11 @@ def test_sliced_forward_equals_one_pass_and_uses_less_memory():
     sliced = model(ids, attention_mask=mask)
     mx.eval(sliced.last_hidden_state, sliced.pooler_output)
     assert mx.get_peak_memory() < peak_whole
-    assert mx.abs(sliced.last_hidden_state - whole.last_hidden_state).max().item() < 1e-5
-    assert mx.abs(sliced.pooler_output - whole.pooler_output).max().item() < 1e-5
+    # batches of another size: the same sums, blocked differently by the BLAS
+    for field in ("last_hidden_state", "pooler_output"):
+        ref = getattr(whole, field)
+        tol = forward_tol(model.config, 64, scale=mx.abs(ref).max().item())
+        assert mx.abs(getattr(sliced, field) - ref).max().item() <= tol, field
     # hidden states / attentions and training keep one pass (they need every layer of every row)
     out = model(ids, attention_mask=mask, output_hidden_states=True)
     assert len(out.hidden_states) == 4 and out.hidden_states[-1].shape == (12, 64, 64)

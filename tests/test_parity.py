@@ -1,13 +1,14 @@
 """Every architecture equals transformers (float32): outputs, hidden states, attentions, losses.
 
-Tolerances: activations 1e-4 absolute (float32 through a few layers accumulates ~1e-6; the
-erf/tanh approximations add <2e-6), losses 1e-4 relative."""
+Tolerances: PARITY (1e-4) absolute for activations (float32 through a few layers accumulates ~1e-6;
+the erf/tanh approximations add <2e-6), PARITY relative for losses (tolerances.py)."""
 
 import mlx.core as mx
 import numpy as np
 import pytest
 from conftest import MODES, case_folder, get_case
 from oracle import ARCHITECTURES, CONFIGS
+from tolerances import PARITY
 
 import mlx_albert
 
@@ -15,7 +16,7 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 LABEL_INPUTS = ("labels", "sentence_order_label", "start_positions", "end_positions")
 
 
-def assert_close(name, ours, ref, atol=1e-4):
+def assert_close(name, ours, ref, atol=PARITY):
     ours = np.array(ours.astype(mx.float32) if isinstance(ours, mx.array) else ours)
     assert ours.shape == ref.shape, f"{name}: shape {ours.shape} vs transformers {ref.shape}"
     err = np.abs(ours - ref).max() if ref.size else 0.0
@@ -24,7 +25,7 @@ def assert_close(name, ours, ref, atol=1e-4):
 
 def assert_loss_close(name, ours, ref):
     ours, ref = float(ours), float(np.asarray(ref).reshape(-1)[0])  # safetensors stores 0-d as (1,)
-    assert abs(ours - ref) <= 1e-4 * max(1.0, abs(ref)), f"{name}: {ours} vs transformers {ref}"
+    assert abs(ours - ref) <= PARITY * max(1.0, abs(ref)), f"{name}: {ours} vs transformers {ref}"
 
 
 def compare(out, expected: dict, prefix: str = ""):

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import close_json
-from test_pipelines import NER_LABELS, _head_checkpoint
+from test_pipelines import EMBEDDING, NER_LABELS, REORDERED, _head_checkpoint
+from tolerances import unit_norm_tol
 
 import mlx_albert
 from mlx_albert import pipeline
@@ -101,7 +102,8 @@ def test_openai_client_embeddings_equal_the_pipeline(server):
     response = client.embeddings.create(model="tiny", input=TEXTS)
     got = np.array([d.embedding for d in response.data])
     want = pipeline("embed", TINY)(TEXTS)
-    assert got.shape == want.shape and np.abs(got - want).max() < 1e-5
+    # the server batches and packs other requests' texts alongside: the same sums reordered
+    assert got.shape == want.shape and np.abs(got - want).max() <= EMBEDDING
     assert response.usage.prompt_tokens == sum(
         len(mlx_albert.AlbertTokenizer.from_pretrained(TINY)(t)["input_ids"]) for t in TEXTS
     )
@@ -114,13 +116,16 @@ def test_embeddings_formats_ids_dimensions_and_models(server):
     import base64
 
     vector = np.frombuffer(base64.b64decode(body["data"][0]["embedding"]), "<f4")
-    assert status == 200 and np.abs(vector - pipeline("embed", TINY)(TEXTS[0])).max() < 1e-5
+    assert status == 200 and np.abs(vector - pipeline("embed", TINY)(TEXTS[0])).max() <= EMBEDDING
     ids = mlx_albert.AlbertTokenizer.from_pretrained(TINY)(TEXTS[1])["input_ids"]
     status, body, _ = server.call("/v1/embeddings", {"model": "tiny", "input": [ids]})
-    assert np.abs(np.array(body["data"][0]["embedding"]) - pipeline("embed", TINY)(TEXTS[1])).max() < 1e-5
+    assert (
+        np.abs(np.array(body["data"][0]["embedding"]) - pipeline("embed", TINY)(TEXTS[1])).max() <= EMBEDDING
+    )
     status, body, _ = server.call("/v1/embeddings", {"model": "tiny", "input": TEXTS[:2], "dimensions": 16})
     short = np.array([d["embedding"] for d in body["data"]])
-    assert short.shape == (2, 16) and np.allclose(np.linalg.norm(short, axis=1), 1, atol=1e-5)
+    norms = np.linalg.norm(short, axis=1)
+    assert short.shape == (2, 16) and np.allclose(norms, 1, rtol=0, atol=unit_norm_tol(16))
     long_text = "word " * 1000
     status, body, _ = server.call("/v1/embeddings", {"model": "tiny", "input": [long_text, "short"]})
     assert (
@@ -180,7 +185,7 @@ def test_every_endpoint_equals_its_pipeline(server, heads):
     for path, name, task, folder, inputs, options in cases:
         status, body, _ = server.call(path, {"model": name, "inputs": inputs, **options})
         want = pipeline(task, folder)(inputs, **options)
-        assert status == 200 and close_json(body, want, 1e-5), path
+        assert status == 200 and close_json(body, want, REORDERED), path
 
 
 def test_64_concurrent_clients_each_get_their_own_answer(server):
@@ -201,7 +206,7 @@ def test_64_concurrent_clients_each_get_their_own_answer(server):
         t.start()
     for t in threads:
         t.join()
-    assert len(got) == 64 and max(np.abs(got[i] - want[i]).max() for i in range(64)) < 1e-5
+    assert len(got) == 64 and max(np.abs(got[i] - want[i]).max() for i in range(64)) <= EMBEDDING
     batches = server.call("/metrics")[1]
     mean = (
         re.search(r"mlx_albert_batch_size_sum (\S+)", batches)[1],

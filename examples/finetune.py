@@ -1,12 +1,12 @@
 """Fine-tune the bundled albert-pydoc-small on a small task, and show what its pre-training buys:
 the same run from random weights, same data, same steps, side by side.
 
-python examples/finetune.py [--model models/albert-pydoc-small] [--epochs 10] [--output-dir pydoc-topics]
+python examples/finetune.py [--model pydoc-small] [--epochs 10] [--output-dir pydoc-topics]
 
 The task: which part of Python's documentation a sentence comes from (tutorial, library reference,
 language reference, C API), 100 training sentences per part, 75 held out (examples/data, built by
 models/pydoc_corpus.py --task-out). The same run from the shell:
-  mlx-albert train --model models/albert-pydoc-small --task sequence_classification \\
+  mlx-albert train --model pydoc-small --task sequence_classification \\
       --train examples/data/pydoc_topics_train.jsonl --eval examples/data/pydoc_topics_dev.jsonl \\
       --output-dir pydoc-topics --epochs 10 --batch-size 16 --learning-rate 3e-4 --warmup-ratio 0.1
 """
@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import mlx_albert
+from mlx_albert.hub import resolve
 from mlx_albert.training import TrainingArgs
 from mlx_albert.training.run import finetune
 
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "examples" / "data"
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--model", default=str(ROOT / "models" / "albert-pydoc-small"))
+parser.add_argument("--model", default="pydoc-small")  # the model shipped in the package
 parser.add_argument("--epochs", type=float, default=10)
 parser.add_argument("--output-dir", default="pydoc-topics")
 parser.add_argument("--no-baseline", action="store_true", help="skip the run from random weights")
@@ -63,7 +64,7 @@ if not options.no_baseline:
 
         mx.random.seed(0)
         random_init = Path(tmp) / "random-init"
-        config = mlx_albert.AlbertConfig.from_json(Path(options.model) / "config.json")
+        config = mlx_albert.AlbertConfig.from_json(resolve(options.model) / "config.json")
         mlx_albert.AlbertForMaskedLM(config).save_pretrained(random_init)
         mlx_albert.AlbertTokenizer.from_pretrained(options.model).save_pretrained(random_init)
         results["random weights"] = run(str(random_init), str(Path(tmp) / "run"), False)

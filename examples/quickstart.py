@@ -1,14 +1,12 @@
 """Load an ALBERT checkpoint (MLX or transformers folder, or Hub repo id), run it, and fill masks.
 
-python examples/quickstart.py [checkpoint]     (default: the bundled models/albert-pydoc-small)"""
+python examples/quickstart.py [checkpoint]     (default: the bundled pydoc-small)"""
 
 import sys
-from pathlib import Path
 
 import mlx_albert
 
-PYDOC = Path(__file__).resolve().parent.parent / "models" / "albert-pydoc-small"  # from any folder
-path = sys.argv[1] if len(sys.argv) > 1 else str(PYDOC)
+path = sys.argv[1] if len(sys.argv) > 1 else "pydoc-small"  # the model shipped in the package
 model, tokenizer = mlx_albert.load(path, return_tokenizer=True)  # the class follows config.json
 config = model.config
 print(

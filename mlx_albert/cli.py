@@ -24,17 +24,18 @@ from .pipelines import ALIASES, TASKS
 from .text import escape
 
 EPILOG = """examples:
-  mlx-albert fill-mask --model models/albert-pydoc-small "Return a new [MASK] from the iterable."
+  mlx-albert fill-mask --model pydoc-small "Return a new [MASK] from the iterable."
   mlx-albert classify --model my-classifier --file reviews.csv --json > labels.jsonl
   mlx-albert ner --model my-ner --aggregation simple < article.txt
   mlx-albert qa --model my-qa --context "ALBERT shares one layer's weights." "What is shared?"
   mlx-albert multiple-choice --model my-mc --question "Fire plus water" "goes out" "grows"
-  mlx-albert embed --model models/tiny-albert --file sentences.txt --output vectors.npy
+  mlx-albert embed --model pydoc-small --file sentences.txt --output vectors.npy
   mlx-albert train --model albert/albert-base-v2 --task sequence_classification \\
       --train train.jsonl --eval dev.jsonl --output-dir my-classifier --epochs 3
-  mlx-albert serve --model models/tiny-albert --port 8080
-  mlx-albert export --model models/tiny-albert --task fill-mask --seq 128 --output tiny.mlxfn
-  mlx-albert info --model models/tiny-albert"""
+  mlx-albert serve --model pydoc-small --port 8080
+  mlx-albert export --model pydoc-small --task fill-mask --output pydoc.mlxfn
+  mlx-albert info --model pydoc-small
+(pydoc-small is the model shipped in the package; models/... paths are relative to the repository)"""
 
 
 def cmd_train(args) -> None:
@@ -73,7 +74,7 @@ def cmd_info(args) -> None:
     from .loading import load
 
     folder = resolve(args.model)
-    model = load(folder, lazy=True)
+    model = load(folder, lazy=True, dtype="auto")  # the checkpoint's own dtype
     config = model.config
     info = {
         "path": str(folder),

@@ -9,17 +9,15 @@ import shutil
 import sys
 from pathlib import Path
 
-import mlx.core as mx
 import mlx.nn as nn
 
 from .files import check_disjoint, clean_stale, staged_folder
 from .hub import resolve
 from .loading import load
-from .pretrained import quantizable
+from .pretrained import DTYPES, quantizable
 
 logger = logging.getLogger(__name__)
 BITS = [2, 3, 4, 5, 6, 8]  # the widths MLX's quantized kernels support (no 7)
-DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 TOKENIZER_FILES = (
     "spiece.model",
     "tokenizer.json",
@@ -89,7 +87,7 @@ def convert(
         raise ValueError(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}")
     src = resolve(hf_path, revision, cache_dir)
     check_disjoint({"--mlx-path": out}, {"--hf-path": src})
-    model = load(src, architecture, dtype=DTYPES[dtype] if dtype else None)
+    model = load(src, architecture, dtype=dtype or "auto")  # as stored unless --dtype
     config = model.config
     if quantize:
         if config.quantization:

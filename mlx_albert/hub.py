@@ -1,5 +1,5 @@
-"""Where a checkpoint lives: a local folder, or a Hub repo id downloaded with huggingface_hub (or
-read from the local cache when offline)."""
+"""Where a checkpoint lives: a local folder, a model shipped inside the package (by short name), or
+a Hub repo id downloaded with huggingface_hub (or read from the local cache when offline)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,15 @@ import os
 from pathlib import Path
 
 HUB_PATTERNS = ["*.json", "*.safetensors", "spiece.model", "*.txt", "*.md"]
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+# short names of the models inside the package: they work from a wheel, in any folder
+BUNDLED = {"pydoc-small": "albert-pydoc-small", "albert-pydoc-small": "albert-pydoc-small"}
+
+
+def bundled(name: str) -> Path | None:
+    """The shipped folder a short name stands for ("pydoc-small"), or None."""
+    folder = BUNDLED.get(name)
+    return BUNDLED_DIR / folder if folder else None
 
 
 def resolve(
@@ -14,10 +23,13 @@ def resolve(
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> Path:
-    """A local checkpoint folder, or a Hub repo id downloaded (or found in the local cache)."""
+    """A local checkpoint folder, a bundled model's short name (a local folder of that name wins), or
+    a Hub repo id downloaded (or found in the local cache)."""
     path = Path(path_or_repo_id).expanduser()
     if path.is_dir():
         return path
+    if (shipped := bundled(str(path_or_repo_id))) is not None:
+        return shipped
     if path.exists():
         raise NotADirectoryError(f"{path} is a file; pass the checkpoint folder that contains it")
     text = str(path_or_repo_id)

@@ -31,6 +31,9 @@ from .weights import (
 
 logger = logging.getLogger(__name__)
 M = TypeVar("M", bound="PreTrainedMixin")
+DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
+_HALF = (mx.float16, mx.bfloat16)
+_told_float32 = False  # the CPU's float32 default is said once per process
 _ENCODER_PARTS = ("embeddings.", "encoder.")  # always in a checkpoint
 _BACKBONE_PARTS = (*_ENCODER_PARTS, "pooler.")  # the pooler is optional, initialised like a head
 
@@ -165,6 +168,36 @@ def _quantized_bits(model: nn.Module, name: str) -> int | None:
     )
 
 
+def compute_dtype(dtype: mx.Dtype | str | None, stored: mx.Dtype | None, source: str) -> mx.Dtype | None:
+    """The dtype a loaded model computes in: `dtype` when given (an mx.Dtype or its name), the
+    checkpoint's own for "auto", and by default the checkpoint's, except that a half-precision
+    checkpoint computes in float32 on the CPU backend, which has no fast half-precision kernels
+    (GPU backends keep the checkpoint's dtype)."""
+    global _told_float32
+    if isinstance(dtype, str):
+        if dtype == "auto":
+            return stored
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {[*DTYPES, 'auto']} or an mx.Dtype, got {dtype!r}")
+        return DTYPES[dtype]
+    if dtype is not None:
+        if dtype not in DTYPES.values():
+            raise ValueError(f"dtype must be a float dtype {list(DTYPES)}, got {dtype}")
+        return dtype
+    if stored in _HALF and mx.default_device() == mx.cpu:
+        if not _told_float32:
+            _told_float32 = True
+            logger.info(
+                "%s stores %s weights: computing in float32 on the CPU backend (half precision has no fast "
+                "kernels there); pass dtype=%r (--dtype) to keep them",
+                source,
+                str(stored).removeprefix("mlx.core."),
+                str(stored).removeprefix("mlx.core."),
+            )
+        return mx.float32
+    return stored
+
+
 class PreTrainedMixin:
     """Loading and saving for AlbertModel and the task models (transformers' checkpoint layout)."""
 
@@ -192,7 +225,7 @@ class PreTrainedMixin:
         cls: type[M],
         path_or_repo_id: str | os.PathLike,
         *,
-        dtype: mx.Dtype | None = None,
+        dtype: mx.Dtype | str | None = None,
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
         lazy: bool = False,
@@ -203,7 +236,9 @@ class PreTrainedMixin:
 
         Args:
             path_or_repo_id: a folder with config.json + weights, or "org/name" on the Hub.
-            dtype: cast floating weights (e.g. mx.float32); default: as stored.
+            dtype: compute dtype: an mx.Dtype or its name ("float32", "float16", "bfloat16"), or
+                "auto" for the checkpoint's; default: the checkpoint's, but float32 for a
+                half-precision checkpoint on the CPU backend (its half-precision kernels are slow).
             revision, cache_dir: passed to huggingface_hub for repo ids.
             lazy: leave weights unevaluated (memory-mapped until first use).
             config: the checkpoint's config when already read (default: its config.json).
@@ -254,15 +289,9 @@ class PreTrainedMixin:
         weights, missing = match_weights(model, weights, str(path_or_repo_id))
         # Not a list attribute: mlx.nn.Module would take a list for a child module.
         model.loading_info = LoadingInfo(missing_keys=tuple(missing))
-        if dtype is None:  # new head weights take the checkpoint's float dtype
-            dtype = next(
-                (
-                    v.dtype
-                    for k, v in weights.items()
-                    if k.endswith("word_embeddings.weight") and mx.issubdtype(v.dtype, mx.floating)
-                ),
-                None,
-            )
+        # the checkpoint's float dtype: its embeddings' LayerNorm (never quantized); new heads take it
+        stored = next((v.dtype for k, v in weights.items() if k.endswith("embeddings.norm.weight")), None)
+        dtype = compute_dtype(dtype, stored, str(path_or_repo_id))
         model.update(tree_unflatten(list(weights.items())))
         if dtype is not None:
             model.set_dtype(dtype)

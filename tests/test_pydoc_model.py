@@ -1,6 +1,7 @@
-"""The shipped models/albert-pydoc-small: its held-out numbers, recomputed on the committed held-out
-text (a broken model, tokenizer or evaluation is caught), transformers loads it to the same
-outputs, and fill-mask answers Python questions with plausible words."""
+"""The shipped albert-pydoc-small (inside the package: `pydoc-small`): its held-out numbers,
+recomputed on the committed held-out text (a broken model, tokenizer or evaluation is caught),
+transformers loads it to the same outputs, and fill-mask answers Python questions with plausible
+words."""
 
 import json
 from pathlib import Path
@@ -12,10 +13,10 @@ from conftest import needs_torch
 from tolerances import PARITY, forward_tol
 
 import mlx_albert
+from mlx_albert.hub import bundled
 from mlx_albert.training import evaluate_pretraining, read_documents, sop_dataset
 
-ROOT = Path(__file__).resolve().parent.parent
-MODEL = ROOT / "models" / "albert-pydoc-small"
+MODEL = bundled("pydoc-small")  # the installed package's copy: what a wheel's users get
 HELDOUT = Path(__file__).parent / "data" / "pydoc_heldout.txt"
 CARD = json.loads((MODEL / "eval.json").read_text())
 F64 = 4 * float(np.finfo(np.float64).eps)

@@ -3,6 +3,7 @@
 import builtins
 import json
 import logging
+from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
@@ -387,3 +388,38 @@ model.save_pretrained({str(folder)!r})
     assert not [
         p for p in folder.parent.iterdir() if p.name.startswith(".m.")
     ]  # ... cleaned by the next save
+
+
+def test_half_precision_checkpoints_compute_in_float32_on_the_cpu(caplog, monkeypatch):
+    """The shipped model is float16: on the CPU backend (no fast half-precision kernels) it loads as
+    float32 unless half precision is asked for, said once at INFO; GPU backends keep the stored dtype.
+    dtype takes the CLI's names as well as mx dtypes."""
+    import mlx.core as mx
+
+    from mlx_albert import pretrained
+
+    monkeypatch.setattr(pretrained, "_told_float32", False)
+    with caplog.at_level(logging.INFO, logger="mlx_albert.pretrained"):
+        model = mlx_albert.load("pydoc-small")
+        mlx_albert.load("pydoc-small")
+    said = [r for r in caplog.records if "computing in float32" in r.getMessage()]
+    assert model.dtype == (mx.float32 if mx.default_device() == mx.cpu else mx.float16)
+    assert len(said) == (1 if mx.default_device() == mx.cpu else 0) and said[0].levelno == logging.INFO
+    for asked, got in (("float16", mx.float16), (mx.bfloat16, mx.bfloat16), ("auto", mx.float16)):
+        assert mlx_albert.load("pydoc-small", dtype=asked).dtype == got, asked
+    assert mlx_albert.pipeline("fill-mask", "pydoc-small", dtype="float32").model.dtype == mx.float32
+    with pytest.raises(ValueError, match=r"must be one of \['float32', 'float16', 'bfloat16', 'auto'\]"):
+        mlx_albert.load("pydoc-small", dtype="float64")
+    monkeypatch.setattr(mx, "default_device", lambda: mx.Device(mx.gpu))  # the rule on a GPU backend
+    assert pretrained.compute_dtype(None, mx.float16, "x") == mx.float16
+    assert pretrained.compute_dtype(None, mx.float32, "x") == mx.float32
+
+
+def test_the_shipped_model_has_a_short_name_that_works_in_any_folder(tmp_path, monkeypatch):
+    from mlx_albert.hub import bundled, resolve
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve("pydoc-small") == resolve("albert-pydoc-small") == bundled("pydoc-small")
+    assert (bundled("pydoc-small") / "model.safetensors").is_file()
+    (tmp_path / "pydoc-small").mkdir()  # a folder of that name where the user is: theirs wins
+    assert resolve("pydoc-small") == Path("pydoc-small")

@@ -52,7 +52,6 @@ def run(args: argparse.Namespace) -> None:
         import uvicorn
     except ImportError:
         raise ImportError('mlx-albert serve needs its extra: pip install "mlx-albert[serve]"') from None
-    import mlx.core as mx
 
     from .app import build_app
     from .models import load_models, parse_specs
@@ -75,7 +74,7 @@ def run(args: argparse.Namespace) -> None:
     ):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
-    models = load_models(parse_specs(args.model), getattr(mx, args.dtype) if args.dtype else None)
+    models = load_models(parse_specs(args.model), args.dtype)
     settings = Settings(
         api_key=key,
         max_body_bytes=args.max_body_bytes,

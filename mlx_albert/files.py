@@ -73,12 +73,22 @@ def clean_stale(path: Path, any_suffix: bool = False) -> None:
             item.unlink(missing_ok=True)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def temp_sibling(path: Path, kind: str = "tmp", folder: bool = False) -> Path:
-    """A new, empty temporary file or folder beside `path`, named so that clean_stale finds it."""
+    """A new, empty temporary file or folder beside `path`, named so that clean_stale finds it. A
+    folder gets the mode of any new folder (mkdtemp's 0700 would follow it when it is renamed into
+    place: other users and containers could not read the model)."""
     path = Path(path)
     prefix = f".{path.name}.{kind}-{os.getpid()}-"
     if folder:
-        return Path(tempfile.mkdtemp(dir=path.parent, prefix=prefix))
+        made = Path(tempfile.mkdtemp(dir=path.parent, prefix=prefix))
+        os.chmod(made, 0o777 & ~_umask())
+        return made
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=path.suffix)
     os.close(fd)
     return Path(tmp)
@@ -94,9 +104,7 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     tmp = temp_sibling(path)
     try:
         write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         fsync_path(tmp)
         os.replace(tmp, path)
         fsync_path(path.parent)

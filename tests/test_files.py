@@ -81,3 +81,36 @@ def test_outputs_may_not_overlap_inputs(tmp_path):
         with pytest.raises(ValueError, match="would replace or delete the input"):
             check_disjoint({"--output-dir": out}, {"--model": src})
     check_disjoint({"--output-dir": tmp_path / "other"}, {"--model": src})
+
+
+def test_written_folders_and_files_get_the_umask_mode(tmp_path):
+    """Models, conversions and checkpoints are staged in temporary folders and renamed into place:
+    they must end with the mode any new folder gets (not mkdtemp's 0700), so that other users and
+    containers can read them."""
+    import os
+    import stat
+
+    import mlx_albert
+    from mlx_albert.convert import convert
+    from mlx_albert.training import Trainer, TrainingArgs
+    from mlx_albert.training.pretraining import sop_dataset
+
+    previous = os.umask(0o022)
+    try:
+        tiny = Path(__file__).parent.parent / "models" / "tiny-albert"
+        convert(str(tiny), str(tmp_path / "converted"))
+        model = mlx_albert.load(tiny)
+        model.save_pretrained(tmp_path / "saved")
+        tok = mlx_albert.AlbertTokenizer.from_pretrained(tiny)
+        data = sop_dataset([["the cat sat on the mat", "a dog ran far away"]] * 4, tok, 32)
+        args = TrainingArgs(output_dir=str(tmp_path / "run"), max_steps=1, progress=False, batch_size=4)
+        Trainer(mlx_albert.AlbertForPreTraining(model.config), tok, args, data, data).train()
+        written = [tmp_path / "converted", tmp_path / "saved", tmp_path / "run" / "best"]
+        written += list((tmp_path / "run").glob("checkpoint-*"))
+        assert len(written) == 4
+        for folder in written:
+            assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder
+            for item in folder.iterdir():
+                assert stat.S_IMODE(item.stat().st_mode) == 0o644, item
+    finally:
+        os.umask(previous)

@@ -43,13 +43,20 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--max-body-bytes", type=int, default=d.max_body_bytes, help="request body size (413 above)"
     )
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="rows per forward pass")
+    p.add_argument(
+        "--grace-period",
+        type=float,
+        default=d.grace_period,
+        help="seconds a stopping server (SIGTERM, Ctrl-C) keeps answering the requests it accepted; "
+        "those still waiting then get a 503 (default %(default)g)",
+    )
     return p
 
 
 def run(args: argparse.Namespace) -> None:
     try:
         import starlette  # noqa: F401
-        import uvicorn
+        import uvicorn  # noqa: F401
     except ImportError:
         raise ImportError('mlx-albert serve needs its extra: pip install "mlx-albert[serve]"') from None
 
@@ -74,6 +81,8 @@ def run(args: argparse.Namespace) -> None:
     ):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+    if not args.grace_period >= 0:
+        raise ValueError("--grace-period must be >= 0 seconds")
     models = load_models(parse_specs(args.model), args.dtype)
     settings = Settings(
         api_key=key,
@@ -96,8 +105,9 @@ def run(args: argparse.Namespace) -> None:
     sock.listen(2048)  # connections wait in the backlog until uvicorn accepts: none refused at start
     host, port = sock.getsockname()[:2]
     print(f"mlx-albert serve: http://{host}:{port} ({', '.join(models)})", file=sys.stderr, flush=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=30)
-    uvicorn.Server(config).run(sockets=[sock])
+    from .server import serve
+
+    serve(app, app.state.batcher, sock, args.grace_period)
 
 
 def _loopback(host: str) -> bool:

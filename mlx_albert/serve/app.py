@@ -21,7 +21,7 @@ from ..pipelines import TASKS
 from ..pipelines._batching import clip_text
 from ..pipelines.embeddings import embed_ids
 from ..text import escape
-from .batcher import Batcher, Deferred, Overloaded
+from .batcher import Batcher, Deferred, Overloaded, ShuttingDown
 from .metrics import Metrics
 from .models import ServedModel
 from .settings import Settings
@@ -258,6 +258,9 @@ def build_app(models: dict[str, ServedModel], settings: Settings) -> Starlette:
                     await self.app(scope, receive, record)
             except ApiError as e:
                 await _error(e.status, e.message, e.param, e.kind)(scope, receive, record)
+            except ShuttingDown as e:
+                response = _error(503, f"{e}; retry elsewhere", None, "server_shutting_down")
+                await response(scope, receive, record)
             except Overloaded as e:
                 response = _error(
                     503, f"the server is busy ({e}); retry", None, "server_overloaded", {"Retry-After": "1"}

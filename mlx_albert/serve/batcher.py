@@ -32,7 +32,11 @@ class Overloaded(Exception):
     """The queue is full: the request should be retried later (HTTP 503 with Retry-After)."""
 
 
-@dataclass
+class ShuttingDown(Overloaded):
+    """The server is stopping and its grace period ended before this request's turn (HTTP 503)."""
+
+
+@dataclass(eq=False)
 class _Job:
     key: Hashable  # jobs with equal keys may share one call
     fn: Callable[[list], list]  # items -> one result per item
@@ -60,6 +64,8 @@ class Batcher:
         self._reader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlx-read")
         self._slots: asyncio.Semaphore | None = None
         self._finishing: set[asyncio.Task] = set()
+        self._waiting: set[_Job] = set()  # submitted and not answered (for the end of a drain)
+        self.draining = False
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -97,11 +103,22 @@ class Batcher:
             raise Overloaded(f"{self.pending} requests are queued (the limit is {self.max_queue})")
         job = _Job(key, fn, items, tokens, asyncio.get_running_loop().create_future())
         self.pending += 1
+        self._waiting.add(job)
         try:
             await self._queue.put(job)
             return await job.future
         finally:
             self.pending -= 1
+            self._waiting.discard(job)
+
+    async def drain(self, grace: float) -> None:
+        """The server stops: every request already accepted is still answered, for `grace`
+        seconds; after that, those still waiting get ShuttingDown (a 503)."""
+        self.draining = True
+        await asyncio.sleep(grace)
+        error = ShuttingDown(f"the server is shutting down and its {grace:g} s grace period ended")
+        for job in list(self._waiting):
+            _settle(job.future, error=error)
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -16,3 +16,4 @@ class Settings:
     max_batch_tokens: int = 8192
     max_queue: int = 256  # requests waiting; more get 503
     batch_size: int = 64  # rows per forward pass
+    grace_period: float = 30.0  # seconds a stopping server answers accepted requests

@@ -39,10 +39,14 @@ EPILOG = """examples:
 
 
 def cmd_train(args) -> None:
+    import mlx.core as mx
+
     from .training.run import run_from_args
 
     logging.getLogger("mlx_albert").setLevel(logging.INFO)
-    print(safe_json(run_from_args(args)))
+    results = run_from_args(args)
+    if mx.distributed.init().rank() == 0:  # under mlx.launch, one report, not one per rank
+        print(safe_json(results))
 
 
 def cmd_export(args) -> None:
@@ -58,6 +62,7 @@ def cmd_export(args) -> None:
         args.shapeless,
         args.force,
         args.allow_untrained_head,
+        args.dtype,
     )
     print(f"wrote {out} and {out.with_suffix('.tokenizer')}/", file=sys.stderr)
 
@@ -135,7 +140,8 @@ def configure_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", required=True, help="checkpoint folder or Hub repo id")
         p.add_argument("texts", nargs="*", help=text_help)
         p.add_argument(
-            "--file", help="inputs from a .txt (one per line), .jsonl or .csv (with a header) file"
+            "--file",
+            help="inputs from a .txt (one per line), .jsonl or .csv (with a header) file; - for stdin",
         )
         p.add_argument(
             "--format",
@@ -235,9 +241,17 @@ def configure_parser() -> argparse.ArgumentParser:
         "--task", required=True, choices=sorted([*TASKS, *ALIASES]), help="which head's outputs to export"
     )
     p.add_argument("--output", required=True, help="the .mlxfn file; tokenizer files go to OUTPUT.tokenizer/")
-    p.add_argument("--seq", type=int, default=128, help="sequence length the function takes (default 128)")
+    p.add_argument(
+        "--seq",
+        type=int,
+        default=None,
+        help="sequence length the function takes (default: the model's maximum)",
+    )
     p.add_argument("--batch", type=int, default=1, help="batch size the function takes (default 1)")
     p.add_argument("--choices", type=int, default=2, help="multiple-choice: choices per question (default 2)")
+    p.add_argument(
+        "--dtype", choices=["float32", "float16", "bfloat16"], help="weights' dtype (default: as stored)"
+    )
     p.add_argument(
         "--shapeless", action="store_true", help="any shape (refused: the forward is shape-specific)"
     )

@@ -60,7 +60,7 @@ class Records:
         if self.texts:
             yield from (self._record(t, "argument") for t in self.texts)
             return
-        if self.path is None:
+        if self.path is None or self.path == "-":  # --file - is stdin, as for other Unix tools
             if sys.stdin.isatty():
                 raise UserError("no input: give texts as arguments, --file FILE, or pipe text on stdin")
             source, name = _text_stream(sys.stdin.buffer, "<stdin>"), "<stdin>"

@@ -133,7 +133,7 @@ def upload(folder: Path, repo_id: str) -> None:
     except Exception as e:  # huggingface_hub raises many types (HTTP, connection, auth)
         raise OSError(
             f"could not upload {folder} to the Hub repo {repo_id!r} ({type(e).__name__}): check the network "
-            f"and `huggingface-cli login`; the converted model is in {folder}"
+            f"and `hf auth login`; the converted model is in {folder}"
         ) from None
 
 
@@ -184,3 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"Converted {args.hf_path} -> {out}")
     return 0
+
+
+if __name__ == "__main__":  # python -m mlx_albert.convert
+    sys.exit(main())

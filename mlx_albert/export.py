@@ -32,16 +32,18 @@ def export(
     model: str,
     task: str,
     output: str,
-    seq: int = 128,
+    seq: int | None = None,
     batch: int = 1,
     choices: int = 2,
     shapeless: bool = False,
     force: bool = False,
     allow_untrained_head: bool = False,
+    dtype: str | None = None,
 ) -> Path:
     """Writes `output` (.mlxfn): f(input_ids, attention_mask, token_type_ids) -> the task's outputs,
-    int32 inputs of shape (batch, seq), or (batch, choices, seq) for multiple choice. The task's
-    name, the shapes and the config are stored as the file's metadata. Returns the path.
+    int32 inputs of shape (batch, seq), or (batch, choices, seq) for multiple choice (seq defaults to
+    the model's max_positions). The weights keep the checkpoint's dtype unless `dtype` names one.
+    The task's name, the shapes and the config are stored as the file's metadata. Returns the path.
 
     Raises:
         ValueError: a shape the model cannot serve, --shapeless, an untrained head, an output that
@@ -62,10 +64,11 @@ def export(
     check_disjoint({"--output": out}, {"--model": folder})
     if out.exists() and not force:
         raise FileExistsError(f"--output {output} exists; pass --force to replace it")
-    net, tokenizer = load(folder, TASKS[task][1], return_tokenizer=True)
+    net, tokenizer = load(folder, TASKS[task][1], return_tokenizer=True, dtype=dtype or "auto")
     if not allow_untrained_head:
         check_trained(net, task, str(model), allow_pooler=task in ("feature-extraction", "embed"))
     limit = net.config.max_positions
+    seq = limit if seq is None else seq
     for name, value, top in (
         ("--seq", seq, limit),
         ("--batch", batch, 1 << 16),
@@ -91,6 +94,7 @@ def export(
         "inputs": {k: list(shape) for k in INPUTS},
         "outputs": list(fields),
         "dtype": "int32",
+        "weights_dtype": str(net.dtype).removeprefix("mlx.core."),
         "config": net.config.to_hf(),
         "mlx_albert": __version__,
         "mlx": mx.__version__,

@@ -7,15 +7,57 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import json
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+MAX_JSON = 10 << 20  # bytes: every JSON file a checkpoint holds is far smaller
 _TMP = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-[A-Za-z0-9_]{8}(?P<suffix>\.\w+)?$")
+
+
+def open_regular(path: Path, what: str = "file"):
+    """A binary file object for `path`, which must be a regular file (after symlinks): a FIFO, a
+    device (/dev/zero, /dev/urandom) or a folder is refused before anything is read, and opening
+    never blocks on a FIFO."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder, not a {what}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ValueError(f"{path} is not a regular file (a device, pipe or socket): not a {what}")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_bytes(path: Path, limit: int, what: str = "file") -> bytes:
+    """A regular file's bytes, at most `limit` of them: a longer file is refused having read only
+    limit + 1 bytes, whatever stat() claims (a file can grow, or lie)."""
+    with open_regular(path, what) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path} is over {limit} bytes: too large for a {what}")
+    return data
+
+
+def read_json(path: Path, what: str = "JSON file", limit: int = MAX_JSON):
+    """A JSON file read within `limit` bytes; malformed JSON is a ValueError naming the file."""
+    data = read_bytes(path, limit, what)
+    try:
+        return json.loads(data.decode("utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ValueError(f"{path} is not valid JSON ({type(e).__name__}): not a valid {what}") from None
 
 
 def _alive(pid: int) -> bool:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import mlx.nn as nn
 
@@ -22,6 +23,7 @@ def load(
     path_or_repo_id: str | os.PathLike,
     architecture: str | None = None,
     return_tokenizer: bool = False,
+    adapter_path: str | os.PathLike | None = None,
     **kwargs,
 ):
     """Loads a checkpoint as one of the spec's architectures.
@@ -31,6 +33,9 @@ def load(
         architecture: "base", "for_masked_language_modeling", ... (or a transformers class name);
             default: the checkpoint's `architectures`, else "base".
         return_tokenizer: also return the checkpoint's AlbertTokenizer: `model, tokenizer = load(...)`.
+        adapter_path: a folder of LoRA adapters (adapters.safetensors + adapter_config.json, written
+            by `mlx-albert train --lora-rank R`) to load onto this base model, merged; its
+            architecture and head are the adapter's.
         **kwargs: passed to `from_pretrained` (dtype, revision, lazy, config overrides).
 
     Raises:
@@ -38,6 +43,12 @@ def load(
             vocabulary is larger than the model's embedding table.
     """
     folder = resolve(path_or_repo_id, kwargs.get("revision"), kwargs.get("cache_dir"))
+    if adapter_path is not None:
+        from .lora import adapter_config
+
+        adapter = adapter_config(Path(adapter_path))
+        architecture = architecture or adapter["architecture"]
+        kwargs = {**_head_changes(adapter["head_config"]), **kwargs}
     by_class = {cls.__name__: cls for cls in ARCHITECTURES.values()}
     config = AlbertConfig.from_json(folder / "config.json")
     if architecture is None:
@@ -54,11 +65,30 @@ def load(
         if cls is None:
             raise ValueError(f"unknown architecture {architecture!r}; use one of {list(ARCHITECTURES)}")
     model = cls.from_pretrained(folder, config=config, **{k: v for k, v in kwargs.items() if k != "revision"})
+    if adapter_path is not None:
+        from .lora import load_adapters
+
+        load_adapters(model, Path(adapter_path))
     if not return_tokenizer:
         return model
     tokenizer = AlbertTokenizer.from_pretrained(folder)
     check_tokenizer(model, tokenizer, str(folder))
     return model, tokenizer
+
+
+def _head_changes(head: dict) -> dict:
+    """AlbertConfig fields of a head from its transformers config keys (adapter_config.json)."""
+    named = AlbertConfig.from_hf(
+        {"num_labels": head.get("num_labels"), "id2label": head.get("id2label") or {}}
+    )
+    changes = {
+        "num_labels": named.num_labels,
+        "id_to_label": named.id_to_label,
+        "label_to_id": named.label_to_id,
+    }
+    if head.get("problem_type"):
+        changes["problem_type"] = head["problem_type"]
+    return changes
 
 
 def check_tokenizer(model: nn.Module, tokenizer: AlbertTokenizer, source: str = "the checkpoint") -> None:

@@ -275,8 +275,25 @@ class AlbertTokenizer:
                 f"{max_length} keeps after the question: lower {names[1]} (e.g. {names[1]}={room // 2})"
             ) from None
 
+    def __len__(self) -> int:
+        """Tokens of the vocabulary, added tokens included (as transformers' len(tokenizer))."""
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False) -> list[str]:
+        """The pieces of a text (or pair), without [CLS]/[SEP] unless asked: transformers' tokenize."""
+        if not isinstance(text, str) or not (pair is None or isinstance(pair, str)):
+            raise TypeError("tokenize takes a string (and optionally a second one for a pair)")
+        encoding = panic_guard(
+            lambda: self.tokenizer.encode(text, pair, add_special_tokens=add_special_tokens), "a text"
+        )
+        return encoding.tokens
+
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         return self.tokenizer.decode([int(i) for i in np.asarray(ids).reshape(-1)], skip_special_tokens)
+
+    def batch_decode(self, sequences, skip_special_tokens: bool = False) -> list[str]:
+        """decode() of each row: a list of id lists, or a (batch, seq) array."""
+        return [self.decode(ids, skip_special_tokens) for ids in sequences]
 
     def convert_ids_to_tokens(self, ids) -> list[str]:
         return [self.tokenizer.id_to_token(int(i)) for i in np.asarray(ids).reshape(-1)]

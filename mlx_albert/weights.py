@@ -153,7 +153,8 @@ def check_safetensors(path: Path) -> dict:
     return header
 
 
-def _load_safetensors(path: Path) -> dict[str, mx.array]:
+def read_safetensors(path: Path) -> dict[str, mx.array]:
+    """A safetensors file's tensors, its header validated first (check_safetensors)."""
     check_safetensors(path)
     try:
         return mx.load(str(path))
@@ -217,7 +218,7 @@ def _shards(folder: Path, index_name: str) -> list[Path]:
 
 
 WEIGHT_FILES = (  # (single file, shard index, reader) in order of preference
-    ("model.safetensors", "model.safetensors.index.json", _load_safetensors),
+    ("model.safetensors", "model.safetensors.index.json", read_safetensors),
     ("pytorch_model.bin", "pytorch_model.bin.index.json", _load_torch_bin),
 )
 

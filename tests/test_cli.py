@@ -364,6 +364,17 @@ def test_progress_on_qa_and_embed(capsys, tmp_path):
     assert code == 0 and "batches" in err
 
 
+def test_file_dash_reads_stdin_and_convert_runs_as_a_module(capsys, monkeypatch, tmp_path):
+    _stdin(monkeypatch, "The [MASK] sat.\n")
+    code, from_stdin, _ = run(capsys, "fill-mask", "--model", TINY, "--json", "--file", "-")
+    code2, from_args, _ = run(capsys, "fill-mask", "--model", TINY, "--json", "The [MASK] sat.")
+    assert code == code2 == 0 and from_stdin == from_args  # the same input and batch: bit for bit
+    done = subprocess.run(
+        [sys.executable, "-m", "mlx_albert.convert", "--help"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 0 and "--hf-path" in done.stdout
+
+
 def test_stdin_json_lines_after_blank_lines_keep_their_numbers(capsys, monkeypatch):
     _stdin(monkeypatch, '\n\n{"text": "a [MASK]"}\n{"txt": "b [MASK]"}\n')
     code, _, err = run(capsys, "fill-mask", "--model", TINY)

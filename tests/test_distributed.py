@@ -128,6 +128,7 @@ def test_two_ranks_equal_one_process(task, accumulation, tmp_path):
     # (7 passes in all)
     tol = forward_tol(mlx_albert.load(TINY).config, 32, scale=4, passes=7)
     assert evals[0] and close_json(evals[0], evals[1], tol)
+    assert len(two.stdout.splitlines()) == 1  # rank 0 alone prints the result
     assert json.loads(one.stdout.splitlines()[-1])["best"] == json.loads(two.stdout.splitlines()[-1])["best"]
     again = _train(tmp_path, "two", 1, *args, *common, "--max-steps", "4", "--resume")
     assert again.returncode == 1 and "was trained on 2 process(es), this run has 1" in again.stderr

@@ -67,3 +67,24 @@ def test_shapes_it_cannot_serve_are_one_line(tmp_path, capsys):
     out.write_text("mine")
     code = main(["export", "--model", str(TINY), "--task", "fill-mask", "--output", str(out), "--seq", "8"])
     assert code == 1 and "pass --force" in capsys.readouterr().err and out.read_text() == "mine"
+
+
+def test_defaults_follow_the_model_and_the_cli_names_its_tasks(tmp_path, capsys):
+    """--seq defaults to the model's max_positions (a fixed 128 was refused by the 64-token
+    shipped model); the CLI's command names are export's task names; --dtype sets the weights'."""
+    out = tmp_path / "pydoc.mlxfn"
+    assert main(["export", "--model", "pydoc-small", "--task", "fill-mask", "--output", str(out)]) == 0
+    _, metadata = mx.import_function(str(out), return_metadata=True)
+    metadata = json.loads(metadata)
+    assert metadata["inputs"]["input_ids"] == [1, 64] and metadata["weights_dtype"] == "float16"  # as stored
+    cls = _head_checkpoint(tmp_path / "cls", "for_sequence_classification")
+    for task, dtype in (("classify", "float32"), ("embed", "float16")):
+        out = tmp_path / f"{task}.mlxfn"
+        assert (
+            main(["export", "--model", str(cls), "--task", task, "--output", str(out), "--dtype", dtype]) == 0
+        )
+        metadata = json.loads(mx.import_function(str(out), return_metadata=True)[1])
+        assert metadata["weights_dtype"] == dtype and metadata["inputs"]["input_ids"] == [1, 128]
+    assert metadata["task"] == "embed"
+    classify = json.loads(mx.import_function(str(tmp_path / "classify.mlxfn"), return_metadata=True)[1])
+    assert classify["task"] == "text-classification"

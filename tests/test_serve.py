@@ -99,6 +99,9 @@ def server(heads):
 def test_openai_client_embeddings_equal_the_pipeline(server):
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
+    assert client.models.retrieve("tiny").id == "tiny"  # GET /v1/models/{id}
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("nope")
     response = client.embeddings.create(model="tiny", input=TEXTS)
     got = np.array([d.embedding for d in response.data])
     want = pipeline("embed", TINY)(TEXTS)

@@ -187,3 +187,24 @@ def test_lone_surrogates_and_bad_config_are_value_errors(spm_only, tmp_path):
     (tmp_path / "tokenizer_config.json").write_text('{"mask_token": 5}')
     with pytest.raises(ValueError, match=r"\['mask_token'\] must be strings"):
         AlbertTokenizer.from_pretrained(tmp_path)
+
+
+def test_tokenize_batch_decode_and_len_as_transformers():
+    """The calls transformers users reach for: tokenize (pieces, no special tokens unless asked),
+    batch_decode, len(tokenizer)."""
+    tok = AlbertTokenizer.from_pretrained(TINY)
+    assert tok.tokenize("The cat sat.") == ["▁the", "▁ca", "t", "▁s", "a", "t", "."]
+    assert tok.tokenize("A b", "c d") == ["▁a", "▁b", "▁c", "▁d"]
+    assert tok.tokenize("Hello", add_special_tokens=True)[::5] == ["[CLS]", "[SEP]"]
+    ids = tok(["a cat", "the sea again"], padding=True)["input_ids"]
+    assert tok.batch_decode(ids) == [tok.decode(row) for row in ids]
+    assert tok.batch_decode(np.array(ids), skip_special_tokens=True) == ["a cat", "the sea again"]
+    assert len(tok) == tok.vocab_size == 101
+    try:
+        import transformers
+    except ImportError:
+        return
+    ref = transformers.AlbertTokenizer.from_pretrained(TINY)
+    for text in TEXTS:
+        assert tok.tokenize(text) == ref.tokenize(text), text
+    assert tok.batch_decode(ids) == ref.batch_decode(ids) and len(tok) == len(ref)

@@ -13,7 +13,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
-from conftest import case_folder, get_case, needs_torch
+from conftest import case_folder, get_case, needs_torch, tiny_config
 from mlx.utils import tree_flatten
 from tolerances import EPS32, PARITY, adam_tol, forward_tol, ulps
 
@@ -709,6 +709,10 @@ def test_every_task_trains_from_files(tmp_path, task, kind, metric, floor):
     losses = [e["loss"] for e in trainer.state["log"] if "loss" in e]
     assert losses[-1] < losses[0]
     assert (tmp_path / "run" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from mlx_albert.training.report import plot_losses
+
+    curves = plot_losses(trainer.state["log"], tmp_path / "again.png")  # the eval metrics beside the losses
+    assert curves[0] == "train loss" and metric in curves, curves
     model = mlx_albert.load(tmp_path / "run")
     if task == "regression":
         assert model.config.problem_type == "regression" and model.config.num_labels == 1
@@ -961,3 +965,34 @@ def test_pretraining_metrics_count_top1_top5_and_the_baseline():
     b = evaluate_pretraining(model, tok, held_out, seed=0, constant_token=the)
     assert a == b and 0 < a["baseline_accuracy"] < 1 and a["masked_tokens"] > 0  # fixed masks
     assert a["mlm_top5_accuracy"] >= a["mlm_accuracy"]
+
+
+def test_lora_adapters_save_alone_and_load_onto_the_base(data, tmp_path):
+    """A LoRA run writes its adapters alone (adapters.safetensors + adapter_config.json, as mlx-lm):
+    small, and loading them onto the base model gives the merged model's outputs; adapter_only
+    writes nothing else. An adapter on the wrong base is refused by name."""
+    args = _args(tmp_path, max_steps=4, batch_size=8, learning_rate=5e-3, lora_rank=4)
+    finetune(TINY, "sequence_classification", data["train"], None, args)
+    run = Path(args.output_dir)
+    config = json.loads((run / "adapter_config.json").read_text())
+    assert config["lora_rank"] == 4 and config["architecture"] == "AlbertForSequenceClassification"
+    assert config["base_model"] == str(TINY)
+    assert (run / "adapters.safetensors").stat().st_size < 0.3 * (run / "model.safetensors").stat().st_size
+    merged = mlx_albert.load(run)
+    onto = mlx_albert.load(TINY, adapter_path=run)
+    assert type(onto) is type(merged) and onto.config.id_to_label == merged.config.id_to_label
+    ids = mlx_albert.AlbertTokenizer.from_pretrained(TINY)(
+        ["cat dog", "sea"], padding=True, return_tensors="mlx"
+    )
+    want = merged(**ids).logits  # both merge W + s A B from the same float32 weights: the same arithmetic
+    assert mx.array_equal(onto(**ids).logits, want)
+    only = _args(tmp_path / "only", max_steps=2, batch_size=8, lora_rank=4, adapter_only=True)
+    finetune(TINY, "sequence_classification", data["train"], None, only)
+    names = {p.name for p in Path(only.output_dir).iterdir() if p.is_file()}
+    assert {"adapters.safetensors", "adapter_config.json"} <= names and "model.safetensors" not in names
+    other = tmp_path / "other"
+    mlx_albert.AlbertModel(tiny_config(hidden_size=32)).save_pretrained(other)
+    with pytest.raises(ValueError, match="adapters.safetensors does not fit"):
+        mlx_albert.load(other, adapter_path=run)
+    with pytest.raises(ValueError, match="adapter_only needs lora_rank"):
+        _trainer(data, tmp_path / "x", adapter_only=True)

@@ -27,8 +27,9 @@ TASKS: dict[str, tuple[Callable, str]] = {
     "feature-extraction": (feature_extraction, "base"),
     "embed": (embed, "base"),
 }
-ALIASES = {
+ALIASES = {  # transformers' other names, and the CLI's commands
     "sentiment-analysis": "text-classification",
+    "classify": "text-classification",
     "ner": "token-classification",
     "qa": "question-answering",
 }

@@ -212,6 +212,14 @@ def build_app(models: dict[str, ServedModel], settings: Settings) -> Starlette:
     async def list_models(request: Request):
         return JSONResponse({"object": "list", "data": [m.info() for m in models.values()]})
 
+    async def retrieve_model(request: Request):  # the openai client's models.retrieve(id)
+        name = request.path_params["model"]
+        if name not in models:
+            raise ApiError(
+                404, f"no model {name[:100]!r}; loaded: {sorted(models)}", "model", "not_found_error"
+            )
+        return JSONResponse(models[name].info())
+
     async def health(request: Request):
         return JSONResponse({"status": "ok", "models": sorted(models), "queue": batcher.pending})
 
@@ -221,6 +229,7 @@ def build_app(models: dict[str, ServedModel], settings: Settings) -> Starlette:
     routes = [
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
         *(Route(path, task_endpoint(path), methods=["POST"]) for path in TASK_ENDPOINTS),

@@ -1,8 +1,8 @@
 """Fine-tuning and pre-training of every ALBERT head on MLX: data, optimiser, loop, metrics, LoRA."""
 
+from ..lora import apply_lora, merge_lora
 from .data import DataError, Dataset, batch_order, build, collate, label_set, read_records
 from .evaluate import evaluate_pretraining
-from .lora import apply_lora, merge_lora
 from .optim import adamw, clip_by_global_norm, schedule
 from .pretraining import mask_tokens, masked_batch, read_documents, sop_dataset
 from .trainer import Trainer, TrainingArgs, TrainingError

@@ -13,23 +13,31 @@ from pathlib import Path
 import mlx.core as mx
 
 from ..files import temp_sibling
-from .lora import apply_lora, has_lora, merge_lora
+from ..lora import apply_lora, has_lora, merge_lora, save_adapters
 
 
-def write_model(folder: Path, model, tokenizer, args, master=None) -> None:
+def write_model(folder: Path, model, tokenizer, args, master=None, base_model: str | None = None) -> None:
     """Writes the model (a merged copy when it has LoRA adapters or float32 masters, leaving the
-    training model as it is), its tokenizer and training_args.json into `folder`."""
-    if master is not None or has_lora(model):
+    training model as it is), its tokenizer and training_args.json into `folder`. A LoRA model
+    also gets its adapters alone (adapters.safetensors, adapter_config.json naming `base_model`),
+    and with args.adapter_only only those."""
+    lora = has_lora(model)
+    if master is not None or lora:
         trained = model
         model = type(trained)(trained.config)
-        if has_lora(trained):
+        if lora:
             apply_lora(model, args.lora_rank, args.lora_alpha)
         model.update(trained.parameters())
         if master is not None:
             model.update(master)
         model.set_dtype(mx.float32)
+        if lora:
+            new = getattr(trained, "loading_info", None)  # what the base lacked: saved with the adapter
+            new = new.missing_keys if new else ()
+            save_adapters(folder, model, args.lora_rank, args.lora_alpha, base_model, new)
         merge_lora(model)
-    model.save_pretrained(folder)
+    if not (lora and args.adapter_only):
+        model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     (folder / "training_args.json").write_text(json.dumps(asdict(args), indent=2))
 

@@ -13,8 +13,14 @@ from ..files import atomic_write
 logger = logging.getLogger(__name__)
 
 
-def plot_losses(log: list[dict], path: Path) -> None:
-    """Training loss per logged step, and evaluation loss where evaluated, written atomically."""
+# eval metrics left out of the metric panel: the loss has its own, perplexity is exp(loss)
+_NOT_METRICS = {"eval_loss", "eval_perplexity"}
+
+
+def plot_losses(log: list[dict], path: Path) -> list[str]:
+    """Training and evaluation loss per step and, beside them, every evaluation metric (accuracy,
+    F1, ...) per step, written atomically as a PNG. Returns the curves' labels ([] without
+    matplotlib)."""
     try:
         import matplotlib
 
@@ -22,19 +28,32 @@ def plot_losses(log: list[dict], path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         logger.info("pip install matplotlib (the [plot] extra) for a loss plot")
-        return
+        return []
+    evals = [e for e in log if any(k.startswith("eval_") for k in e)]
+    metrics = sorted({k for e in evals for k in e if k.startswith("eval_")} - _NOT_METRICS)
+    fig, axes = plt.subplots(1, 2 if metrics else 1, figsize=(11 if metrics else 6, 4), squeeze=False)
+    losses, panel = axes[0][0], axes[0][-1]
     entries = [e for e in log if "loss" in e]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([e["step"] for e in entries], [e["loss"] for e in entries], label="train loss")
-    evals = [e for e in log if "eval_loss" in e]
-    if evals:
-        ax.plot([e["step"] for e in evals], [e["eval_loss"] for e in evals], "o-", label="eval loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend()
+    losses.plot([e["step"] for e in entries], [e["loss"] for e in entries], label="train loss")
+    labels = ["train loss"]
+    if any("eval_loss" in e for e in evals):
+        points = [e for e in evals if "eval_loss" in e]
+        losses.plot([e["step"] for e in points], [e["eval_loss"] for e in points], "o-", label="eval loss")
+        labels.append("eval loss")
+    losses.set(xlabel="step", ylabel="loss")
+    losses.legend()
+    for name in metrics:
+        points = [e for e in evals if isinstance(e.get(name), int | float)]
+        label = name.removeprefix("eval_")
+        panel.plot([e["step"] for e in points], [e[name] for e in points], "o-", label=label)
+        labels.append(label)
+    if metrics:
+        panel.set(xlabel="step", ylabel="evaluation metric")
+        panel.legend()
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(str(tmp), format="png", dpi=100))
     plt.close(fig)
+    return labels
 
 
 def append_log(path: Path, entry: dict) -> None:

@@ -122,7 +122,7 @@ def finetune(
                 task, read_records(eval_file), tokenizer, max_length, label_to_id, problem_type, doc_stride
             )
     check_tokenizer(net, tokenizer, str(folder))
-    trainer = Trainer(net, tokenizer, args, train, evaluation)
+    trainer = Trainer(net, tokenizer, args, train, evaluation, base_model=str(model))
     return trainer, trainer.train()
 
 
@@ -153,6 +153,7 @@ HELP = {
     "lora_rank": "train LoRA adapters of this rank on the shared layer instead of all weights",
     "lora_alpha": "LoRA scale numerator (scale = alpha / rank)",
     "lora_dropout": "dropout on the LoRA input",
+    "adapter_only": "LoRA: save only adapters.safetensors + adapter_config.json (load onto the base model)",
     "mlm_probability": "pretraining: share of tokens masked",
     "max_ngram": "pretraining: mask n-grams up to this length (ALBERT used 3)",
     "compile": "compile the training step with mx.compile",
@@ -213,7 +214,8 @@ def run_from_args(args: argparse.Namespace) -> dict:
         args.from_scratch,
         args.force,
     )
-    logger.info("saved to %s", training.output_dir)
+    if trainer.dp.rank == 0:  # the only rank that writes
+        logger.info("saved to %s", training.output_dir)
     return {
         "output_dir": training.output_dir,
         "steps": trainer.state["step"],

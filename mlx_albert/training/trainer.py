@@ -17,12 +17,12 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
 from ..files import clean_stale, staged_folder
+from ..lora import apply_lora
 from . import checkpoint
 from .data import TASK_ARCHITECTURES, Dataset, batch_order, collate
 from .distributed import DataParallel, scaled_loss
 from .evaluate import batches_stats, combine, qa_answers
 from .final import save_into_run, write_model
-from .lora import apply_lora
 from .metrics import squad_scores
 from .optim import adamw, clip_by_global_norm, schedule
 from .pretraining import masked_batch
@@ -72,6 +72,7 @@ class TrainingArgs:
     lora_rank: int = 0  # > 0: LoRA adapters instead of full fine-tuning
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
+    adapter_only: bool = False  # LoRA: save adapters.safetensors + adapter_config.json, no merged model
     mlm_probability: float = 0.15
     max_ngram: int = 1  # pre-training: mask n-grams up to this length (ALBERT used 3)
     compile: bool = True
@@ -82,12 +83,23 @@ class TrainingArgs:
 class Trainer:
     """Fine-tunes (or pre-trains) `model` on a Dataset; see `train`."""
 
-    def __init__(self, model: nn.Module, tokenizer, args: TrainingArgs, train_data: Dataset, eval_data=None):
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        args: TrainingArgs,
+        train_data: Dataset,
+        eval_data=None,
+        base_model: str | None = None,
+    ):
         if len(train_data) == 0:
             raise ValueError("the training set is empty")
         if args.batch_size < 1 or args.grad_accumulation < 1:
             raise ValueError("batch_size and grad_accumulation must be >= 1")
         self.model, self.tokenizer, self.args = model, tokenizer, args
+        self.base_model = base_model  # what LoRA adapters are loaded onto (named in adapter_config.json)
+        if args.adapter_only and not args.lora_rank:
+            raise ValueError("adapter_only needs lora_rank > 0: without LoRA there is no adapter to save")
         self.train_data, self.eval_data = train_data, eval_data
         self.task = train_data.task
         from ..heads import ARCHITECTURES
@@ -413,7 +425,7 @@ class Trainer:
                     self._write_model(tmp)
 
     def _write_model(self, folder: Path) -> None:
-        write_model(folder, self.model, self.tokenizer, self.args, self.master)
+        write_model(folder, self.model, self.tokenizer, self.args, self.master, self.base_model)
 
     # -- evaluation -----------------------------------------------------------------------------
     def evaluate(self, data: Dataset | None = None) -> dict:

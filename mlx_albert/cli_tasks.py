@@ -41,7 +41,7 @@ def _run(pipe, inputs, records: Records, **options):
 
     if group.rank() != 0:
         records.keep, options = False, {**options, "progress": False}
-    from .pipelines._batching import CHUNK_BATCHES
+    from .runtime import CHUNK_BATCHES
 
     # the chunks a single process streams through: so each gives the same batches, the same bits
     size = pipe.defaults.get("batch_size", _default_batch(pipe)) * CHUNK_BATCHES

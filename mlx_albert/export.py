@@ -9,9 +9,9 @@ from pathlib import Path
 import mlx.core as mx
 
 from . import __version__
-from .activations import plain_ops
 from .files import atomic_write, check_disjoint
 from .hub import resolve
+from .kernels import plain_ops
 from .loading import check_trained, load
 from .pipelines import ALIASES, TASKS
 
@@ -77,12 +77,13 @@ def export(
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
             raise ValueError(f"{name} must be an integer in [1, {top}], got {value!r}")
     shape = (batch, choices, seq) if task == "multiple-choice" else (batch, seq)
-    albert = getattr(net, "albert", net)
-    albert.check_inputs = False  # a host sync cannot be traced; callers pass ids from the tokenizer
     fields = OUTPUTS[task]
 
     def forward(input_ids, attention_mask, token_type_ids):
-        result = net(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        # a host sync cannot be traced: the ids are not range-checked (callers use the tokenizer)
+        result = net(
+            input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, check_inputs=False
+        )
         if task in ("feature-extraction", "embed"):
             return result.last_hidden_state
         return tuple(getattr(result, f) for f in fields)

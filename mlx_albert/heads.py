@@ -5,10 +5,11 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from .activations import ACTIVATIONS
 from .config import AlbertConfig
+from .inputs import as_array
+from .kernels import ACTIVATIONS
 from .losses import binary_cross_entropy_with_logits, check_labels, cross_entropy, mse
-from .model import AlbertModel, as_array, init_weights
+from .model import AlbertModel, init_weights
 from .outputs import (
     AlbertForPreTrainingOutput,
     MaskedLMOutput,
@@ -59,7 +60,14 @@ class _AlbertHeadModel(nn.Module, PreTrainedMixin):
                 init_weights(child, self.config.initializer_scale)
 
     def _backbone(
-        self, input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states, output_attentions
+        self,
+        input_ids,
+        attention_mask,
+        token_type_ids,
+        position_ids,
+        output_hidden_states,
+        output_attentions,
+        check_inputs,
     ):
         return self.albert(
             input_ids,
@@ -68,17 +76,20 @@ class _AlbertHeadModel(nn.Module, PreTrainedMixin):
             position_ids,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
+            check_inputs=check_inputs,
         )
 
-    def _masked_lm(self, hidden: mx.array, masked_positions, labels) -> tuple[mx.array, mx.array | None]:
+    def _masked_lm(
+        self, hidden: mx.array, masked_positions, labels, check: bool
+    ) -> tuple[mx.array, mx.array | None]:
         """(logits, labels) of the MLM heads (`predictions`): at masked_positions when given."""
-        positions = self._positions(masked_positions, hidden.shape[1])
+        positions = self._positions(masked_positions, hidden.shape[1], check)
         logits = self.predictions(at_positions(hidden, positions), self.albert.embeddings.word_embeddings)
         if labels is not None:
-            labels = at_positions(self._labels("labels", labels, self.config.vocab_size), positions)
+            labels = at_positions(self._labels("labels", labels, self.config.vocab_size, check), positions)
         return logits, labels
 
-    def _positions(self, positions, length: int) -> mx.array | None:
+    def _positions(self, positions, length: int, check: bool) -> mx.array | None:
         """masked_positions as an index array, checked: (B, K) integers in [0, L)."""
         if positions is None:
             return None
@@ -88,15 +99,16 @@ class _AlbertHeadModel(nn.Module, PreTrainedMixin):
                 "masked_positions must be (batch, K) integers, "
                 f"got {positions.dtype} {tuple(positions.shape)}"
             )
-        if self.albert.check_inputs and positions.size:
+        if check and positions.size:
             lo, hi = mx.stack([positions.min(), positions.max()]).tolist()
             if lo < 0 or hi >= length:
                 raise ValueError(f"masked_positions must lie in [0, {length}), got [{lo}, {hi}]")
         return positions
 
-    def _labels(self, name: str, labels, num_classes: int | None = None) -> mx.array:
+    def _labels(self, name: str, labels, num_classes: int | None = None, check: bool = True) -> mx.array:
+        """labels as an array; class ids range-checked (one host sync) when `check`."""
         labels = as_array(name, labels)
-        if num_classes is not None and self.albert.check_inputs:
+        if num_classes is not None and check:
             check_labels(name, labels, num_classes)
         return labels
 
@@ -119,14 +131,21 @@ class AlbertForMaskedLM(_AlbertHeadModel):
         output_hidden_states=None,
         output_attentions=None,
         masked_positions=None,
+        check_inputs: bool = True,
     ) -> MaskedLMOutput:
         """masked_positions (B, K), as the original ALBERT's masked_lm_positions: logits (B, K,
         vocab_size) there only, labels (B, L) read there (pad K with an unlabelled position). Training
         then skips the vocabulary projection of the tokens nothing is predicted for."""
         out = self._backbone(
-            input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states, output_attentions
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            position_ids,
+            output_hidden_states,
+            output_attentions,
+            check_inputs,
         )
-        logits, labels = self._masked_lm(out.last_hidden_state, masked_positions, labels)
+        logits, labels = self._masked_lm(out.last_hidden_state, masked_positions, labels, check_inputs)
         loss = None if labels is None else cross_entropy(logits, labels)
         return MaskedLMOutput(loss, logits, out.hidden_states, out.attentions)
 
@@ -157,9 +176,16 @@ class AlbertForSequenceClassification(_AlbertHeadModel):
         labels=None,
         output_hidden_states=None,
         output_attentions=None,
+        check_inputs: bool = True,
     ) -> SequenceClassifierOutput:
         out = self._backbone(
-            input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states, output_attentions
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            position_ids,
+            output_hidden_states,
+            output_attentions,
+            check_inputs,
         )
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
         loss = None
@@ -173,7 +199,7 @@ class AlbertForSequenceClassification(_AlbertHeadModel):
                     else mse(logits, labels)
                 )
             elif problem == "single_label_classification":
-                if self.albert.check_inputs:
+                if check_inputs:
                     check_labels("labels", labels, self.config.num_labels)
                 loss = cross_entropy(logits, labels)
             else:
@@ -204,14 +230,21 @@ class AlbertForTokenClassification(_AlbertHeadModel):
         labels=None,
         output_hidden_states=None,
         output_attentions=None,
+        check_inputs: bool = True,
     ) -> TokenClassifierOutput:
         out = self._backbone(
-            input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states, output_attentions
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            position_ids,
+            output_hidden_states,
+            output_attentions,
+            check_inputs,
         )
         logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, L, num_labels)
         loss = None
         if labels is not None:
-            loss = cross_entropy(logits, self._labels("labels", labels, self.config.num_labels))
+            loss = cross_entropy(logits, self._labels("labels", labels, self.config.num_labels, check_inputs))
         return TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions)
 
 
@@ -235,9 +268,16 @@ class AlbertForQuestionAnswering(_AlbertHeadModel):
         end_positions=None,
         output_hidden_states=None,
         output_attentions=None,
+        check_inputs: bool = True,
     ) -> QuestionAnsweringModelOutput:
         out = self._backbone(
-            input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states, output_attentions
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            position_ids,
+            output_hidden_states,
+            output_attentions,
+            check_inputs,
         )
         logits = self.qa_outputs(out.last_hidden_state)  # (B, L, 2)
         start_logits, end_logits = logits[..., 0], logits[..., 1]
@@ -267,6 +307,7 @@ class AlbertForMultipleChoice(_AlbertHeadModel):
         labels=None,
         output_hidden_states=None,
         output_attentions=None,
+        check_inputs: bool = True,
     ) -> MultipleChoiceModelOutput:
         input_ids = as_array("input_ids", input_ids)
         if input_ids.ndim != 3:
@@ -291,11 +332,12 @@ class AlbertForMultipleChoice(_AlbertHeadModel):
             flat("position_ids", position_ids),
             output_hidden_states,
             output_attentions,
+            check_inputs,
         )
         logits = self.classifier(self.dropout(out.pooler_output)).reshape(B, C)
         loss = None
         if labels is not None:
-            loss = cross_entropy(logits, self._labels("labels", labels, C))
+            loss = cross_entropy(logits, self._labels("labels", labels, C, check_inputs))
         return MultipleChoiceModelOutput(loss, logits, out.hidden_states, out.attentions)
 
 
@@ -327,20 +369,30 @@ class AlbertForPreTraining(_AlbertHeadModel):
         output_hidden_states=None,
         output_attentions=None,
         masked_positions=None,
+        check_inputs: bool = True,
     ) -> AlbertForPreTrainingOutput:
         """masked_positions: as AlbertForMaskedLM's (prediction_logits (B, K, vocab_size))."""
         out = self._backbone(
-            input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states, output_attentions
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            position_ids,
+            output_hidden_states,
+            output_attentions,
+            check_inputs,
         )
         both = labels is not None and sentence_order_label is not None  # as transformers: both or none
         prediction_logits, labels = self._masked_lm(
-            out.last_hidden_state, masked_positions, labels if both else None
+            out.last_hidden_state, masked_positions, labels if both else None, check_inputs
         )
         sop_logits = self.sop_classifier(out.pooler_output)
         loss = None
         if both:
             loss = cross_entropy(prediction_logits, labels) + cross_entropy(
-                sop_logits, self._labels("sentence_order_label", sentence_order_label, self.config.num_labels)
+                sop_logits,
+                self._labels(
+                    "sentence_order_label", sentence_order_label, self.config.num_labels, check_inputs
+                ),
             )
         return AlbertForPreTrainingOutput(
             loss, prediction_logits, sop_logits, out.hidden_states, out.attentions

@@ -47,7 +47,7 @@ def apply_lora(model: nn.Module, rank: int = 8, alpha: float = 16.0, dropout: fl
     trainable. Returns the number of trainable parameters."""
     if rank < 1:
         raise ValueError(f"LoRA rank must be >= 1, got {rank}")
-    backbone = getattr(model, "albert", model)
+    backbone = model.backbone
     backbone.freeze()
     for group in backbone.encoder.groups:
         for layer in group.layers:

@@ -204,10 +204,14 @@ class PreTrainedMixin:
     config: AlbertConfig
 
     @property
+    def backbone(self):
+        """The AlbertModel: a task model's `albert`, or the bare model itself."""
+        return self["albert"] if "albert" in self else self
+
+    @property
     def dtype(self) -> mx.Dtype:
         """The float dtype of the weights (of the embeddings' LayerNorm, never quantized)."""
-        backbone = self["albert"] if "albert" in self else self
-        return backbone.embeddings.norm.weight.dtype
+        return self.backbone.embeddings.norm.weight.dtype
 
     def num_parameters(self) -> int:
         """Parameters of the model as transformers counts them: quantized weights count as the float

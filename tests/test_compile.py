@@ -14,7 +14,8 @@ from oracle import ARCHITECTURES
 from tolerances import PARITY, U, forward_tol
 
 import mlx_albert
-from mlx_albert import activations, buckets
+from mlx_albert import kernels as activations
+from mlx_albert import runtime as buckets
 from mlx_albert.model import AlbertModel
 from mlx_albert.training import Trainer, TrainingArgs, build, read_records
 
@@ -217,7 +218,7 @@ def test_deferred_attention_equals_the_explicit_path(mask, monkeypatch):
     import mlx.nn as nn
     from mlx.utils import tree_flatten
 
-    import mlx_albert.model as model_module
+    import mlx_albert.attention as model_module
 
     config = mlx_albert.AlbertConfig(
         vocab_size=50, hidden_size=32, num_attention_heads=4, intermediate_size=64,

@@ -98,7 +98,7 @@ def test_label_ranges():
 
 def test_chunked_attention_equals_whole(model, monkeypatch):
     """Long inputs split queries into chunks on the explicit path; the result must not change."""
-    from mlx_albert.model import AlbertAttention
+    from mlx_albert.attention import AlbertAttention
 
     ids = np.random.default_rng(0).integers(0, 50, (2, 13))
     mask = np.ones_like(ids)
@@ -112,7 +112,7 @@ def test_chunked_attention_equals_whole(model, monkeypatch):
 def test_pairwise_mask_packs_sequences(model):
     """A (batch, seq, seq) mask with restarted positions runs two sequences in one row: each gets
     its own forward's states (the packing `embed` uses); chunked queries slice the mask too."""
-    from mlx_albert.model import AlbertAttention
+    from mlx_albert.attention import AlbertAttention
 
     a, b = [2, 7, 9, 11, 3], [2, 5, 3]
     ids = np.array([a + b + [0]])

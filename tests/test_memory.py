@@ -47,12 +47,12 @@ def test_sliced_forward_equals_one_pass_and_uses_less_memory():
 def test_default_budget_per_backend(monkeypatch):
     """CPU: 128 MB. GPU backends: a sixteenth of the device's memory, and the estimate per sequence
     scaled by the graph factor measured there; a device that reports no memory runs one pass."""
-    import mlx_albert.model as model_module
+    import mlx_albert.memory as model_module
 
     encoder = AlbertModel(tiny_config(hidden_size=64, intermediate_size=256, max_positions=128)).encoder
     one_layer = 128 * (5 * encoder.num_heads * 128 + 10 * 256) * 2  # bytes per sequence, bfloat16
     monkeypatch.setattr(model_module, "on_gpu", lambda: False)
-    assert encoder.default_budget() == 128 << 20
+    assert model_module.default_budget() == 128 << 20
     assert encoder.slice_size(10_000, 128, 2) == (128 << 20) // one_layer
     monkeypatch.setattr(model_module, "on_gpu", lambda: True)
 
@@ -61,14 +61,14 @@ def test_default_budget_per_backend(monkeypatch):
         model_module._device_memory.cache_clear()  # the answer is cached per device
 
     device_info({"architecture": "sm_90", "total_memory": 80 << 30})
-    assert encoder.default_budget() == 5 << 30
-    per_sequence = one_layer * encoder.GPU_GRAPH_FACTOR
+    assert model_module.default_budget() == 5 << 30
+    per_sequence = one_layer * model_module.GPU_GRAPH_FACTOR
     assert encoder.slice_size(256, 128, 2) == 256  # fits: one pass fills the device
     assert encoder.slice_size(100_000, 128, 2) == (5 << 30) // per_sequence
     device_info({"memory_size": 16 << 30, "max_recommended_working_set_size": 10 << 30})
-    assert encoder.default_budget() == (10 << 30) // 16  # Metal: the recommended working set
+    assert model_module.default_budget() == (10 << 30) // 16  # Metal: the recommended working set
     device_info({"architecture": "unknown"})
-    assert encoder.default_budget() is None and encoder.slice_size(100_000, 128, 2) == 100_000
+    assert model_module.default_budget() is None and encoder.slice_size(100_000, 128, 2) == 100_000
     encoder.activation_budget = 1  # an explicit budget wins everywhere
     assert encoder.slice_size(100_000, 128, 2) == 1
     model_module._device_memory.cache_clear()

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..runtime import check_strings, clip_text, dispatch, max_tokens, run_batches, to_numpy
 from ..tokenizer import AlbertTokenizer
-from ._batching import check_strings, clip_text, dispatch, max_tokens, run_batches, to_numpy
 from .fill_mask import softmax
 
 FUNCTIONS = {

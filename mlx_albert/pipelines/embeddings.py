@@ -8,10 +8,8 @@ from collections.abc import Callable
 import mlx.core as mx
 import numpy as np
 
-from ..tokenizer import AlbertTokenizer
-from ._batching import (
+from ..runtime import (
     Packed,
-    backbone,
     check_strings,
     clip_text,
     dispatch,
@@ -20,6 +18,7 @@ from ._batching import (
     run_packed,
     to_numpy,
 )
+from ..tokenizer import AlbertTokenizer
 
 POOLINGS = ("cls", "mean", "pooler")
 
@@ -44,7 +43,7 @@ def feature_extraction(
         states = run_batches(
             model,
             [[e] for e in encodings],
-            lambda b: list(to_numpy(backbone(model)(**b).last_hidden_state)),
+            lambda b: list(to_numpy(model.backbone(**b).last_hidden_state)),
             tokenizer.pad_token_id,
             limit,
             batch_size,
@@ -91,12 +90,12 @@ def _pooled(model, pooling: str, normalize: bool, lazy: bool = False):
     a (pooled float32 batch, row) pair each, the batch not yet evaluated)."""
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-    albert = backbone(model)
+    albert = model.backbone
     if pooling == "pooler" and "pooler" not in albert:
         raise ValueError("this model has no pooler: use pooling='cls' or 'mean'")
 
     def forward(packed: Packed):
-        states = albert(**{k: mx.array(v) for k, v in packed.inputs.items()}).last_hidden_state
+        states = albert(**packed.batch()).last_hidden_state
         # each sequence's own states, (N, longest, H), out of the packed rows
         states = states.reshape(-1, states.shape[-1])[mx.array(packed.index)]
         if pooling == "mean":

@@ -7,9 +7,9 @@ import logging
 import mlx.core as mx
 import numpy as np
 
+from ..runtime import check_strings, clip_text, dispatch, max_tokens, run_batches, to_numpy
 from ..text import escape
 from ..tokenizer import AlbertTokenizer
-from ._batching import backbone, check_strings, clip_text, dispatch, max_tokens, run_batches, to_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ def fill_mask(
     def forward(batch):
         ids = np.array(batch["input_ids"])
         rows, cols = np.nonzero(ids == mask_id)
-        hidden = backbone(model)(**batch).last_hidden_state[mx.array(rows), mx.array(cols)]  # (M, H)
-        logits = to_numpy(model.predictions(hidden, backbone(model).embeddings.word_embeddings))  # (M, V)
+        hidden = model.backbone(**batch).last_hidden_state[mx.array(rows), mx.array(cols)]  # (M, H)
+        logits = to_numpy(model.predictions(hidden, model.backbone.embeddings.word_embeddings))  # (M, V)
         return [logits[rows == r] for r in range(ids.shape[0])]
 
     def run(texts: list) -> list:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..runtime import dispatch, max_tokens, run_batches, to_numpy
 from ..tokenizer import AlbertTokenizer
-from ._batching import dispatch, max_tokens, run_batches, to_numpy
 from .fill_mask import softmax
 
 

@@ -18,8 +18,8 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from ..pipelines import TASKS
-from ..pipelines._batching import clip_text
 from ..pipelines.embeddings import embed_ids
+from ..runtime import clip_text
 from ..text import escape
 from .batcher import Batcher, Deferred, Overloaded, ShuttingDown
 from .metrics import Metrics

@@ -21,10 +21,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import mlx.core as mx
 import numpy as np
 
-from ..buckets import padded_width
+from ..runtime import collate  # noqa: F401  (training batches: padded as inference)
 from ..text import escape
 from ..tokenizer import AlbertTokenizer
 
@@ -431,37 +430,3 @@ def batch_order(
         order[i : i + window] = part[np.argsort(-lengths[part], kind="stable")]
     batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def collate(features: list[dict], pad_id: int, max_positions: int | None = None) -> dict[str, mx.array]:
-    """Pads a batch to its longest sequence rounded up to the backend's bucket (buckets.py; never
-    past max_positions)."""
-    width = padded_width(max(_length(f) for f in features), max_positions)
-    multi = isinstance(features[0]["input_ids"][0], list)
-
-    def pad(rows, value):
-        return [list(r) + [value] * (width - len(r)) for r in rows]
-
-    out = {}
-    if multi:  # (B, C, L)
-        out["input_ids"] = np.array([pad(f["input_ids"], pad_id) for f in features], np.int32)
-        out["token_type_ids"] = np.array([pad(f["token_type_ids"], 0) for f in features], np.int32)
-        out["attention_mask"] = np.array(
-            [pad([[1] * len(r) for r in f["input_ids"]], 0) for f in features], np.int32
-        )
-    else:
-        out["input_ids"] = np.array(pad([f["input_ids"] for f in features], pad_id), np.int32)
-        out["token_type_ids"] = np.array(pad([f["token_type_ids"] for f in features], 0), np.int32)
-        out["attention_mask"] = np.array(pad([[1] * len(f["input_ids"]) for f in features], 0), np.int32)
-    for key in ("labels", "start_positions", "end_positions", "sentence_order_label"):
-        if key in features[0]:
-            values = [f[key] for f in features]
-            if isinstance(values[0], list) and key == "labels" and not isinstance(values[0][0], float):
-                out[key] = np.array(pad(values, -100), np.int32)  # token labels
-            elif isinstance(values[0], float) or (
-                isinstance(values[0], list) and isinstance(values[0][0], float)
-            ):
-                out[key] = np.array(values, np.float32)
-            else:
-                out[key] = np.array(values, np.int32)
-    return {k: mx.array(v) for k, v in out.items()}

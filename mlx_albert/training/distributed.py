@@ -22,9 +22,9 @@ def scaled_loss(task: str, model, batch: dict, scale: mx.array) -> mx.array:
     """A rank's loss scaled by its share of the global batch; pre-training's two terms (MLM over
     masked tokens, sentence order over rows) have different denominators, so each its own scale."""
     if task != "pretraining":
-        return model(**batch).loss.astype(mx.float32) * scale[0]
+        return model(**batch, check_inputs=False).loss.astype(mx.float32) * scale[0]
     inputs = {k: v for k, v in batch.items() if k not in ("labels", "sentence_order_label")}
-    out = model(**inputs)
+    out = model(**inputs, check_inputs=False)
     mlm = cross_entropy(out.prediction_logits, at_positions(batch["labels"], batch.get("masked_positions")))
     sop = cross_entropy(out.sop_logits, batch["sentence_order_label"])
     return mlm * scale[0] + sop * scale[1]

@@ -93,14 +93,18 @@ def combine(task: str, config, data: Dataset, stats: list[dict]) -> dict:
     return result
 
 
-def batches_stats(task: str, model, data: Dataset, order: list, indices, collate, seed: int) -> list[dict]:
+def batches_stats(
+    task: str, model, data: Dataset, order: list, indices, collate, seed: int, check_inputs: bool = True
+) -> list[dict]:
     """batch_stats of the batches order[j] for j in indices, each collated by collate(features, rng)
-    with rng fixed by (seed, j): pre-training masks are a function of the batch, whoever runs it."""
+    with rng fixed by (seed, j): pre-training masks are a function of the batch, whoever runs it.
+    check_inputs=False for data whose ids were checked already (the trainer's)."""
     stats = []
     for j in indices:
         rows = order[j]
         batch = collate([data.features[i] for i in rows], np.random.default_rng([seed, 10**6, j]))
-        stats.append(batch_stats(task, model.config, data, rows, batch, model(**batch)))
+        out = model(**batch, check_inputs=check_inputs)
+        stats.append(batch_stats(task, model.config, data, rows, batch, out))
     return stats
 
 

@@ -135,10 +135,6 @@ class Trainer:
                 f"{self.dp.world} ranks"
             )
         mx.random.seed(args.seed)  # LoRA adapters are initialised from it: the same on every rank
-        # Ids and labels come from our data pipeline; the range checks' host sync cannot be compiled
-        # (train() puts them back when it ends).
-        self._checks = getattr(model, "albert", model).check_inputs
-        getattr(model, "albert", model).check_inputs = False
         if args.lora_rank:
             n = apply_lora(model, args.lora_rank, args.lora_alpha, args.lora_dropout)
             logger.info("LoRA rank %d: %d trainable parameters", args.lora_rank, n)
@@ -186,7 +182,10 @@ class Trainer:
                 return loss_and_grad(model, batch, scale)
 
         else:
-            loss_and_grad = nn.value_and_grad(model, lambda m, batch: m(**batch).loss.astype(mx.float32))
+            # Ids and labels were checked once (check_ids): the checks' host sync cannot be compiled
+            loss_and_grad = nn.value_and_grad(
+                model, lambda m, batch: m(**batch, check_inputs=False).loss.astype(mx.float32)
+            )
 
             def grads(batch):
                 return loss_and_grad(model, batch)
@@ -387,7 +386,6 @@ class Trainer:
             save_into_run(self.output_dir, self._write_model)
             plot_losses(self.state["log"], self.output_dir / "loss.png")
         self.dp.barrier()  # the final model is on disk before any rank returns
-        getattr(self.model, "albert", self.model).check_inputs = self._checks
         return results
 
     def _resume(self):
@@ -449,7 +447,7 @@ class Trainer:
 
             def run(indices: list) -> list:
                 return batches_stats(
-                    self.task_metrics, model, data, order, indices, self._collate, self.args.seed
+                    self.task_metrics, model, data, order, indices, self._collate, self.args.seed, False
                 )
 
             stats = self.dp.map(run, list(range(len(order))), 1)

@@ -1,7 +1,8 @@
-"""Activation functions by transformers name. The exact forms are built from mul/add/div/clip
-rational approximations (Eigen's float tanh and erf), because MLX's CPU backend evaluates
-transcendental ops ~100x slower than a BLAS-backed matmul; the approximations are within 4e-7
-of erf/tanh in float32 and run as two compiled kernels on every backend (`_staged`)."""
+"""The model's element-wise kernels: activation functions by transformers name, softmax and the
+exp under it. MLX's CPU backend evaluates transcendental ops ~100x slower than a BLAS-backed matmul,
+so tanh, erf and exp are built from mul/add/div/clip: rational approximations (Eigen's float tanh
+and erf, within 4e-7) and a bit-built exp (within 4e-6 relative), all through one polynomial
+evaluator, compiled into two kernels per activation on every backend (`_staged`)."""
 
 from __future__ import annotations
 
@@ -9,71 +10,74 @@ import collections
 import contextlib
 import functools
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import mlx.core as mx
 
-# Eigen's ptanh_float: odd 13/6 rational approximation, exact to float32 rounding on [-7.9, 7.9].
+# Coefficients lowest order first, for `polynomial`.
+# Eigen's ptanh_float: odd 13/6 rational approximation of tanh, exact to float32 rounding.
 _TANH_NUM = (
-    -2.76076847742355e-16,
-    2.00018790482477e-13,
-    -8.60467152213735e-11,
-    5.12229709037114e-08,
-    1.48572235717979e-05,
-    6.37261928875436e-04,
     4.89352455891786e-03,
+    6.37261928875436e-04,
+    1.48572235717979e-05,
+    5.12229709037114e-08,
+    -8.60467152213735e-11,
+    2.00018790482477e-13,
+    -2.76076847742355e-16,
 )
-_TANH_DEN = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03)
-# Eigen's generic_fast_erf_float: odd 13/8 rational approximation on [-4, 4].
+_TANH_DEN = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06)
+# Eigen's generic_fast_erf_float: odd 13/8 rational approximation of erf on [-4, 4].
 _ERF_NUM = (
-    -2.72614225801306e-10,
-    2.77068142495902e-08,
-    -2.10102402082508e-06,
-    -5.69250639462346e-05,
-    -7.34990630326855e-04,
-    -2.95459980854025e-03,
     -1.60960333262415e-02,
+    -2.95459980854025e-03,
+    -7.34990630326855e-04,
+    -5.69250639462346e-05,
+    -2.10102402082508e-06,
+    2.77068142495902e-08,
+    -2.72614225801306e-10,
 )
 _ERF_DEN = (
-    -1.45660718464996e-05,
-    -2.13374055278905e-04,
-    -1.68282697438203e-03,
-    -7.37332916720468e-03,
     -1.42647390514189e-02,
+    -7.37332916720468e-03,
+    -1.68282697438203e-03,
+    -2.13374055278905e-04,
+    -1.45660718464996e-05,
 )
-
-
-# 2^f = 1 + f P(f) on [-0.5, 0.5] (Cephes exp2f): relative error < 4e-6 for exp(x), x <= 0 (most of
-# it from rounding x * log2(e) in float32).
+# 2^f = 1 + f P(f) on [-0.5, 0.5] (Cephes exp2f).
 _EXP2 = (
-    1.535336188319500e-4,
-    1.339887440266574e-3,
-    9.618437357674640e-3,
-    5.550332471162809e-2,
-    2.402264791363012e-1,
     6.931472028550421e-1,
+    2.402264791363012e-1,
+    5.550332471162809e-2,
+    9.618437357674640e-3,
+    1.339887440266574e-3,
+    1.535336188319500e-4,
 )
+# Clip bounds: where the rational forms reach +-1.0 in float32, so saturated inputs give exactly +-1.
+TANH_BOUND, ERF_BOUND = 7.99894, 4.0
 
 
-def _horner(x2: mx.array, coefficients: tuple[float, ...]) -> mx.array:
-    result = coefficients[0]
-    for c in coefficients[1:]:
-        result = result * x2 + c
-    return result
+def polynomial(z: mx.array, coefficients: tuple[float, ...]) -> mx.array:
+    """sum(c_i z^i), lowest order first, by Estrin's scheme: ~2 log2(n) operations deep where
+    Horner's is 2n (MLX fuses at most 11 operations into one kernel)."""
+    terms, power = list(coefficients), z
+    while len(terms) > 1:
+        paired = [terms[i] + terms[i + 1] * power for i in range(0, len(terms) - 1, 2)]
+        terms, power = paired + terms[len(terms) - len(terms) % 2 :], power * power
+    return terms[0]
 
 
-def _rational_odd(x: mx.array, bound: float, num, den) -> mx.array:
-    x = mx.clip(x, -bound, bound)
-    x2 = x * x
-    return x * _horner(x2, num) / _horner(x2, den)
+def _rational_odd(u: mx.array, num, den) -> mx.array:
+    """u P(u^2) / Q(u^2) for an already clipped u."""
+    z = u * u
+    return u * polynomial(z, num) / polynomial(z, den)
 
 
 def tanh(x: mx.array) -> mx.array:
-    return _rational_odd(x, 7.90531110763549805, _TANH_NUM, _TANH_DEN)
+    return _rational_odd(mx.clip(x, -TANH_BOUND, TANH_BOUND), _TANH_NUM, _TANH_DEN)
 
 
 def erf(x: mx.array) -> mx.array:
-    return _rational_odd(x, 4.0, _ERF_NUM, _ERF_DEN)
+    return _rational_odd(mx.clip(x, -ERF_BOUND, ERF_BOUND), _ERF_NUM, _ERF_DEN)
 
 
 def exp_nonpositive(x: mx.array, scale: float = 1.0) -> mx.array:
@@ -81,10 +85,10 @@ def exp_nonpositive(x: mx.array, scale: float = 1.0) -> mx.array:
     polynomial."""
     y = mx.maximum(x * (scale * 1.4426950408889634), -126.0)  # x * log2(e), kept in the normal range
     # n = round(y) by truncating y - 0.5 (y <= 0): a conversion, where floor is a libm call per
-    # element on the CPU backend (it was ~10% of a batched forward there).
+    # element on the CPU backend.
     n = (y - 0.5).astype(mx.int32)
     f = y - n.astype(mx.float32)  # in [-0.5, 0.5]
-    return (_horner(f, _EXP2) * f + 1.0) * mx.view((n + 127) << 23, mx.float32)
+    return (polynomial(f, _EXP2) * f + 1.0) * mx.view((n + 127) << 23, mx.float32)
 
 
 @functools.cache  # one compiled function per scale (1 for softmax; a model's attention has one more)
@@ -207,7 +211,7 @@ def _tanh_gelu_grad(c: float, x: mx.array) -> mx.array:
 TRACES: collections.Counter = collections.Counter()
 # Shapeless kernels: one trace and one kernel for every batch size and length. None: on GPU
 # backends only, where each new shape would otherwise JIT new kernels; the CPU backend's kernels
-# measured ~2x faster with the sizes built in (and are cached on disk once compiled).
+# run ~2x faster with the sizes built in (and are cached on disk once compiled).
 SHAPELESS: bool | None = None
 
 
@@ -233,11 +237,8 @@ def _half_x(x: mx.array, r: mx.array) -> mx.array:
 
 
 _K = math.sqrt(2.0 / math.pi)
-# (clip bound, numerator, denominator), coefficients lowest order first. The tanh bound is where the
-# Estrin form below first reaches 1.0 in float32 (Eigen's Horner form reaches it at 7.90531), so that
-# saturated inputs give exactly +-1; the erf form reaches 1.0 by 3.62.
-_TANH = (7.99894, _TANH_NUM[::-1], _TANH_DEN[::-1])
-_ERF = (4.0, _ERF_NUM[::-1], _ERF_DEN[::-1])
+_TANH = (TANH_BOUND, _TANH_NUM, _TANH_DEN)
+_ERF = (ERF_BOUND, _ERF_NUM, _ERF_DEN)
 # The rational activations as outer(x, r(u)): u = clip(inner(x), +-bound), r(u) = u P(u^2) / Q(u^2).
 _STAGES = {
     "gelu": (lambda x: x * (1.0 / math.sqrt(2.0)), _ERF, _half_x),
@@ -250,27 +251,16 @@ _STAGES = {
 }
 
 
-def _estrin(z: mx.array, coefficients: tuple[float, ...]) -> mx.array:
-    """sum(c_i z^i), lowest order first, by Estrin's scheme: ~2 log2(n) operations deep where
-    Horner's is 2n."""
-    terms, power = list(coefficients), z
-    while len(terms) > 1:
-        paired = [terms[i] + terms[i + 1] * power for i in range(0, len(terms) - 1, 2)]
-        terms, power = paired + terms[len(terms) - len(terms) % 2 :], power * power
-    return terms[0]
-
-
 def _staged(name: str) -> Callable[[mx.array], mx.array]:
     """A rational activation as two compiled kernels: clip(inner(x)), then the rational and outer.
-    MLX fuses at most 11 operations deep; where it cuts a deeper graph, the next kernel reads the
-    broadcast constants through its strided path, which on the CPU backend made the one-function
-    form 2-2.5x slower than these two stages. Computed in float32 whatever x's dtype."""
+    Where MLX cuts a deeper fused graph, the next kernel reads the broadcast constants through its
+    strided path, which on the CPU backend made one function 2-2.5x slower than these two stages.
+    Computed in float32 whatever x's dtype."""
     inner, (bound, num, den), outer = _STAGES[name]
     first = _compiled(name, lambda x: mx.clip(inner(x.astype(mx.float32)), -bound, bound))
 
     def rational(x: mx.array, u: mx.array) -> mx.array:
-        z = u * u
-        return outer(x.astype(mx.float32), u * _estrin(z, num) / _estrin(z, den)).astype(x.dtype)
+        return outer(x.astype(mx.float32), _rational_odd(u, num, den)).astype(x.dtype)
 
     second = _compiled(f"{name}.outer", rational)
     return lambda x: second(x, first(x))

@@ -1,9 +1,11 @@
-"""Length-bucketed batching shared by the pipelines: sort by length, pad each batch only to its own
-longest (rounded up to the backend's bucket), run the model, hand results back in input order."""
+"""The runtime of inference and training batches: sequences sorted by length, each batch padded
+only to its own longest rounded up to the backend's bucket (multiples of 8 on the CPU backend, which
+pays for every padded token; of 32 on GPUs, where few distinct shapes mean few compilations), or
+packed several to a row; results handed back in input order; ids range-checked on the host so the
+model runs without its own check (a device-to-host sync per batch)."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import re
 import sys
@@ -15,9 +17,19 @@ import mlx.core as mx
 import numpy as np
 from tokenizers import Encoding
 
-from ..buckets import padded_width
-
 CHUNK_BATCHES = 64  # inputs are sorted within chunks of batch_size * CHUNK_BATCHES (bounds memory on streams)
+CPU_MULTIPLE = 8
+GPU_MULTIPLE = 32
+
+
+def pad_multiple() -> int:
+    return CPU_MULTIPLE if mx.default_device() == mx.cpu else GPU_MULTIPLE
+
+
+def padded_width(longest: int, max_positions: int | None = None) -> int:
+    """`longest` rounded up to the backend's bucket, but never past max_positions (nor below longest)."""
+    multiple = pad_multiple()
+    return max(longest, min(-(-longest // multiple) * multiple, max_positions or 1 << 30))
 
 
 def max_tokens(model, tokenizer, max_length: int | None = None) -> int:
@@ -48,11 +60,6 @@ def clip_text(text: str, limit: int) -> str:
         if count > 2 * limit + 16:
             return text[: match.end()]
     return text
-
-
-def backbone(model):
-    """The AlbertModel inside a task model (or the model itself)."""
-    return getattr(model, "albert", model)
 
 
 def to_numpy(x: mx.array) -> np.ndarray:
@@ -125,9 +132,10 @@ def run_batches(
     Each batch is padded to its own longest sequence rounded up to the backend's bucket (8 on the
     CPU, 32 on GPUs; capped at max_positions). Ids and token types are range-checked here, on the
     host arrays, so the model runs without its own check (a device-to-host sync per batch).
-    `forward` gets {"input_ids", "attention_mask", "token_type_ids"} of shape (B, W), or
-    (B, C, W) for groups of C > 1 encodings when squeeze is False (no "attention_mask" when the
-    batch holds no padding: the model then attends without a mask), and returns one result per row.
+    `forward` gets the model's keyword arguments: {"input_ids", "attention_mask", "token_type_ids"}
+    of shape (B, W), or (B, C, W) for groups of C > 1 encodings when squeeze is False (no
+    "attention_mask" when the batch holds no padding: the model then attends without a mask), and
+    check_inputs=False; it returns one result per row.
     Returns those results in the order of `groups`.
     """
     lengths = [max(len(e.ids) for e in g) for g in groups]
@@ -149,8 +157,8 @@ def run_batches(
             arrays = {k: v[:, 0] for k, v in arrays.items()}
         if arrays["attention_mask"].all():
             del arrays["attention_mask"]
-        with _unchecked(model, arrays):
-            outputs = forward({k: mx.array(v) for k, v in arrays.items()})
+        check_ranges(model.config, arrays)
+        outputs = forward({**{k: mx.array(v) for k, v in arrays.items()}, "check_inputs": False})
         for i, result in zip(rows, outputs, strict=True):
             results[i] = result
     return results
@@ -173,6 +181,10 @@ class Packed(NamedTuple):
     inputs: dict[str, np.ndarray]  # the model's inputs: (R, W) ids, types, positions; a mask
     index: np.ndarray  # (N, longest): where each sequence's tokens lie in the (R * W) flattened rows
     mask: np.ndarray  # (N, longest): 1 for a sequence's tokens, 0 past its end
+
+    def batch(self) -> dict:
+        """The model's keyword arguments (run_packed checked the ids on the host)."""
+        return {**{k: mx.array(v) for k, v in self.inputs.items()}, "check_inputs": False}
 
 
 def pack(sequences: list[list[int]], pad_id: int, width: int) -> Packed:
@@ -226,8 +238,9 @@ def run_packed(
     """Runs `forward` over token-id sequences packed several to a row (`pack`), longest first,
     `batch_size` sequences at a time in rows as wide as the batch's longest (rounded up to the
     backend's bucket). Short sequences share rows instead of padding to the longest: on inputs of
-    mixed lengths that is fewer tokens and smaller attention. `forward` returns one result per
-    sequence; they are returned in the order of `sequences`."""
+    mixed lengths that is fewer tokens and smaller attention. `forward` gets the Packed rows (their
+    ids checked on the host: `packed.batch()` runs the model without its own check) and returns one
+    result per sequence; they are returned in the order of `sequences`."""
     for i, sequence in enumerate(sequences):  # positions are given, so the model cannot check lengths
         if not 0 < len(sequence) <= max_positions:
             raise ValueError(
@@ -237,34 +250,62 @@ def run_packed(
     results: list = [None] * len(sequences)
     for rows, width in _longest_first(list(map(len, sequences)), batch_size, max_positions, progress):
         packed = pack([sequences[i] for i in rows], pad_id, width)
-        with _unchecked(model, packed.inputs):
-            outputs = forward(packed)
+        check_ranges(model.config, packed.inputs)
+        outputs = forward(packed)
         for i, result in zip(rows, outputs, strict=True):
             results[i] = result
     return results
 
 
-def _check_ranges(config, arrays: dict[str, np.ndarray]) -> None:
+def check_ranges(config, arrays: dict[str, np.ndarray]) -> None:
+    """Host-side range check of a batch's ids and token types, so the model can run without its own
+    (`check_inputs=False`)."""
     for name, limit, field in (
         ("input_ids", config.vocab_size, "vocab_size"),
         ("token_type_ids", config.max_token_types, "max_token_types"),
     ):
-        if arrays[name].max() >= limit:
+        values = arrays[name]
+        if values.size and (values.max() >= limit or values.min() < 0):
             raise ValueError(
-                f"{name} reach {int(arrays[name].max())} but the model's {field} is {limit}: "
+                f"{name} reach {int(values.max())} but the model's {field} is {limit}: "
                 "use the tokenizer that belongs to this model"
             )
 
 
-@contextlib.contextmanager
-def _unchecked(model, arrays: dict[str, np.ndarray]):
-    """Range-checks the batch's host arrays, then runs the model without its own check (which
-    would cost a device-to-host sync per batch)."""
-    _check_ranges(model.config, arrays)
-    albert = backbone(model)
-    before = albert.check_inputs
-    albert.check_inputs = False
-    try:
-        yield
-    finally:
-        albert.check_inputs = before
+def collate(features: list[dict], pad_id: int, max_positions: int | None = None) -> dict[str, mx.array]:
+    """A training batch: features (dicts of id lists, and labels) padded to the batch's longest
+    sequence rounded up to the backend's bucket (never past max_positions); (B, C, L) when each
+    feature holds C sequences (multiple choice). Token labels are padded with -100."""
+    width = padded_width(max(_length(f) for f in features), max_positions)
+    multi = isinstance(features[0]["input_ids"][0], list)
+
+    def pad(rows, value):
+        return [list(r) + [value] * (width - len(r)) for r in rows]
+
+    def rows(f, key):
+        return f[key] if multi else [f[key]]
+
+    out = {
+        "input_ids": [pad(rows(f, "input_ids"), pad_id) for f in features],
+        "token_type_ids": [pad(rows(f, "token_type_ids"), 0) for f in features],
+        "attention_mask": [pad([[1] * len(r) for r in rows(f, "input_ids")], 0) for f in features],
+    }
+    out = {k: np.array(v, np.int32) if multi else np.array(v, np.int32)[:, 0] for k, v in out.items()}
+    for key in ("labels", "start_positions", "end_positions", "sentence_order_label"):
+        if key in features[0]:
+            values = [f[key] for f in features]
+            if isinstance(values[0], list) and key == "labels" and not isinstance(values[0][0], float):
+                out[key] = np.array(pad(values, -100), np.int32)  # token labels
+            elif isinstance(values[0], float) or (
+                isinstance(values[0], list) and isinstance(values[0][0], float)
+            ):
+                out[key] = np.array(values, np.float32)
+            else:
+                out[key] = np.array(values, np.int32)
+    return {k: mx.array(v) for k, v in out.items()}
+
+
+def _length(feature: dict) -> int:
+    """A feature's longest sequence (its choices' longest for multiple choice)."""
+    ids = feature["input_ids"]
+    return max(len(x) for x in ids) if ids and isinstance(ids[0], list) else len(ids)

@@ -1,0 +1,115 @@
+"""The backbone's inputs: converted to mx.arrays, filled with transformers' defaults and checked
+(shapes, dtypes, id ranges) with errors that name the fix; the additive attention bias of a mask."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+from .config import AlbertConfig
+
+
+def as_array(name: str, value: Any) -> mx.array:
+    if isinstance(value, mx.array):
+        return value
+    array = np.asarray(value)
+    if array.dtype == object:
+        raise TypeError(
+            f"{name} must be an mx.array or a rectangular numeric array, got {type(value).__name__}"
+        )
+    return mx.array(array)
+
+
+def _is_integer(a: mx.array) -> bool:
+    return mx.issubdtype(a.dtype, mx.integer) or a.dtype == mx.bool_
+
+
+def prepare_inputs(
+    config: AlbertConfig,
+    input_ids,
+    attention_mask=None,
+    token_type_ids=None,
+    position_ids=None,
+    check: bool = True,
+) -> tuple[mx.array, mx.array | None, mx.array, mx.array]:
+    """Converts inputs to mx.arrays, fills transformers' defaults and validates shapes and ranges.
+    A missing attention_mask stays None: no padding, so attention needs no mask at all."""
+    if input_ids is None:
+        raise ValueError("input_ids is required: a (batch, seq) array of token ids")
+    input_ids = as_array("input_ids", input_ids)
+    if input_ids.ndim != 2:
+        raise ValueError(
+            f"input_ids must have shape (batch, seq), got {tuple(input_ids.shape)}; "
+            "add a batch axis with input_ids[None] for one sequence"
+        )
+    B, L = input_ids.shape
+    if B == 0 or L == 0:
+        raise ValueError(
+            f"input_ids has shape {(B, L)}: every batch needs at least one sequence of at least one "
+            "token (a tokenizer adds [CLS] and [SEP])"
+        )
+    if L > config.max_positions and position_ids is None:
+        raise ValueError(
+            f"sequence length {L} exceeds max_positions={config.max_positions}: "
+            "truncate the input (e.g. tokenizer(..., truncation=True, max_length="
+            f"{config.max_positions}))"
+        )
+    arrays = {"input_ids": input_ids}
+    for name, value in (
+        ("attention_mask", attention_mask),
+        ("token_type_ids", token_type_ids),
+        ("position_ids", position_ids),
+    ):
+        if value is None:
+            continue
+        value = as_array(name, value)
+        pairwise = name == "attention_mask" and tuple(value.shape) == (B, L, L)
+        if tuple(value.shape) != (B, L) and not pairwise:
+            also = f" (or {(B, L, L)} for a query-by-key mask)" if name == "attention_mask" else ""
+            raise ValueError(
+                f"{name} has shape {tuple(value.shape)} but input_ids has {(B, L)}: "
+                f"pass arrays of the same (batch, seq) shape{also}"
+            )
+        arrays[name] = value
+    for name in ("input_ids", "token_type_ids", "position_ids"):
+        if name in arrays and not _is_integer(arrays[name]):
+            raise TypeError(f"{name} must hold integers, got dtype {arrays[name].dtype}")
+    if check:
+        limits = {
+            "input_ids": ("vocab_size", config.vocab_size),
+            "token_type_ids": ("max_token_types", config.max_token_types),
+            "position_ids": ("max_positions", config.max_positions),
+        }
+        names = [n for n in limits if n in arrays and arrays[n].size]
+        # One host sync for all range checks; the input arrays are usually already materialised.
+        bounds = (
+            mx.stack([mx.stack([arrays[n].min(), arrays[n].max()]).astype(mx.int64) for n in names]).tolist()
+            if names
+            else []
+        )
+        for n, (lo, hi) in zip(names, bounds, strict=True):
+            field, limit = limits[n]
+            if lo < 0 or hi >= limit:
+                raise ValueError(
+                    f"{n} must be in [0, {limit}) ({field}={limit}), found values in "
+                    f"[{lo}, {hi}]; check the tokenizer matches this checkpoint"
+                )
+    if "token_type_ids" not in arrays:
+        arrays["token_type_ids"] = mx.zeros((B, L), dtype=mx.int32)
+    if "position_ids" not in arrays:
+        arrays["position_ids"] = mx.broadcast_to(mx.arange(L), (B, L))
+    return (
+        arrays["input_ids"],
+        arrays.get("attention_mask"),
+        arrays["token_type_ids"],
+        arrays["position_ids"],
+    )
+
+
+def attention_bias(attention_mask: mx.array, dtype: mx.Dtype) -> mx.array:
+    """(B, L) mask of 1 = attend / 0 = padding -> additive (B, 1, 1, L) bias, as transformers; a
+    (B, L, L) mask (query i may attend to key j, as BERT's 3-D masks) -> (B, 1, L, L)."""
+    bias = (1 - attention_mask.astype(dtype)) * mx.finfo(dtype).min
+    return bias[:, None] if bias.ndim == 3 else bias[:, None, None, :]

@@ -4,9 +4,7 @@ files escaped, JSON kept valid)."""
 
 from __future__ import annotations
 
-import csv
 import difflib
-import io
 import itertools
 import json
 import sys
@@ -14,9 +12,10 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from . import records
+from .records import FORMATS  # noqa: F401  (the CLI's --format choices)
 from .text import escape
 
-FORMATS = ("auto", "txt", "jsonl", "csv")
 # Fields an inference command ignores in a record (training files carry them).
 IGNORED = {"label", "labels", "id", "answers", "answer", "answer_start", "tags", "tokens"}
 
@@ -26,23 +25,26 @@ class UserError(Exception):
 
 
 class Records:
-    """The inputs of one command, read lazily; remembers the ones handed out but not yet answered,
-    so each printed result can say which input it answers."""
+    """The inputs of one command, read lazily (records.read); checked against the task's fields;
+    remembers the ones handed out but not yet answered, so each printed result can say which input
+    it answers."""
 
     def __init__(self, path, texts, required: tuple[str, ...], optional: tuple[str, ...] = (), fmt="auto"):
         self.path, self.texts, self.required, self.optional, self.fmt = path, texts, required, optional, fmt
         self.pending: deque = deque()
         self.keep = True  # remember inputs until answered (a rank that prints nothing does not)
+        self.keep_blank = False  # blank lines of plain text are inputs too (embed: one row a line)
 
     def __iter__(self) -> Iterator:
         count = 0
-        for record in self._read():
+        for where, value in self._read():
+            record = self._record(value, where)
             count += 1
             if self.keep:
                 self.pending.append(record)
             yield record
         if count == 0:
-            where = "stdin" if self.path is None else self.path
+            where = "stdin" if self.path in (None, "-") else self.path
             raise UserError(f"no inputs: {where} holds no non-empty line")
 
     def start(self) -> Iterator:
@@ -58,62 +60,12 @@ class Records:
 
     def _read(self) -> Iterator:
         if self.texts:
-            yield from (self._record(t, "argument") for t in self.texts)
-            return
-        if self.path is None or self.path == "-":  # --file - is stdin, as for other Unix tools
-            if sys.stdin.isatty():
-                raise UserError("no input: give texts as arguments, --file FILE, or pipe text on stdin")
-            source, name = _text_stream(sys.stdin.buffer, "<stdin>"), "<stdin>"
-            kind = self.fmt if self.fmt != "auto" else None
-        else:
-            path = Path(self.path)
-            if not path.is_file():
-                raise UserError(f"--file {self.path}: no such file")
-            source, name = _text_stream(open(path, "rb"), self.path), self.path
-            suffix = path.suffix.lower().lstrip(".")
-            kind = (
-                self.fmt
-                if self.fmt != "auto"
-                else {"json": "jsonl", "jsonl": "jsonl", "csv": "csv"}.get(suffix)
-            )
-        with source:
-            if kind is None:  # sniff: a first line holding a JSON object means JSON lines
-                head = [source.readline()]
-                while head[-1] and not head[-1].strip():
-                    head.append(source.readline())
-                kind = "jsonl" if _is_json_object(head[-1]) else "txt"
-                source = itertools.chain(filter(None, head), source)  # blanks kept: line numbers stay right
-            yield from getattr(self, f"_{kind}")(source, name)
-
-    def _jsonl(self, source, name) -> Iterator:
-        for number, line in enumerate(source, 1):
-            if line.strip():
-                try:
-                    value = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{name}:{number}: not valid JSON ({e.msg})") from None
-                yield self._record(value, f"{name}:{number}")
-
-    def _csv(self, source, name) -> Iterator:
-        reader = csv.DictReader(source)
-        header = reader.fieldnames or []
-        self._check_keys(header, f"{name}:1 (header)")
-        for row in reader:
-            if None in row or any(v is None for v in row.values()):
-                raise UserError(
-                    f"{name}:{reader.line_num}: has a different number of columns than the header"
-                )
-            record = {k: v for k, v in row.items() if v and k not in IGNORED}
-            if "choices" in record:
-                record["choices"] = record["choices"].split("|")
-            yield self._record(record, f"{name}:{reader.line_num}")
-
-    def _txt(self, source, name) -> Iterator:
-        if self.required not in (("text",), ("question",)):
-            raise UserError(
-                f"{name}: this command needs {' and '.join(self.required)} per input: use .jsonl or .csv"
-            )
-        yield from (line.rstrip("\r\n") for line in source if line.strip())
+            return ((f"argument {i}", t) for i, t in enumerate(self.texts, 1))
+        if self.path in (None, "-") and sys.stdin.isatty():
+            raise UserError("no input: give texts as arguments, --file FILE, or pipe text on stdin")
+        if self.path not in (None, "-") and not Path(self.path).is_file():
+            raise UserError(f"--file {self.path}: no such file")
+        return records.read(self.path, self.fmt, keep_blank=self.keep_blank)
 
     def _check_keys(self, keys, where: str) -> None:
         known = set(self.required) | set(self.optional)
@@ -132,11 +84,20 @@ class Records:
         if isinstance(value, str):
             if self.required in (("text",), ("question",)):
                 return value
-            raise UserError(f"{where}: expected an object with {list(self.required)}, got a string")
+            raise UserError(
+                f"{where}: this command needs {' and '.join(self.required)} per input: use .jsonl or .csv"
+            )
         if not isinstance(value, dict):
             raise UserError(f"{where}: expected an object or a string, got {type(value).__name__}")
+        if self._csv():  # every row holds the header's fields: checked once, as the header's
+            if not self._header_checked:
+                self._check_keys(list(value), where.rsplit(":", 1)[0] + ":1 (header)")
+                self._header_checked = True
+            value = {k: v for k, v in value.items() if v and k not in IGNORED}  # empty cells: absent
         self._check_keys(list(value), where)
         record = {k: value[k] for k in (*self.required, *self.optional) if k in value}
+        if self._csv() and isinstance(record.get("choices"), str):
+            record["choices"] = record["choices"].split("|")
         for key, item in record.items():
             ok = (
                 isinstance(item, list) and item and all(isinstance(c, str) for c in item)
@@ -150,46 +111,10 @@ class Records:
             return record[self.required[0]]
         return record
 
+    _header_checked = False
 
-def _text_stream(binary, name: str):
-    """UTF-8 lines of a binary stream; a line that is not UTF-8 is an error naming file:line."""
-
-    class Lines(io.TextIOBase):
-        def __init__(self):
-            self.number = 0
-
-        def __iter__(self):
-            return self
-
-        def __next__(self):
-            line = self.readline()
-            if not line:
-                raise StopIteration
-            return line
-
-        def readline(self, size=-1):
-            raw = binary.readline()
-            self.number += 1
-            try:
-                return raw.decode("utf-8-sig" if self.number == 1 else "utf-8")
-            except UnicodeDecodeError as e:
-                raise UserError(
-                    f"{name}:{self.number}: not UTF-8 text (byte {e.start}); save the file as UTF-8"
-                ) from None
-
-        def close(self):
-            binary.close()
-
-    return Lines()
-
-
-def _is_json_object(line: str) -> bool:
-    if not line.lstrip().startswith("{"):
-        return False
-    try:
-        return isinstance(json.loads(line), dict)
-    except json.JSONDecodeError:
-        return False
+    def _csv(self) -> bool:
+        return self.fmt == "csv" or (self.fmt == "auto" and str(self.path).lower().endswith(".csv"))
 
 
 def safe_json(value) -> str:

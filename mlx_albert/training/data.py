@@ -13,16 +13,14 @@ Record fields (JSONL objects, or CSV columns):
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from ..records import DataError, read_records  # noqa: F401  (the training data API)
 from ..runtime import collate  # noqa: F401  (training batches: padded as inference)
 from ..text import escape
 from ..tokenizer import AlbertTokenizer
@@ -38,68 +36,6 @@ TASK_ARCHITECTURES = {
     "pretraining": "for_pre_training",
 }
 TASKS = tuple(TASK_ARCHITECTURES)
-
-
-class DataError(ValueError):
-    """A problem in a data file, reported with its file and line."""
-
-
-def read_text(path: Path) -> str:
-    """A data file's text; bytes that are not UTF-8 are an error naming file:line."""
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
-
-
-def _number(text: str):
-    """A CSV cell as an int or a finite float when it reads as one, else the string."""
-    for kind in (int, float):
-        try:
-            value = kind(text)
-        except ValueError:
-            continue
-        if kind is int or math.isfinite(value):
-            return value
-    return text
-
-
-def read_records(path: str | Path) -> list[tuple[str, dict]]:
-    """(where, record) pairs of a .jsonl or .csv file; `where` is "file:line" for error messages.
-    CSV labels that read as numbers become numbers (regression needs them)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file {path} does not exist")
-    records = []
-    if path.suffix in (".jsonl", ".json"):
-        for number, line in enumerate(read_text(path).splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as e:
-                raise DataError(f"{path}:{number}: not valid JSON ({getattr(e, 'msg', e)})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-            records.append((f"{path}:{number}", record))
-    elif path.suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
-        for row in reader:
-            if None in row or any(v is None for v in row.values()):
-                raise DataError(
-                    f"{path}:{reader.line_num}: has a different number of columns than the header"
-                )
-            record = {k: v for k, v in row.items() if v != ""}
-            if "label" in record:
-                record["label"] = _number(record["label"])
-            records.append((f"{path}:{reader.line_num}", record))
-    else:
-        raise DataError(f"{path}: unsupported data file type {path.suffix!r}; use .jsonl or .csv")
-    if not records:
-        raise DataError(f"{path} holds no examples")
-    return records
 
 
 def _field(where: str, record: dict, name: str, kind=str):

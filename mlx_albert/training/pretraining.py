@@ -4,32 +4,12 @@ segments of a document (swapped with probability 0.5), and masked-LM corruption 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import mlx.core as mx
 import numpy as np
 
+from ..records import DataError, read_documents  # noqa: F401  (pre-training text)
 from ..tokenizer import AlbertTokenizer
-from .data import DataError, Dataset, collate
-
-
-def read_documents(path: str | Path) -> list[list[str]]:
-    """Documents of a plain text file: one sentence (or paragraph) per line, blank lines between documents."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pre-training text {path} does not exist")
-    documents, current = [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            current.append(line.strip())
-        elif current:
-            documents.append(current)
-            current = []
-    if current:
-        documents.append(current)
-    if not documents:
-        raise DataError(f"{path} holds no text")
-    return documents
+from .data import Dataset, collate
 
 
 def sop_dataset(

@@ -87,7 +87,7 @@ def forward_bound(model: Path, batch: int, repeats: int = 24) -> dict:
     sentences, tokenising included), alternating; median seconds of each and the per-sentence
     ratio, the most that batching `batch` requests can gain here."""
     import mlx_albert
-    from mlx_albert.pipelines import embed
+    from mlx_albert.tasks import embed
 
     albert, tokenizer = mlx_albert.load(model, return_tokenizer=True)
     rng = random.Random(0)

@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 import mlx_albert
-from mlx_albert.pipelines import similarity
+from mlx_albert.tasks import similarity
 
 TINY = Path(__file__).resolve().parent.parent / "models" / "tiny-albert"  # works from any folder
 path = sys.argv[1] if len(sys.argv) > 1 else str(TINY)

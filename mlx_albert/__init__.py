@@ -7,6 +7,7 @@ from . import _blas  # noqa: E402  (must run before mlx.core is imported)
 _blas.preload()
 
 from .config import AlbertConfig  # noqa: E402
+from .encoder import SentenceEncoder  # noqa: E402
 from .heads import (  # noqa: E402
     ARCHITECTURES,
     AlbertForMaskedLM,
@@ -18,7 +19,7 @@ from .heads import (  # noqa: E402
 )
 from .loading import load  # noqa: E402
 from .model import AlbertModel  # noqa: E402
-from .pipelines import pipeline  # noqa: E402
+from .tasks import pipeline  # noqa: E402
 from .tokenizer import AlbertTokenizer  # noqa: E402
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "AlbertForPreTraining",
     "AlbertTokenizer",
     "ARCHITECTURES",
+    "SentenceEncoder",
     "load",
     "pipeline",
     "__version__",

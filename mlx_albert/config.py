@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .files import read_json
 from .kernels import ACTIVATIONS
 from .text import escape
 
@@ -282,16 +282,12 @@ class AlbertConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> "AlbertConfig":
         path = Path(path)
-        try:
-            if path.stat().st_size > 10 << 20:
-                raise ValueError(f"{path} is {path.stat().st_size} bytes: not a config.json")
-            data = json.loads(path.read_text(encoding="utf-8"))
+        try:  # a regular file, read within a bound: never a device or a pipe (untrusted folders)
+            data = read_json(path, "config.json")
         except FileNotFoundError:
             raise FileNotFoundError(f"{path} not found: a checkpoint folder needs its config.json") from None
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-            raise ValueError(
-                f"{path} is not valid JSON ({type(e).__name__}); re-download or re-convert the checkpoint"
-            ) from None
+        except ValueError as e:
+            raise ValueError(f"{e}; re-download or re-convert the checkpoint") from None
         try:
             return cls.from_hf(data)
         except ValueError as e:

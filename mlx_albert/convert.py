@@ -12,9 +12,10 @@ from pathlib import Path
 import mlx.nn as nn
 
 from .files import check_disjoint, clean_stale, staged_folder
-from .hub import resolve
+from .hub import Checkpoint
 from .loading import load
 from .pretrained import DTYPES, quantizable
+from .text import escape
 
 logger = logging.getLogger(__name__)
 BITS = [2, 3, 4, 5, 6, 8]  # the widths MLX's quantized kernels support (no 7)
@@ -85,9 +86,10 @@ def convert(
         raise FileExistsError(f"{out} exists and is not empty; pass --force to replace it")
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}")
-    src = resolve(hf_path, revision, cache_dir)
-    check_disjoint({"--mlx-path": out}, {"--hf-path": src})
-    model = load(src, architecture, dtype=dtype or "auto")  # as stored unless --dtype
+    checkpoint = Checkpoint.open(hf_path, revision, cache_dir)
+    src = checkpoint.folder
+    check_disjoint({"--mlx-path": out}, {"--hf-path": checkpoint.root})
+    model = load(checkpoint, architecture, dtype=dtype or "auto")  # as stored unless --dtype
     config = model.config
     if quantize:
         if config.quantization:
@@ -174,16 +176,23 @@ def configure_parser(parser: argparse.ArgumentParser | None = None) -> argparse.
     return parser
 
 
+def run(args: argparse.Namespace) -> int:
+    """The command: convert with the parsed flags (shared by convert.py and `mlx-albert convert`)."""
+    names = ("hf_path", "mlx_path", "dtype", "quantize", "q_bits", "q_group_size", "q_shared_bits",
+             "upload_repo", "force", "revision", "architecture")  # fmt: skip
+    out = convert(**{k: getattr(args, k) for k in names})
+    print(f"Converted {args.hf_path} -> {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = configure_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        out = convert(**vars(args))
+        return run(args)
     except (OSError, ValueError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {escape(str(e))}", file=sys.stderr)
         return 1
-    print(f"Converted {args.hf_path} -> {out}")
-    return 0
 
 
 if __name__ == "__main__":  # python -m mlx_albert.convert

@@ -10,21 +10,11 @@ import mlx.core as mx
 
 from . import __version__
 from .files import atomic_write, check_disjoint
-from .hub import resolve
+from .hub import Checkpoint
 from .kernels import plain_ops
 from .loading import check_trained, load
-from .pipelines import ALIASES, TASKS
+from .tasks import get
 
-# task -> the output fields the exported function returns, in order
-OUTPUTS = {
-    "fill-mask": ("logits",),
-    "text-classification": ("logits",),
-    "token-classification": ("logits",),
-    "question-answering": ("start_logits", "end_logits"),
-    "multiple-choice": ("logits",),
-    "feature-extraction": ("last_hidden_state",),
-    "embed": ("last_hidden_state",),
-}
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -49,9 +39,7 @@ def export(
         ValueError: a shape the model cannot serve, --shapeless, an untrained head, an output that
             exists (without force) or overlaps the checkpoint.
     """
-    task = ALIASES.get(task, task)
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; use one of {sorted(TASKS)}")
+    spec = get(task)  # any of its names: classify, text-classification, ...
     if shapeless:
         raise ValueError(
             "--shapeless is not supported: the forward reshapes by the traced batch and sequence sizes, "
@@ -60,13 +48,14 @@ def export(
     out = Path(output)
     if out.suffix != ".mlxfn":
         raise ValueError(f"--output {output}: the file must end in .mlxfn")
-    folder = resolve(model)
-    check_disjoint({"--output": out}, {"--model": folder})
+    checkpoint = Checkpoint.open(model)
+    check_disjoint({"--output": out}, {"--model": checkpoint.root})
     if out.exists() and not force:
         raise FileExistsError(f"--output {output} exists; pass --force to replace it")
-    net, tokenizer = load(folder, TASKS[task][1], return_tokenizer=True, dtype=dtype or "auto")
+    net, tokenizer = load(checkpoint, spec.architecture, return_tokenizer=True, dtype=dtype or "auto")
     if not allow_untrained_head:
-        check_trained(net, task, str(model), allow_pooler=task in ("feature-extraction", "embed"))
+        check_trained(net, spec.name, checkpoint.source, allow_pooler=not spec.needs_pooler({}))
+    prepared = spec.prepare(checkpoint, net, tokenizer)
     limit = net.config.max_positions
     seq = limit if seq is None else seq
     for name, value, top in (
@@ -76,24 +65,17 @@ def export(
     ):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
             raise ValueError(f"{name} must be an integer in [1, {top}], got {value!r}")
-    shape = (batch, choices, seq) if task == "multiple-choice" else (batch, seq)
-    fields = OUTPUTS[task]
+    shape = (batch, choices, seq) if spec.inputs_rank == 3 else (batch, seq)
 
-    def forward(input_ids, attention_mask, token_type_ids):
-        # a host sync cannot be traced: the ids are not range-checked (callers use the tokenizer)
-        result = net(
-            input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, check_inputs=False
-        )
-        if task in ("feature-extraction", "embed"):
-            return result.last_hidden_state
-        return tuple(getattr(result, f) for f in fields)
+    def forward(*arrays):
+        return spec.export_outputs(net, prepared, dict(zip(INPUTS, arrays, strict=True)))
 
     example = [mx.zeros(shape, mx.int32), mx.ones(shape, mx.int32), mx.zeros(shape, mx.int32)]
     metadata = {
-        "task": task,
+        "task": spec.name,
         "architecture": type(net).__name__,
         "inputs": {k: list(shape) for k in INPUTS},
-        "outputs": list(fields),
+        "outputs": list(spec.outputs),
         "dtype": "int32",
         "weights_dtype": str(net.dtype).removeprefix("mlx.core."),
         "config": net.config.to_hf(),

@@ -1,12 +1,20 @@
 """Where a checkpoint lives: a local folder, a model shipped inside the package (by short name), or
-a Hub repo id downloaded with huggingface_hub (or read from the local cache when offline)."""
+a Hub repo id downloaded with huggingface_hub (or read from the local cache when offline); and the
+Checkpoint, resolved once and read once, that every loader takes."""
 
 from __future__ import annotations
 
+import functools
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-HUB_PATTERNS = ["*.json", "*.safetensors", "spiece.model", "*.txt", "*.md"]
+from .config import AlbertConfig
+from .sentence import SentenceConfig, read_sentence_config
+
+# what a checkpoint needs from a Hub repo: configs, safetensors, the tokenizer, sentence-transformers'
+# module folders (a Dense module may hold a .bin)
+HUB_PATTERNS = ["*.json", "*.safetensors", "spiece.model", "*.txt", "*.md", "*_Dense/*"]
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 # short names of the models inside the package: they work from a wheel, in any folder
 BUNDLED = {"pydoc-small": "albert-pydoc-small", "albert-pydoc-small": "albert-pydoc-small"}
@@ -57,3 +65,36 @@ def resolve(
             )
         )
     return folder
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint resolved once (a folder, a shipped model's short name, or a Hub repo id) and
+    read once: its sentence-transformers modules when it has them, and config.json when first
+    asked for. Every loader takes one, so a load resolves and reads nothing twice."""
+
+    source: str  # what the user named
+    root: Path  # the resolved folder
+    sentence: SentenceConfig | None = None  # sentence-transformers' modules.json and friends
+
+    @classmethod
+    def open(
+        cls,
+        path_or_repo_id: str | os.PathLike | Checkpoint,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> Checkpoint:
+        if isinstance(path_or_repo_id, Checkpoint):
+            return path_or_repo_id
+        root = resolve(path_or_repo_id, revision, cache_dir)
+        return cls(str(path_or_repo_id), root, read_sentence_config(root))
+
+    @property
+    def folder(self) -> Path:
+        """The folder of the ALBERT checkpoint itself (config.json, weights, tokenizer): the root,
+        or a sentence-transformers folder's Transformer module path."""
+        return self.sentence.transformer if self.sentence is not None else self.root
+
+    @functools.cached_property
+    def config(self) -> AlbertConfig:
+        return AlbertConfig.from_json(self.folder / "config.json")

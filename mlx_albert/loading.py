@@ -1,5 +1,6 @@
-"""load(): a checkpoint as one of the spec's architectures (the class from config.json's
-`architectures`), optionally with its tokenizer, and the checks that keep the pair honest."""
+"""load(): a checkpoint, resolved and read once (hub.Checkpoint), as one of the spec's architectures
+(the class from config.json's `architectures`), optionally with its tokenizer, and the checks that
+keep the pair honest."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import mlx.nn as nn
 
 from .config import AlbertConfig
 from .heads import ARCHITECTURES
-from .hub import resolve
+from .hub import Checkpoint
+from .text import escape
 from .tokenizer import AlbertTokenizer
 from .weights import BACKBONE
 
@@ -20,7 +22,7 @@ class UntrainedHeadError(ValueError):
 
 
 def load(
-    path_or_repo_id: str | os.PathLike,
+    path_or_repo_id: str | os.PathLike | Checkpoint,
     architecture: str | None = None,
     return_tokenizer: bool = False,
     adapter_path: str | os.PathLike | None = None,
@@ -29,7 +31,9 @@ def load(
     """Loads a checkpoint as one of the spec's architectures.
 
     Args:
-        path_or_repo_id: checkpoint folder or Hub repo id.
+        path_or_repo_id: checkpoint folder, Hub repo id, a shipped model's short name
+            ("pydoc-small"), or a Checkpoint already opened. A sentence-transformers folder loads
+            its Transformer module's ALBERT.
         architecture: "base", "for_masked_language_modeling", ... (or a transformers class name);
             default: the checkpoint's `architectures`, else "base".
         return_tokenizer: also return the checkpoint's AlbertTokenizer: `model, tokenizer = load(...)`.
@@ -42,38 +46,41 @@ def load(
         ValueError: an unknown architecture, weights that do not fit, or a tokenizer whose
             vocabulary is larger than the model's embedding table.
     """
-    folder = resolve(path_or_repo_id, kwargs.get("revision"), kwargs.get("cache_dir"))
+    checkpoint = Checkpoint.open(path_or_repo_id, kwargs.pop("revision", None), kwargs.pop("cache_dir", None))
     if adapter_path is not None:
         from .lora import adapter_config
 
         adapter = adapter_config(Path(adapter_path))
         architecture = architecture or adapter["architecture"]
         kwargs = {**_head_changes(adapter["head_config"]), **kwargs}
-    by_class = {cls.__name__: cls for cls in ARCHITECTURES.values()}
-    config = AlbertConfig.from_json(folder / "config.json")
-    if architecture is None:
-        names = config.architectures or ["AlbertModel"]
-        if not isinstance(names, list) or names[0] not in by_class:
-            raise ValueError(
-                f"unknown architecture {str(names)[:80]!r} in {folder / 'config.json'}; "
-                f"pass architecture= one of {list(ARCHITECTURES)}"
-            )
-        cls = by_class[names[0]]
-    else:
-        key = architecture.lstrip(":")
-        cls = ARCHITECTURES.get(key) or by_class.get(key)
-        if cls is None:
-            raise ValueError(f"unknown architecture {architecture!r}; use one of {list(ARCHITECTURES)}")
-    model = cls.from_pretrained(folder, config=config, **{k: v for k, v in kwargs.items() if k != "revision"})
+    model = architecture_class(checkpoint, architecture).from_pretrained(checkpoint, **kwargs)
     if adapter_path is not None:
         from .lora import load_adapters
 
         load_adapters(model, Path(adapter_path))
     if not return_tokenizer:
         return model
-    tokenizer = AlbertTokenizer.from_pretrained(folder)
-    check_tokenizer(model, tokenizer, str(folder))
+    tokenizer = AlbertTokenizer.from_pretrained(checkpoint)
+    check_tokenizer(model, tokenizer, checkpoint.source)
     return model, tokenizer
+
+
+def architecture_class(checkpoint: Checkpoint, architecture: str | None = None) -> type[nn.Module]:
+    """The class of a spec architecture name or transformers class name; by default the
+    checkpoint's own (config.json's `architectures`, else the bare model)."""
+    by_class = {cls.__name__: cls for cls in ARCHITECTURES.values()}
+    if architecture is None:
+        names = checkpoint.config.architectures or ["AlbertModel"]
+        if not isinstance(names, list) or names[0] not in by_class:
+            raise ValueError(
+                f"unknown architecture {escape(str(names))[:80]!r} in {checkpoint.folder / 'config.json'}; "
+                f"pass architecture= one of {list(ARCHITECTURES)}"
+            )
+        return by_class[names[0]]
+    cls = ARCHITECTURES.get(architecture.lstrip(":")) or by_class.get(architecture)
+    if cls is None:
+        raise ValueError(f"unknown architecture {architecture!r}; use one of {list(ARCHITECTURES)}")
+    return cls
 
 
 def _head_changes(head: dict) -> dict:

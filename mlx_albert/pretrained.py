@@ -17,7 +17,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from .config import AlbertConfig
 from .files import clean_stale, staged_folder
-from .hub import resolve
+from .hub import Checkpoint
 from .text import escape
 from .weights import (
     BACKBONE,
@@ -227,39 +227,38 @@ class PreTrainedMixin:
     @classmethod
     def from_pretrained(
         cls: type[M],
-        path_or_repo_id: str | os.PathLike,
+        path_or_repo_id: str | os.PathLike | Checkpoint,
         *,
         dtype: mx.Dtype | str | None = None,
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
         lazy: bool = False,
-        config: AlbertConfig | None = None,
         **config_changes,
     ) -> M:
         """Loads a transformers or mlx_albert checkpoint folder, or a Hub repo id.
 
         Args:
-            path_or_repo_id: a folder with config.json + weights, or "org/name" on the Hub.
+            path_or_repo_id: a folder with config.json + weights, "org/name" on the Hub, a shipped
+                model's short name, or a Checkpoint already opened (hub.Checkpoint.open).
             dtype: compute dtype: an mx.Dtype or its name ("float32", "float16", "bfloat16"), or
                 "auto" for the checkpoint's; default: the checkpoint's, but float32 for a
                 half-precision checkpoint on the CPU backend (its half-precision kernels are slow).
             revision, cache_dir: passed to huggingface_hub for repo ids.
             lazy: leave weights unevaluated (memory-mapped until first use).
-            config: the checkpoint's config when already read (default: its config.json).
             **config_changes: AlbertConfig fields to override, e.g. num_labels=3.
 
         Raises:
             FileNotFoundError: folder/repo, config.json or weights not found.
             ValueError: corrupt files, or weights that do not fit the config.
         """
-        folder = resolve(path_or_repo_id, revision, cache_dir)
-        config = config or AlbertConfig.from_json(folder / "config.json")
+        checkpoint = Checkpoint.open(path_or_repo_id, revision, cache_dir)
+        folder, config, source = checkpoint.folder, checkpoint.config, checkpoint.source
         weights, unknown = hf_to_mlx(read_weights(folder))
         if unknown:
             raise ValueError(
                 f"{folder} holds weights that are not ALBERT's: {escape(str(sorted(unknown)[:10]))}"
             )
-        check_config(config, weights, str(path_or_repo_id))
+        check_config(config, weights, source)
         if "id_to_label" in config_changes and "num_labels" not in config_changes:  # as transformers
             config_changes = {**config_changes, "num_labels": len(config_changes["id_to_label"])}
         if (
@@ -290,12 +289,12 @@ class PreTrainedMixin:
                 mode=q.get("mode", "affine"),
                 class_predicate=predicate,
             )
-        weights, missing = match_weights(model, weights, str(path_or_repo_id))
+        weights, missing = match_weights(model, weights, source)
         # Not a list attribute: mlx.nn.Module would take a list for a child module.
         model.loading_info = LoadingInfo(missing_keys=tuple(missing))
         # the checkpoint's float dtype: its embeddings' LayerNorm (never quantized); new heads take it
         stored = next((v.dtype for k, v in weights.items() if k.endswith("embeddings.norm.weight")), None)
-        dtype = compute_dtype(dtype, stored, str(path_or_repo_id))
+        dtype = compute_dtype(dtype, stored, source)
         model.update(tree_unflatten(list(weights.items())))
         if dtype is not None:
             model.set_dtype(dtype)

@@ -12,6 +12,8 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import Unigram
 
+from .files import read_bytes
+
 SPECIAL_TOKENS = {
     "pad_token": "<pad>",
     "unk_token": "<unk>",
@@ -76,9 +78,7 @@ def read_spiece(path: str | os.PathLike) -> tuple[list[tuple[str, float]], bytes
     vocabulary size equal to the pieces found (a truncated file has fewer), a normaliser present."""
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_FILE:
-            raise ValueError(f"{path.stat().st_size} bytes is far too large")
-        model = _message(path.read_bytes(), "the file")
+        model = _message(read_bytes(path, MAX_FILE, "spiece.model"), "the file")
         pieces = []
         for wire, value in model.get(1, []):  # ModelProto.pieces: {1: piece, 2: score, 3: type}
             entry = _message(value, "a piece") if wire == 2 else None

@@ -4,13 +4,13 @@ or protobuf needed: the model file's few fields are read directly)."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
+from .files import read_bytes, read_json
 from .spiece import MAX_FILE, SPECIAL_TOKENS, build_from_spiece, panic_guard
 
 
@@ -33,12 +33,10 @@ def _read_config(path: Path) -> dict:
     if not path.exists():
         return {}
     try:
-        if path.stat().st_size > 10 << 20:
-            raise ValueError("too large")
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = read_json(path, "tokenizer_config.json")
         if not isinstance(config, dict):
             raise ValueError(f"a {type(config).__name__}, not an object")
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+    except ValueError as e:
         raise ValueError(f"{path} is not a valid tokenizer_config.json ({e}); re-download it") from None
     config = {k: v["content"] if isinstance(v, dict) and "content" in v else v for k, v in config.items()}
     bad = [k for k in SPECIAL_TOKENS if k in config and not isinstance(config[k], str)]
@@ -62,17 +60,17 @@ class AlbertTokenizer:
     def from_pretrained(
         cls, path_or_repo_id, revision: str | None = None, cache_dir=None
     ) -> "AlbertTokenizer":
-        """Reads tokenizer.json, or builds the tokenizer from spiece.model (+ tokenizer_config.json)."""
-        from .hub import resolve
+        """Reads tokenizer.json, or builds the tokenizer from spiece.model (+ tokenizer_config.json),
+        of a folder, repo id, shipped model's short name or opened Checkpoint."""
+        from .hub import Checkpoint
 
-        folder = resolve(path_or_repo_id, revision, cache_dir)
+        folder = Checkpoint.open(path_or_repo_id, revision, cache_dir).folder
         config = _read_config(folder / "tokenizer_config.json")
         if (folder / "tokenizer.json").exists():
             path = folder / "tokenizer.json"
-            if path.stat().st_size > MAX_FILE:
-                raise ValueError(f"{path} is {path.stat().st_size} bytes: not an ALBERT tokenizer.json")
+            text = read_bytes(path, MAX_FILE, "tokenizer.json").decode("utf-8", errors="replace")
             try:
-                tokenizer = panic_guard(lambda: Tokenizer.from_file(str(path)), str(path))
+                tokenizer = panic_guard(lambda: Tokenizer.from_str(text), str(path))
             except Exception as e:  # tokenizers raises a bare Exception for malformed JSON
                 raise ValueError(
                     f"{path} is not a valid tokenizer.json ({str(e)[:200]}); re-download it"

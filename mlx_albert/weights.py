@@ -4,13 +4,14 @@ with strict checks (truncation, corruption, missing files) and atomic writes."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
 from pathlib import Path
 
 import mlx.core as mx
 
-from .files import atomic_write
+from .files import atomic_write, open_regular, read_json
 from .text import escape
 
 # (transformers name, mlx_albert name, or None: tied in transformers and dropped on import).
@@ -114,12 +115,12 @@ def mlx_to_hf(weights: dict[str, mx.array]) -> dict[str, mx.array]:
 def check_safetensors(path: Path) -> dict:
     """Validates a safetensors header (types, offsets, spans) and that the file is as long as the
     header says, before anything is allocated; returns the header."""
-    size = path.stat().st_size
 
     def corrupt(what: str) -> ValueError:
         return ValueError(f"{path} is corrupt or truncated ({what}): re-download or re-convert it")
 
-    with open(path, "rb") as f:
+    with open_regular(path, "safetensors file") as f:  # never a device or a pipe
+        size = os.fstat(f.fileno()).st_size
         head = f.read(8)
         if len(head) < 8:
             raise corrupt(f"{size} bytes, no header")
@@ -197,8 +198,8 @@ def _load_torch_bin(path: Path) -> dict[str, mx.array]:
 def _shards(folder: Path, index_name: str) -> list[Path]:
     index_path = folder / index_name
     try:
-        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
+        weight_map = read_json(index_path, "shard index")["weight_map"]
+    except (ValueError, KeyError, TypeError):
         raise ValueError(f"{index_path} is not a valid shard index: re-download it") from None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise ValueError(f"{index_path}: weight_map must map tensor names to shard file names")

@@ -53,7 +53,7 @@ def test_classify_ner_qa_embed_info(capsys, tmp_path):
     )
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and len(rows) == 2 and all(len(r) == 2 and r[0]["score"] >= r[1]["score"] for r in rows)
-    from mlx_albert.pipelines import pipeline
+    from mlx_albert.tasks import pipeline
 
     expected = pipeline("text-classification", cls, top_k=2)(
         [{"text": "Where is Maria?", "text_pair": "Maria lives in Paris, France."}, {"text": "only one"}]
@@ -203,7 +203,7 @@ def test_untrained_heads_fail_unless_allowed(capsys, tmp_path):
         code, out, err = run(capsys, *argv, "--allow-untrained-head")
         assert code == 0 and out, argv
     from mlx_albert import pipeline
-    from mlx_albert.pipelines import UntrainedHeadError
+    from mlx_albert.tasks import UntrainedHeadError
 
     with pytest.raises(UntrainedHeadError, match="no trained qa_outputs weights"):
         pipeline("question-answering", TINY)

@@ -43,6 +43,9 @@ def test_imported_function_equals_the_model(task, architecture, shape, tmp_path,
     name = {"fill-mask": None, "embed": "base"}.get(task, architecture)
     model = mlx_albert.load(folder, name)
     want = model(ids, attention_mask=mask, token_type_ids=types)
+    if task == "embed":  # the checkpoint's own sentence vectors (its SentenceEncoder's head)
+        encoder = mlx_albert.SentenceEncoder.from_pretrained(folder, model=model)
+        want.sentence_embedding = encoder.head(want.last_hidden_state, mask)
     fields = metadata["outputs"]
     for array, field in zip(got, fields, strict=True):
         # the exported graph is another implementation of the forward (plain ops: MLX's exact-rounded

@@ -92,8 +92,7 @@ def test_written_folders_and_files_get_the_umask_mode(tmp_path):
 
     import mlx_albert
     from mlx_albert.convert import convert
-    from mlx_albert.training import Trainer, TrainingArgs
-    from mlx_albert.training.pretraining import sop_dataset
+    from mlx_albert.training import Trainer, TrainingArgs, sop_dataset
 
     previous = os.umask(0o022)
     try:

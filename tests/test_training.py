@@ -18,6 +18,7 @@ from mlx.utils import tree_flatten
 from tolerances import EPS32, PARITY, adam_tol, forward_tol, ulps
 
 import mlx_albert
+from mlx_albert.metrics import entity_scores, macro_f1, spearman, squad_scores
 from mlx_albert.training import (
     DataError,
     Trainer,
@@ -30,7 +31,6 @@ from mlx_albert.training import (
     read_records,
     schedule,
 )
-from mlx_albert.training.metrics import entity_scores, macro_f1, spearman, squad_scores
 from mlx_albert.training.run import finetune
 from mlx_albert.weights import mlx_to_hf
 
@@ -234,7 +234,7 @@ def test_fine_tuning_learns_a_separable_task(data, tmp_path):
     out = Path(args.output_dir)
     model = mlx_albert.load(out)  # the run folder is a checkpoint: weights, config, tokenizer
     assert model.config.id_to_label == {0: "animal", 1: "place"}
-    from mlx_albert.pipelines import text_classification
+    from mlx_albert.tasks import text_classification
 
     tok = mlx_albert.AlbertTokenizer.from_pretrained(out)
     assert text_classification(model, tok, "dog cat bird")[0]["label"] == "animal"
@@ -932,8 +932,9 @@ def test_pretraining_metrics_count_top1_top5_and_the_baseline():
     positions only, sentence order; evaluate_pretraining's constant-token baseline on a real model."""
     from types import SimpleNamespace
 
-    from mlx_albert.training.data import Dataset
-    from mlx_albert.training.evaluate import batch_stats, combine
+    from mlx_albert.tasks import Dataset, get
+
+    task = get("pretraining")
 
     logits = np.full((1, 3, 8), -10.0, np.float32)
     logits[0, 0, 2] = 5.0  # position 0: label 2 is top-1
@@ -944,9 +945,9 @@ def test_pretraining_metrics_count_top1_top5_and_the_baseline():
         loss=mx.array(1.0), prediction_logits=mx.array(logits), sop_logits=mx.array([[0.0, 1.0]])
     )
     data = Dataset("pretraining", [{"input_ids": [2, 9, 3]}])
-    stats = batch_stats("pretraining", None, data, [0], batch, out)
+    stats = task.batch_stats(None, data, [0], batch, out)
     assert (stats["hit"], stats["hit5"], stats["total"], stats["sop"]) == (1, 2, 2, 1)
-    metrics = combine("pretraining", None, data, [stats])
+    metrics = task.combine(None, data, [stats])
     assert metrics["mlm_accuracy"] == 0.5 and metrics["mlm_top5_accuracy"] == 1.0
     logp = logits[0, :2] - np.log(np.exp(logits[0, :2].astype(np.float64)).sum(-1, keepdims=True))
     # both in float64 from the same float32 logits (|values| <= 20): the log-probabilities agree to

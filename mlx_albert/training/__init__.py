@@ -1,10 +1,12 @@
-"""Fine-tuning and pre-training of every ALBERT head on MLX: data, optimiser, loop, metrics, LoRA."""
+"""Fine-tuning and pre-training of every ALBERT head on MLX: the loop (knowing no task: each task's
+features, batches, losses and metrics come from mlx_albert.tasks), optimiser, checkpoints, LoRA,
+data parallelism."""
 
 from ..lora import apply_lora, merge_lora
+from ..records import read_documents
+from ..tasks.pretraining import evaluate_pretraining, mask_tokens, masked_batch, sop_dataset
 from .data import DataError, Dataset, batch_order, build, collate, label_set, read_records
-from .evaluate import evaluate_pretraining
 from .optim import adamw, clip_by_global_norm, schedule
-from .pretraining import mask_tokens, masked_batch, read_documents, sop_dataset
 from .trainer import Trainer, TrainingArgs, TrainingError
 
 __all__ = [

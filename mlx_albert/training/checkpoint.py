@@ -5,6 +5,7 @@ numbers need no saving: the trainer reseeds from (seed, step) before every step.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from ..files import clean_stale, staged_folder
 
+logger = logging.getLogger(__name__)
 PATTERN = re.compile(r"^checkpoint-(\d+)$")
 DONE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
 
@@ -104,3 +106,34 @@ def prune(output_dir: Path, keep: int) -> None:
     )
     for _, p in done[:-keep]:
         shutil.rmtree(p, ignore_errors=True)
+
+
+def resume(output_dir: Path, model: nn.Module, optimizer) -> tuple[Path, tuple[dict, dict]] | None:
+    """(path, (state, extra weights)) of the newest checkpoint that loads, restored into the model
+    and optimiser; a corrupt newer one is skipped with a warning (a crash or a full disk cut it
+    short). None when there is none."""
+    problems = []
+    for path in reversed(complete(output_dir)):
+        try:
+            return path, load(path, model, optimizer)
+        except ValueError as e:
+            problems.append(str(e))
+            logger.warning("%s; resuming from an earlier checkpoint", e)
+    if problems:
+        raise ValueError(f"no checkpoint in {output_dir} can be read: {'; '.join(problems)}")
+    return None
+
+
+def check_resumable(path: Path, state: dict, now: dict) -> None:
+    """Refuses to resume a checkpoint whose run differs from this one in what the rest of the run
+    follows from (world size: data shards; seed: data order, masks, dropout)."""
+    if state.get("world_size", 1) != now["world_size"]:
+        raise ValueError(
+            f"{path} was trained on {state.get('world_size', 1)} process(es), this run has "
+            f"{now['world_size']}: resume with the same number (data shards and batches follow it)"
+        )
+    if state.get("seed", now["seed"]) != now["seed"]:
+        raise ValueError(
+            f"{path} was trained with seed {state['seed']}: resume with --seed {state['seed']} "
+            "(data order, masks and dropout follow it)"
+        )

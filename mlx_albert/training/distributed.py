@@ -12,23 +12,6 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
-from ..heads import at_positions
-from ..losses import cross_entropy
-
-TOKEN_LEVEL = {"token_classification"}  # losses averaged over labelled tokens, not rows
-
-
-def scaled_loss(task: str, model, batch: dict, scale: mx.array) -> mx.array:
-    """A rank's loss scaled by its share of the global batch; pre-training's two terms (MLM over
-    masked tokens, sentence order over rows) have different denominators, so each its own scale."""
-    if task != "pretraining":
-        return model(**batch, check_inputs=False).loss.astype(mx.float32) * scale[0]
-    inputs = {k: v for k, v in batch.items() if k not in ("labels", "sentence_order_label")}
-    out = model(**inputs, check_inputs=False)
-    mlm = cross_entropy(out.prediction_logits, at_positions(batch["labels"], batch.get("masked_positions")))
-    sop = cross_entropy(out.sop_logits, batch["sentence_order_label"])
-    return mlm * scale[0] + sop * scale[1]
-
 
 class DataParallel:
     def __init__(self):
@@ -39,23 +22,16 @@ class DataParallel:
     def active(self) -> bool:
         return self.world > 1
 
-    def shard(self, batch: dict, task: str) -> tuple[dict, mx.array]:
-        """This rank's rows of a global batch and the scales of its loss terms (main, SOP)."""
+    def shard(self, batch: dict, task) -> tuple[dict, mx.array]:
+        """This rank's rows of a global batch and the scales of its loss terms (the task's shares
+        of the batch's denominators: rows, labelled tokens, or both for pre-training)."""
         rows = len(batch["input_ids"])
         parts = np.array_split(np.arange(rows), self.world)
         mine = parts[self.rank]
-        scale = [1.0, 1.0]
         if mine.size == 0:  # fewer rows than ranks (an epoch's last batch): one row, weight 0
             mine, scale = parts[0][:1], [0.0, 0.0]
         else:
-            if task == "pretraining":
-                labels = np.array(batch["labels"])
-                scale = [(labels[mine] != -100).sum() / (labels != -100).sum(), mine.size / rows]
-            elif task in TOKEN_LEVEL:
-                labels = np.array(batch["labels"])
-                scale[0] = (labels[mine] != -100).sum() / (labels != -100).sum()
-            else:
-                scale = [mine.size / rows, mine.size / rows]
+            scale = task.loss_shares(batch, mine)
         index = mx.array(mine)
         return {k: v[index] for k, v in batch.items()}, mx.array(scale, dtype=mx.float32)
 

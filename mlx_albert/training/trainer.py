@@ -7,8 +7,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import mlx.core as mx
@@ -18,66 +16,20 @@ from mlx.utils import tree_flatten, tree_map
 
 from ..files import clean_stale, staged_folder
 from ..lora import apply_lora
+from ..tasks import Dataset, get
 from . import checkpoint
-from .data import TASK_ARCHITECTURES, Dataset, batch_order, collate
-from .distributed import DataParallel, scaled_loss
-from .evaluate import batches_stats, combine, qa_answers
+from .args import TrainingArgs
+from .data import batch_order
+from .distributed import DataParallel
 from .final import save_into_run, write_model
-from .metrics import squad_scores
 from .optim import adamw, clip_by_global_norm, schedule
-from .pretraining import masked_batch
 from .report import Progress, append_log, plot_losses, rewrite_log
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_METRIC = {
-    "sequence_classification": "accuracy",
-    "regression": "pearson",
-    "token_classification": "f1",
-    "question_answering": "f1",
-    "multiple_choice": "accuracy",
-    "pretraining": "mlm_accuracy",
-}
-
 
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss, memory): the message says why and what to do."""
-
-
-@dataclass
-class TrainingArgs:
-    output_dir: str = "albert-finetuned"
-    epochs: float = 3.0
-    max_steps: int | None = None  # overrides epochs
-    batch_size: int = 16
-    eval_batch_size: int = 32
-    grad_accumulation: int = 1  # micro-batches per optimiser step
-    learning_rate: float = 5e-5
-    weight_decay: float = 0.0  # not applied to biases and LayerNorm weights
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
-    schedule: str = "linear"  # linear | cosine | constant, after warm-up
-    warmup_ratio: float = 0.0
-    warmup_steps: int | None = None  # overrides warmup_ratio
-    max_grad_norm: float = 1.0  # <= 0: no clipping
-    mixed_precision: str | None = None  # bfloat16 | float16 compute, float32 master weights
-    seed: int = 0
-    log_steps: int = 10
-    eval_steps: int | None = None  # default: at the end of every epoch
-    save_steps: int | None = None  # default: at the end of every epoch
-    save_total_limit: int = 2
-    metric: str | None = None  # for keeping the best model; default per task
-    greater_is_better: bool = True
-    lora_rank: int = 0  # > 0: LoRA adapters instead of full fine-tuning
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
-    adapter_only: bool = False  # LoRA: save adapters.safetensors + adapter_config.json, no merged model
-    mlm_probability: float = 0.15
-    max_ngram: int = 1  # pre-training: mask n-grams up to this length (ALBERT used 3)
-    compile: bool = True
-    progress: bool = True
-    resume: bool = False
 
 
 class Trainer:
@@ -101,23 +53,21 @@ class Trainer:
         if args.adapter_only and not args.lora_rank:
             raise ValueError("adapter_only needs lora_rank > 0: without LoRA there is no adapter to save")
         self.train_data, self.eval_data = train_data, eval_data
-        self.task = train_data.task
+        self.task = get(train_data.task)  # features, batches, losses and metrics are the task's
         from ..heads import ARCHITECTURES
 
-        expected = ARCHITECTURES[TASK_ARCHITECTURES[self.task]].__name__
+        expected = ARCHITECTURES[self.task.architecture].__name__
         if type(model).__name__ != expected:
-            raise ValueError(f"{self.task} data needs an {expected}, got {type(model).__name__}")
-        if eval_data is not None and eval_data.task != self.task:
-            raise ValueError(f"evaluation data is for {eval_data.task}, training data for {self.task}")
+            raise ValueError(f"{self.task.training} data needs an {expected}, got {type(model).__name__}")
+        if eval_data is not None and get(eval_data.task) is not self.task:
+            raise ValueError(
+                f"evaluation data is for {eval_data.task}, training data for {self.task.training}"
+            )
         # The compiled step runs without the model's input checks: check every id once, here.
         for name, data in (("training", train_data), ("evaluation", eval_data)):
             if data is not None:
                 data.check_ids(model.config.vocab_size, name)
-        if self.task == "sequence_classification" and model.config.problem_type == "regression":
-            self.task_metrics = "regression"
-        else:
-            self.task_metrics = self.task
-        self.metric = args.metric or DEFAULT_METRIC[self.task_metrics]
+        self.metric = args.metric or self.task.default_metric(model.config)
         self.output_dir = Path(args.output_dir)
         self.lengths = train_data.lengths()
         self.token_counts = train_data.token_counts()  # for tokens/s without reading the device
@@ -176,7 +126,7 @@ class Trainer:
     def _build_steps(self):
         model, optimizer, args = self.model, self.optimizer, self.args
         if self.dp.active:  # each rank's loss scaled by its share (see distributed.py)
-            loss_and_grad = nn.value_and_grad(model, partial(scaled_loss, self.task))
+            loss_and_grad = nn.value_and_grad(model, self.task.scaled_loss)
 
             def grads(batch, scale):
                 return loss_and_grad(model, batch, scale)
@@ -267,119 +217,23 @@ class Trainer:
         return self.dp.shard(batch, self.task) if self.dp.active else batch
 
     def _collate(self, features, rng) -> dict:
-        if self.task == "pretraining":
-            max_positions = self.model.config.max_positions
-            args = self.args
-            return masked_batch(
-                features,
-                self.tokenizer,
-                max_positions,
-                rng,
-                args.mlm_probability,
-                args.max_ngram,
-                positions=True,  # MLM logits at the masked tokens only
-            )
-        return collate(features, self.tokenizer.pad_token_id, self.model.config.max_positions)
+        return self.task.collate(features, self.tokenizer, self.model.config.max_positions, rng, self.args)
 
     # -- the loop -------------------------------------------------------------------------------
     def train(self) -> dict:
         """Runs to total_steps (resuming from the newest checkpoint when args.resume); returns the
         final metrics. The final model (LoRA merged) is saved to output_dir with the tokenizer."""
-        args, out, main = self.args, self.output_dir, self.dp.rank == 0
-        if main:  # only rank 0 writes: checkpoints, logs, plots and the final model
-            out.mkdir(parents=True, exist_ok=True)
-            checkpoint.prune(out, 0)  # leftovers of saves that died half-way
-            for name in ("best", "final"):
-                clean_stale(out / name)
-        self.dp.barrier()
-        self.state["world_size"] = self.dp.world
-        if args.resume and (last := self._resume()) is not None:
-            self.state, extra = last[1]
-            last = last[0]
-            if self.state.get("world_size", 1) != self.dp.world:
-                raise ValueError(
-                    f"{last} was trained on {self.state.get('world_size', 1)} process(es), this run has "
-                    f"{self.dp.world}: resume with the same number (data shards and batches follow it)"
-                )
-            if self.state.get("seed", args.seed) != args.seed:
-                seed = self.state["seed"]
-                raise ValueError(
-                    f"{last} was trained with seed {seed}: resume with --seed {seed} "
-                    "(data order, masks and dropout follow it)"
-                )
-            if self.master is not None:
-                self._set_master(_unflatten_master(extra))
-            self._build_steps()  # the compiled steps captured the optimiser state objects just replaced
-            logger.info("resumed from %s (step %d)", last, self.state["step"])
-        elif args.resume:
-            logger.info("no checkpoint in %s: starting from scratch", out)
-        elif checkpoint.latest(out) is not None:
-            raise ValueError(
-                f"{out} holds checkpoints of an earlier run: resume it (--resume) or pick another output_dir"
-            )
-        if main:
-            rewrite_log(self.output_dir / "log.jsonl", self.state["log"])
+        main = self.dp.rank == 0
+        self._start()
         self.model.train()
-        step, start, tokens = self.state["step"], time.perf_counter(), 0
-        first = step
-        losses = []
-        while step < self.total_steps:
-            indices = [step * args.grad_accumulation + i for i in range(args.grad_accumulation)]
-            batches = [self._micro_batch(i) for i in indices]
-            try:
-                loss, norm = self._step(batches)
-            except (RuntimeError, MemoryError) as e:
-                if isinstance(e, MemoryError) or any(w in str(e).lower() for w in ("memory", "allocate")):
-                    raise TrainingError(
-                        f"out of memory at batch_size={args.batch_size}: lower --batch-size and raise "
-                        f"--grad-accumulation to keep the effective batch ({e})"
-                    ) from None
-                raise
-            step += 1
-            if not math.isfinite(loss):
-                last = checkpoint.latest(out)
-                raise TrainingError(
-                    f"the loss became {loss} at step {step}: lower the learning rate "
-                    f"({args.learning_rate}) or enable clipping (--max-grad-norm); "
-                    + (f"the last good checkpoint is {last}" if last else "no checkpoint was written")
-                )
-            losses.append(loss)
-            tokens += sum(int(self.token_counts[self._rows(i)[2]].sum()) for i in indices)  # host-side
+        first, start, self._tokens, self._losses = self.state["step"], time.perf_counter(), 0, []
+        for step in range(first + 1, self.total_steps + 1):
+            self._train_step(step)
             self.state["step"] = step
             checkpoint.kill_point("MLX_ALBERT_KILL_AT_STEP", step, self.dp.rank)  # test hook
-            if step % args.log_steps == 0 or step == self.total_steps:
-                elapsed = time.perf_counter() - start
-                self._log(
-                    {
-                        "step": step,
-                        "epoch": round(step / self.steps_per_epoch, 4),
-                        "loss": float(np.mean(losses)),
-                        "learning_rate": float(self.optimizer.learning_rate),
-                        "grad_norm": norm,
-                        "tokens_per_second": tokens / max(elapsed, 1e-9),
-                        "world_size": self.dp.world,
-                        **(
-                            {
-                                "allreduce_bytes_per_step": self.dp.bytes_per_step(
-                                    self.model.trainable_parameters()
-                                )
-                            }
-                            if self.dp.active
-                            else {}
-                        ),
-                    }
-                )
-                losses = []
-                self.progress.step(step, first, elapsed, self.state["log"][-1])
-            end_of_epoch = step % self.steps_per_epoch == 0 or step == self.total_steps
-            if self.eval_data is not None and (
-                (args.eval_steps and step % args.eval_steps == 0) or (not args.eval_steps and end_of_epoch)
-            ):
-                self._evaluate_and_keep_best(step)
-            if main and (
-                (args.save_steps and step % args.save_steps == 0) or (not args.save_steps and end_of_epoch)
-            ):
-                self._save_checkpoint(step)
+            if step % self.args.log_steps == 0 or step == self.total_steps:
+                self._log_step(step, first, time.perf_counter() - start)
+            self._after_step(step, main)
         self.progress.end()
         results = self.evaluate() if self.eval_data is not None else {}
         if main:
@@ -388,20 +242,88 @@ class Trainer:
         self.dp.barrier()  # the final model is on disk before any rank returns
         return results
 
-    def _resume(self):
-        """(path, (state, extra)) of the newest checkpoint that loads; a corrupt newer one is skipped
-        with a warning (it was cut short by a crash or a full disk)."""
-        found = checkpoint.complete(self.output_dir)
-        problems = []
-        for path in reversed(found):
-            try:
-                return path, checkpoint.load(path, self.model, self.optimizer)
-            except ValueError as e:
-                problems.append(str(e))
-                logger.warning("%s; resuming from an earlier checkpoint", e)
-        if problems:
-            raise ValueError(f"no checkpoint in {self.output_dir} can be read: {'; '.join(problems)}")
-        return None
+    def _start(self) -> None:
+        """The output folder made ready (rank 0), and the newest readable checkpoint restored with
+        --resume; a folder holding an earlier run's checkpoints is refused without it."""
+        out = self.output_dir
+        if self.dp.rank == 0:  # only rank 0 writes: checkpoints, logs, plots and the final model
+            out.mkdir(parents=True, exist_ok=True)
+            checkpoint.prune(out, 0)  # leftovers of saves that died half-way
+            for name in ("best", "final"):
+                clean_stale(out / name)
+        self.dp.barrier()
+        self.state["world_size"] = self.dp.world
+        found = checkpoint.resume(out, self.model, self.optimizer) if self.args.resume else None
+        if found is not None:
+            last, (self.state, extra) = found
+            checkpoint.check_resumable(
+                last, self.state, {"world_size": self.dp.world, "seed": self.args.seed}
+            )
+            if self.master is not None:
+                self._set_master(_unflatten_master(extra))
+            self._build_steps()  # the compiled steps captured the optimiser state objects just replaced
+            logger.info("resumed from %s (step %d)", last, self.state["step"])
+        elif self.args.resume:
+            logger.info("no checkpoint in %s: starting from scratch", out)
+        elif checkpoint.latest(out) is not None:
+            raise ValueError(
+                f"{out} holds checkpoints of an earlier run: resume it (--resume) or pick another output_dir"
+            )
+        if self.dp.rank == 0:
+            rewrite_log(out / "log.jsonl", self.state["log"])
+
+    def _train_step(self, step: int) -> None:
+        """Optimiser step `step` (1-based) over its micro-batches; a non-finite loss or memory stops
+        the run with what to do."""
+        args = self.args
+        indices = [(step - 1) * args.grad_accumulation + i for i in range(args.grad_accumulation)]
+        try:
+            loss, self._norm = self._step([self._micro_batch(i) for i in indices])
+        except (RuntimeError, MemoryError) as e:
+            if isinstance(e, MemoryError) or any(w in str(e).lower() for w in ("memory", "allocate")):
+                raise TrainingError(
+                    f"out of memory at batch_size={args.batch_size}: lower --batch-size and raise "
+                    f"--grad-accumulation to keep the effective batch ({e})"
+                ) from None
+            raise
+        if not math.isfinite(loss):
+            last = checkpoint.latest(self.output_dir)
+            raise TrainingError(
+                f"the loss became {loss} at step {step}: lower the learning rate ({args.learning_rate}) or "
+                "enable clipping (--max-grad-norm); "
+                + (f"the last good checkpoint is {last}" if last else "no checkpoint was written")
+            )
+        self._losses.append(loss)
+        self._tokens += sum(int(self.token_counts[self._rows(i)[2]].sum()) for i in indices)  # host-side
+
+    def _log_step(self, step: int, first: int, elapsed: float) -> None:
+        entry = {
+            "step": step,
+            "epoch": round(step / self.steps_per_epoch, 4),
+            "loss": float(np.mean(self._losses)),
+            "learning_rate": float(self.optimizer.learning_rate),
+            "grad_norm": self._norm,
+            "tokens_per_second": self._tokens / max(elapsed, 1e-9),
+            "world_size": self.dp.world,
+        }
+        if self.dp.active:
+            entry["allreduce_bytes_per_step"] = self.dp.bytes_per_step(self.model.trainable_parameters())
+        self._log(entry)
+        self._losses = []
+        self.progress.step(step, first, elapsed, self.state["log"][-1])
+
+    def _after_step(self, step: int, main: bool) -> None:
+        """Evaluation (keeping the best model) and checkpoints, every N steps or at each epoch's end."""
+        args = self.args
+        end_of_epoch = step % self.steps_per_epoch == 0 or step == self.total_steps
+        if self.eval_data is not None and (
+            (args.eval_steps and step % args.eval_steps == 0) or (not args.eval_steps and end_of_epoch)
+        ):
+            self._evaluate_and_keep_best(step)
+        if main and (
+            (args.save_steps and step % args.save_steps == 0) or (not args.save_steps and end_of_epoch)
+        ):
+            self._save_checkpoint(step)
 
     def _save_checkpoint(self, step: int) -> None:
         extra = {f"master.{k}": v for k, v in tree_flatten(self.master)} if self.master is not None else None
@@ -433,25 +355,13 @@ class Trainer:
         was_training = model.training
         model.eval()
         try:
-            if self.task == "question_answering":
-                examples = data.examples
+            units, chunk = self.task.eval_units(data, self.args.eval_batch_size)
 
-                def answer(indices: list) -> list:
-                    return qa_answers(
-                        model, self.tokenizer, [examples[i] for i in indices], self.args.eval_batch_size
-                    )
+            def run(part: list) -> list:
+                return self.task.eval_run(model, self.tokenizer, data, part, self._collate, self.args.seed)
 
-                answers = self.dp.map(answer, list(range(len(examples))), self.args.eval_batch_size)
-                return self.dp.from_rank0(lambda: squad_scores(answers, [e["answers"] for e in examples]))
-            order = batch_order(data.lengths(), self.args.eval_batch_size, 0, 0, shuffle=False)
-
-            def run(indices: list) -> list:
-                return batches_stats(
-                    self.task_metrics, model, data, order, indices, self._collate, self.args.seed, False
-                )
-
-            stats = self.dp.map(run, list(range(len(order))), 1)
-            return self.dp.from_rank0(lambda: combine(self.task_metrics, model.config, data, stats))
+            stats = self.dp.map(run, units, chunk)
+            return self.dp.from_rank0(lambda: self.task.combine(model.config, data, stats))
         finally:
             model.train(was_training)
 

@@ -1,112 +1,22 @@
-"""text_classification and token_classification: transformers' TextClassificationPipeline and
-TokenClassificationPipeline (aggregation strategies, character offsets, overflow windows)."""
+"""token-classification (ner): transformers' TokenClassificationPipeline (aggregation strategies,
+character offsets, overflow windows), and tagging training: the first piece of each word carries
+its tag, scored by seqeval's entity-level precision, recall and F1."""
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 
+from ..metrics import accuracy, entity_scores
+from ..records import DataError
 from ..runtime import check_strings, clip_text, dispatch, max_tokens, run_batches, to_numpy
+from ..text import escape
 from ..tokenizer import AlbertTokenizer
-from .fill_mask import softmax
+from .base import Dataset, Task, field_of, label_name, mean_loss, softmax
+from .labels import label_id, plan, tag_set
 
-FUNCTIONS = {
-    "softmax": softmax,
-    "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
-    "none": lambda x: x,
-}
-_LEGACY = object()  # transformers' default: one {"label", "score"} per text
 AGGREGATIONS = ("none", "simple", "first", "average", "max")
-
-
-def label_name(config, i: int) -> str:
-    return config.id_to_label.get(int(i), f"LABEL_{int(i)}")
-
-
-def _pair(item) -> tuple[str, str | None]:
-    if isinstance(item, str):
-        return item, None
-    if isinstance(item, dict) and "text" in item and set(item) <= {"text", "text_pair"}:
-        if all(isinstance(v, str) for v in item.values()):
-            return item["text"], item.get("text_pair")
-    raise ValueError(
-        f"cannot classify {item!r}: pass a string, or a dict {{'text': ..., 'text_pair': ...}} for a pair"
-    )
-
-
-def text_classification(
-    model,
-    tokenizer: AlbertTokenizer,
-    inputs,
-    top_k=_LEGACY,
-    function_to_apply: str | None = None,
-    batch_size: int = 8,
-    progress: bool = False,
-    max_length: int | None = None,
-):
-    """Classifies texts or text pairs (transformers' TextClassificationPipeline).
-
-    Args:
-        model: an AlbertForSequenceClassification.
-        inputs: a text, a {"text", "text_pair"} dict, or a list/iterable of those. Texts longer than
-            the model are truncated (longest first for pairs).
-        top_k: left out: the best {"label", "score"} per input ([that dict] for one string); an int: the
-            k best, sorted; None: every label, sorted.
-        function_to_apply: "softmax", "sigmoid" or "none"; default from the config as transformers:
-            none for regression, sigmoid for multi-label or one label, else softmax.
-    """
-    config = model.config
-    if function_to_apply is None:
-        if config.problem_type == "regression":
-            function_to_apply = "none"
-        elif config.problem_type == "multi_label_classification" or config.num_labels == 1:
-            function_to_apply = "sigmoid"
-        else:
-            function_to_apply = "softmax"
-    if function_to_apply.lower() not in FUNCTIONS:
-        raise ValueError(f"function_to_apply must be one of {list(FUNCTIONS)}, got {function_to_apply!r}")
-    apply = FUNCTIONS[function_to_apply.lower()]
-    legacy = top_k is _LEGACY
-    if not legacy and top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
-    limit = max_tokens(model, tokenizer, max_length)
-
-    def run(items: list) -> list:
-        pairs = [_pair(item) for item in items]
-        # a single text keeps only what truncation can reach (pairs truncate longest-first: kept whole)
-        pairs = [(clip_text(a, limit), b) if b is None else (a, b) for a, b in pairs]
-        if any(b is not None for _, b in pairs) and any(b is None for _, b in pairs):
-            groups = [tokenizer.encode(a, b, truncation=True, max_length=limit)[0] for a, b in pairs]
-        else:
-            texts, others = [a for a, _ in pairs], [b for _, b in pairs]
-            encodings, _ = tokenizer.encode(
-                texts, None if others[0] is None else others, truncation=True, max_length=limit
-            )
-            groups = [[e] for e in encodings]
-        logits = run_batches(
-            model,
-            groups,
-            lambda b: list(to_numpy(model(**b).logits)),
-            tokenizer.pad_token_id,
-            limit,
-            batch_size,
-            progress,
-        )
-        out = []
-        for row in logits:
-            scores = apply(row.astype(np.float64))
-            if legacy:
-                out.append({"label": label_name(config, scores.argmax()), "score": float(scores.max())})
-                continue
-            ranked = sorted(
-                ({"label": label_name(config, i), "score": float(s)} for i, s in enumerate(scores)),
-                key=lambda d: d["score"],
-                reverse=True,
-            )
-            out.append(ranked if top_k is None else ranked[:top_k])
-        return out
-
-    result = dispatch(inputs, lambda x: isinstance(x, str | dict), run, batch_size)
-    return [result] if legacy and isinstance(inputs, str) else result  # as transformers: dicts unwrapped
 
 
 def token_classification(
@@ -285,3 +195,102 @@ def _merge_overlapping(entities: list[dict]) -> list[dict]:
             previous = entity
     merged.append(previous)
     return merged
+
+
+def featurize(examples, tokenizer, max_length: int, label_to_id: dict) -> Dataset:
+    """Records of tokens and tags (lists; in CSV space-separated) as features."""
+    words, tags = [], []
+    for where, record in examples:
+        w, t = field_of(where, record, "tokens", list), field_of(where, record, "tags", list)
+        bad = [x for x in w if not isinstance(x, str)] + [
+            x for x in t if not isinstance(x, str | int) or isinstance(x, bool)
+        ]
+        if bad:
+            raise DataError(f"{where}: tokens and tags must be strings, got {escape(repr(bad[0])[:40])}")
+        if len(w) != len(t):
+            raise DataError(f"{where}: {len(w)} tokens but {len(t)} tags")
+        if not w:
+            raise DataError(f"{where}: an example with no tokens")
+        words.append([str(x) for x in w])
+        tags.append([label_id(where, x, label_to_id) for x in t])
+    encodings, _ = tokenizer.encode(words, truncation=True, max_length=max_length, is_split_into_words=True)
+    features, kept = [], []
+    for e, word_tags in zip(encodings, tags, strict=True):
+        labels, previous = [], None
+        for word in e.word_ids:  # the first piece of each word carries its tag, as transformers' examples
+            labels.append(-100 if word is None or word == previous else word_tags[word])
+            previous = word
+        features.append({"input_ids": e.ids, "token_type_ids": e.type_ids, "labels": labels})
+        kept.append({"word_ids": e.word_ids, "tags": word_tags})
+    return Dataset(TASK.training, features, kept)
+
+
+class TokenClassification(Task):
+    name = "token-classification"
+    architecture = "for_token_classification"
+    aliases = ("ner",)
+    command, route, training = "ner", "/v1/ner", "token_classification"
+    options = frozenset({"aggregation_strategy", "ignore_labels", "stride"})
+    token_level = True
+
+    def predict(self, model, tokenizer, inputs, **options):
+        return token_classification(model, tokenizer, inputs, **options)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--aggregation", default="simple", choices=AGGREGATIONS, help="default simple")
+        parser.add_argument(
+            "--stride", type=int, default=None, help="cover long texts in windows overlapping this much"
+        )
+
+    def cli_options(self, args: argparse.Namespace) -> dict:
+        return {"aggregation_strategy": args.aggregation, "stride": args.stride}
+
+    def human(self, result, args) -> str:
+        key = "entity" if args.aggregation == "none" else "entity_group"
+        return (
+            "  ".join(
+                f"[{escape(e['word'])}]{escape(e[key])}({e['start']}:{e['end']} {e['score']:.3f})"
+                for e in result
+            )
+            or "-"
+        )
+
+    def label_set(self, examples) -> tuple[str, list[str]]:
+        return tag_set(examples)
+
+    def label_plan(self, examples, config, problem_type):
+        kind, labels = tag_set(examples)
+        return plan(kind, labels, config, problem_type, sets_problem_type=False)
+
+    def featurize(self, examples, tokenizer, max_length, label_to_id, problem_type, doc_stride, seed):
+        return featurize(examples, tokenizer, max_length, label_to_id)
+
+    def default_metric(self, config) -> str:
+        return "f1"
+
+    def batch_stats(self, config, data: Dataset, rows, batch: dict, out) -> dict:
+        predicted, gold = [], []
+        logits = np.array(out.logits.argmax(-1))
+        for r, i in enumerate(rows):
+            example, feature = data.examples[i], data.features[i]
+            words = [
+                (t, w)
+                for t, w in enumerate(example["word_ids"])
+                if w is not None and feature["labels"][t] != -100
+            ]
+            predicted.append([config.id_to_label.get(int(logits[r, t]), "O") for t, _ in words])
+            gold.append([config.id_to_label.get(example["tags"][w], "O") for _, w in words])
+        return {"loss": float(out.loss.item()), "n": len(rows), "predicted": predicted, "gold": gold}
+
+    def combine(self, config, data: Dataset, stats: list[dict]) -> dict:
+        predicted = [p for s in stats for p in s["predicted"]]
+        gold = [g for s in stats for g in s["gold"]]
+        flat_p, flat_g = sum(predicted, []), sum(gold, [])
+        return {
+            "loss": mean_loss(stats),
+            **entity_scores(predicted, gold),
+            "accuracy": accuracy(flat_p, flat_g),
+        }
+
+
+TASK = TokenClassification()

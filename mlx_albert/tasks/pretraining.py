@@ -1,15 +1,23 @@
-"""Pre-training data as in the ALBERT paper: sentence-order prediction pairs from consecutive
-segments of a document (swapped with probability 0.5), and masked-LM corruption (15% of tokens;
-80% [MASK], 10% random, 10% kept), optionally of whole n-grams (n <= 3, p(n) ∝ 1/n)."""
+"""pretraining: ALBERT's own objective, masked-LM with n-gram masking plus sentence-order
+prediction, as in the ALBERT paper: sentence-order pairs from consecutive segments of a document
+(swapped with probability 0.5) and masked-LM corruption (15% of tokens; 80% [MASK], 10% random,
+10% kept), optionally of whole n-grams (n <= 3, p(n) ∝ 1/n); evaluated by masked-token top-1/top-5
+accuracy, perplexity and sentence-order accuracy. Its checkpoints answer fill-mask."""
 
 from __future__ import annotations
+
+import math
 
 import mlx.core as mx
 import numpy as np
 
-from ..records import DataError, read_documents  # noqa: F401  (pre-training text)
+from ..heads import at_positions
+from ..losses import cross_entropy
+from ..records import DataError, read_documents
+from ..runtime import collate
 from ..tokenizer import AlbertTokenizer
-from .data import Dataset, collate
+from .base import Dataset, Task, mean_loss
+from .fill_mask import fill_mask
 
 
 def sop_dataset(
@@ -46,7 +54,7 @@ def sop_dataset(
                 chunk = []
     if not features:
         raise DataError("the text gave no pre-training pairs: each document needs at least two tokens")
-    return Dataset("pretraining", features)
+    return Dataset(TASK.training, features)
 
 
 def mask_tokens(
@@ -129,3 +137,107 @@ def masked_positions(labels: np.ndarray, probability: float) -> np.ndarray:
         out[row, : chosen.size] = chosen
         out[row, chosen.size :] = free[0] if free.size else 0
     return out
+
+
+def evaluate_pretraining(
+    model,
+    tokenizer,
+    data: Dataset,
+    batch_size: int = 32,
+    seed: int = 0,
+    max_ngram: int = 1,
+    constant_token: int | None = None,
+) -> dict:
+    """Masked-LM top-1/top-5 accuracy and perplexity, and sentence-order accuracy of a pre-training
+    model on `data` (from `sop_dataset`); 15% of tokens masked, fixed by `seed`. With
+    constant_token, also "baseline_accuracy": that of always predicting it on the same masks.
+    "masked_tokens" counts the predicted positions."""
+    hits = []
+
+    def collate(features, rng):
+        batch = masked_batch(features, tokenizer, model.config.max_positions, rng, max_ngram=max_ngram)
+        hits.append(int((np.array(batch["labels"]) == constant_token).sum()))
+        return batch
+
+    was_training = model.training
+    model.eval()
+    try:
+        data.check_ids(model.config.vocab_size, "evaluation")  # the model then runs unchecked
+        units, _ = TASK.eval_units(data, batch_size)
+        stats = TASK.eval_run(model, tokenizer, data, units, collate, seed)
+        metrics = TASK.combine(model.config, data, stats)
+        metrics["masked_tokens"] = sum(s["total"] for s in stats)
+        if constant_token is not None:
+            metrics["baseline_accuracy"] = sum(hits) / max(metrics["masked_tokens"], 1)
+        return metrics
+    finally:
+        model.train(was_training)
+
+
+class Pretraining(Task):
+    name = "pretraining"
+    architecture = "for_pre_training"
+    aliases = ("pre-training",)
+    training = "pretraining"
+    outputs = ("prediction_logits", "sop_logits")
+
+    def predict(self, model, tokenizer, inputs, **options):
+        return fill_mask(model, tokenizer, inputs, **options)
+
+    def read_training(self, path) -> list:
+        return read_documents(path)
+
+    def featurize(self, examples, tokenizer, max_length, label_to_id, problem_type, doc_stride, seed):
+        return sop_dataset(examples, tokenizer, max_length, seed)
+
+    def collate(self, features, tokenizer, max_positions, rng, args) -> dict:
+        probability, ngram = getattr(args, "mlm_probability", 0.15), getattr(args, "max_ngram", 1)
+        # MLM logits at the masked tokens only
+        return masked_batch(features, tokenizer, max_positions, rng, probability, ngram, positions=True)
+
+    def default_metric(self, config) -> str:
+        return "mlm_accuracy"
+
+    def batch_stats(self, config, data: Dataset, rows, batch: dict, out) -> dict:
+        # logits are at masked_positions only when the batch has them
+        labels = np.array(at_positions(batch["labels"], batch.get("masked_positions")))
+        logits = np.array(out.prediction_logits.astype(mx.float32), np.float64)
+        keep = labels != -100
+        logits = logits - logits.max(-1, keepdims=True)
+        logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        sop = np.array(out.sop_logits.argmax(-1)) == np.array(batch["sentence_order_label"])
+        top5 = np.argpartition(logits[keep], -5, axis=-1)[:, -5:] if logits.shape[-1] > 5 else None
+        return {
+            "loss": float(out.loss.item()),
+            "n": len(rows),
+            "hit": int(((logits.argmax(-1) == labels) & keep).sum()),
+            "hit5": int(keep.sum()) if top5 is None else int((top5 == labels[keep][:, None]).any(-1).sum()),
+            "total": int(keep.sum()),
+            "nll": float(-logp[keep, labels[keep]].sum()),
+            "sop": int(sop.sum()),
+        }
+
+    def combine(self, config, data: Dataset, stats: list[dict]) -> dict:
+        total = sum(s["total"] for s in stats)
+        return {
+            "loss": mean_loss(stats),
+            "mlm_accuracy": sum(s["hit"] for s in stats) / max(total, 1),
+            "mlm_top5_accuracy": sum(s["hit5"] for s in stats) / max(total, 1),
+            "perplexity": math.exp(min(sum(s["nll"] for s in stats) / max(total, 1), 50)),
+            "sop_accuracy": sum(s["sop"] for s in stats) / len(data),
+        }
+
+    def loss_shares(self, batch: dict, mine: np.ndarray) -> list[float]:
+        """The MLM term is averaged over masked tokens, sentence order over rows: each its share."""
+        labels = np.array(batch["labels"])
+        return [(labels[mine] != -100).sum() / (labels != -100).sum(), mine.size / len(labels)]
+
+    def scaled_loss(self, model, batch: dict, scale: mx.array) -> mx.array:
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "sentence_order_label")}
+        out = model(**inputs, check_inputs=False)
+        labels = at_positions(batch["labels"], batch.get("masked_positions"))
+        mlm = cross_entropy(out.prediction_logits, labels)
+        return mlm * scale[0] + cross_entropy(out.sop_logits, batch["sentence_order_label"]) * scale[1]
+
+
+TASK = Pretraining()

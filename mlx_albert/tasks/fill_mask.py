@@ -1,7 +1,9 @@
-"""fill_mask: transformers' FillMaskPipeline, with the MLM head run only at the [MASK] positions."""
+"""fill-mask: transformers' FillMaskPipeline, with the MLM head run only at the [MASK] positions.
+Answered by masked-LM and pre-training checkpoints."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 
 import mlx.core as mx
@@ -10,13 +12,9 @@ import numpy as np
 from ..runtime import check_strings, clip_text, dispatch, max_tokens, run_batches, to_numpy
 from ..text import escape
 from ..tokenizer import AlbertTokenizer
+from .base import Limits, RequestError, Task, scores, softmax, text_of
 
 logger = logging.getLogger(__name__)
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def fill_mask(
@@ -131,3 +129,43 @@ def _answers(tokenizer, ids: np.ndarray, logits: np.ndarray, top_k: int, target_
             )
         per_mask.append(answers)
     return per_mask[0] if len(per_mask) == 1 else per_mask
+
+
+class FillMask(Task):
+    name = "fill-mask"
+    architecture = "for_masked_language_modeling"
+    command, route = "fill-mask", "/v1/fill-mask"
+    accepts = ("for_pre_training",)
+    options = frozenset({"top_k", "targets"})
+
+    def predict(self, model, tokenizer, inputs, **options):
+        return fill_mask(model, tokenizer, inputs, **options)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--top-k", type=int, default=5, help="answers per mask (default 5)")
+        parser.add_argument(
+            "--targets",
+            action="append",
+            help="only score these words, comma-separated (repeatable): --targets cat,dog",
+        )
+
+    def cli_options(self, args: argparse.Namespace) -> dict:
+        targets = [t for group in args.targets or [] for t in group.split(",") if t] or None
+        return {"top_k": args.top_k, "targets": targets}
+
+    def human(self, result, args) -> str:
+        lists = result if result and isinstance(result[0], list) else [result]
+        lines = [scores([{**d, "t": d["token_str"]} for d in answers], "t") for answers in lists]
+        if len(lines) == 1:
+            return lines[0]
+        return "\n".join(f"{'' if i == 0 else chr(9)}[MASK {i + 1}] {line}" for i, line in enumerate(lines))
+
+    def check_request(self, item, limits: Limits) -> None:
+        text_of(item, "inputs", limits)
+        front = limits.front  # not the worker's tokenizer: encode changes its settings
+        ids = front(clip_text(item, limits.max_length), truncation=True, max_length=limits.max_length)
+        if front.mask_token_id not in ids["input_ids"]:
+            raise RequestError(f"no {front.mask_token} within the model's first {limits.max_length} tokens")
+
+
+TASK = FillMask()

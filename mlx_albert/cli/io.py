@@ -12,9 +12,8 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from . import records
-from .records import FORMATS  # noqa: F401  (the CLI's --format choices)
-from .text import escape
+from .. import records
+from ..text import escape
 
 # Fields an inference command ignores in a record (training files carry them).
 IGNORED = {"label", "labels", "id", "answers", "answer", "answer_start", "tags", "tokens"}
@@ -39,7 +38,7 @@ class Records:
         count = 0
         for where, value in self._read():
             record = self._record(value, where)
-            count += 1
+            count += not (isinstance(record, str) and not record.strip())
             if self.keep:
                 self.pending.append(record)
             yield record

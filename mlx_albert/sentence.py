@@ -1,0 +1,162 @@
+"""A sentence-transformers folder read as untrusted input: modules.json and each module's config in
+both layouts found on the Hub (sentence_transformers.models.* with pooling_mode_* flags, and the
+module paths and pooling_mode key of sentence-transformers 5/6), sentence_bert_config.json and
+config_sentence_transformers.json. A module this library does not implement is refused by name:
+it would give other vectors than sentence-transformers' encode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .files import read_json
+from .text import escape
+
+# Pooling modes in sentence-transformers' order (legacy flags, and the concatenation order).
+POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+_LEGACY_FLAGS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+# torch activation classes a Dense module may name -> ours (kernels.ACTIVATIONS names, or identity)
+DENSE_ACTIVATIONS = {
+    "Tanh": "tanh",
+    "Identity": "identity",
+    "ReLU": "relu",
+    "Sigmoid": "sigmoid",
+    "GELU": "gelu",
+    "SiLU": "silu",
+}
+MODULES = ("Transformer", "Pooling", "Dense", "Normalize")
+SIMILARITIES = ("cosine", "dot")
+
+
+@dataclass(frozen=True)
+class Dense:
+    """A sentence-transformers Dense module: activation(W x + b), its weights in `folder`."""
+
+    folder: Path
+    in_features: int
+    out_features: int
+    bias: bool = True
+    activation: str = "tanh"
+
+
+@dataclass(frozen=True)
+class SentenceConfig:
+    """What a sentence-transformers folder says about turning token states into a vector."""
+
+    transformer: Path  # the folder holding the ALBERT checkpoint (config.json, weights, tokenizer)
+    pooling: tuple[str, ...] = ("mean",)  # modes, concatenated in this order
+    include_prompt: bool = True
+    steps: tuple[Dense | str, ...] = ()  # after pooling, in order: Dense modules and "normalize"
+    max_seq_length: int | None = None  # sentence_bert_config.json's (else the tokenizer's)
+    do_lower_case: bool = False
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+    similarity: str = "cosine"
+
+    @property
+    def normalize(self) -> bool:
+        return "normalize" in self.steps
+
+
+def _kind(type_name, where: Path) -> str:
+    name = str(type_name)
+    kind = name.rsplit(".", 1)[-1]
+    if not name.startswith("sentence_transformers.") or kind not in MODULES:
+        raise ValueError(
+            f"{where} uses the module {escape(name)[:120]!r}, which mlx_albert does not implement "
+            f"(it reads {', '.join(MODULES)}): refusing it rather than giving other vectors than "
+            "sentence-transformers"
+        )
+    return kind
+
+
+def _pooling(config: dict, where: Path) -> tuple[tuple[str, ...], bool]:
+    if not isinstance(config, dict):
+        raise ValueError(f"{where} must hold a JSON object")
+    mode = config.get("pooling_mode")
+    if mode is None:  # the older flags, in sentence-transformers' order; none set means mean
+        modes = tuple(m for flag, m in _LEGACY_FLAGS.items() if config.get(flag)) or ("mean",)
+    else:
+        modes = (mode,) if isinstance(mode, str) else tuple(mode) if isinstance(mode, list) else ()
+    unknown = [m for m in modes if m not in POOLING_MODES]
+    if not modes or unknown:
+        raise ValueError(f"{where}: pooling mode {escape(str(mode))[:80]} is not one of {POOLING_MODES}")
+    return modes, bool(config.get("include_prompt", True))
+
+
+def _dense(folder: Path, where: Path) -> Dense:
+    config = read_json(where, "Dense config")
+    if not isinstance(config, dict):
+        raise ValueError(f"{where} must hold a JSON object")
+    activation = str(config.get("activation_function", "torch.nn.modules.activation.Tanh"))
+    name = activation.rsplit(".", 1)[-1]
+    if not activation.startswith("torch.") or name not in DENSE_ACTIVATIONS:
+        raise ValueError(
+            f"{where}: the Dense activation {escape(activation)[:80]!r} is not one mlx_albert implements "
+            f"({sorted(DENSE_ACTIVATIONS)})"
+        )
+    sizes = [config.get(k) for k in ("in_features", "out_features")]
+    if not all(isinstance(n, int) and 0 < n <= 1 << 20 for n in sizes):
+        raise ValueError(f"{where}: in_features and out_features must be positive integers")
+    return Dense(folder, sizes[0], sizes[1], bool(config.get("bias", True)), DENSE_ACTIVATIONS[name])
+
+
+def _module_folder(root: Path, module: dict, modules_path: Path) -> Path:
+    path = module.get("path", "")
+    if not isinstance(path, str) or path.startswith(("/", "\\")) or ".." in Path(path).parts:
+        raise ValueError(f"{modules_path}: module path {escape(str(path))[:80]!r} leaves the model folder")
+    return root / path
+
+
+def read_sentence_config(root: Path) -> SentenceConfig | None:
+    """The sentence-transformers modules of a folder (None when it has no modules.json)."""
+    modules_path = root / "modules.json"
+    if not modules_path.is_file():
+        return None
+    modules = read_json(modules_path, "modules.json")
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        raise ValueError(f"{modules_path} must hold a list of module objects")
+    modules = sorted(modules, key=lambda m: m.get("idx", 0) if isinstance(m.get("idx"), int) else 0)
+    kinds = [_kind(m.get("type"), modules_path) for m in modules]
+    if kinds[:2] != ["Transformer", "Pooling"] or kinds[2:].count("Pooling") or "Transformer" in kinds[1:]:
+        raise ValueError(
+            f"{modules_path}: expected a Transformer, then a Pooling module, then Dense/Normalize ones; "
+            f"found {kinds}"
+        )
+    transformer = _module_folder(root, modules[0], modules_path)
+    bert = transformer / "sentence_bert_config.json"
+    bert_config = read_json(bert, "sentence_bert_config.json") if bert.is_file() else {}
+    pooling_folder = _module_folder(root, modules[1], modules_path)
+    modes, include_prompt = _pooling(
+        read_json(pooling_folder / "config.json", "Pooling config"), pooling_folder
+    )
+    steps: list[Dense | str] = []
+    for module, kind in zip(modules[2:], kinds[2:], strict=True):
+        folder = _module_folder(root, module, modules_path)
+        steps.append(_dense(folder, folder / "config.json") if kind == "Dense" else "normalize")
+    extra_path = root / "config_sentence_transformers.json"
+    extra = read_json(extra_path, "config_sentence_transformers.json") if extra_path.is_file() else {}
+    prompts = extra.get("prompts") if isinstance(extra, dict) else None
+    prompts = {str(k): v for k, v in (prompts or {}).items() if isinstance(v, str)}
+    similarity = extra.get("similarity_fn_name") if isinstance(extra, dict) else None  # checked on use
+    length = bert_config.get("max_seq_length") if isinstance(bert_config, dict) else None
+    return SentenceConfig(
+        transformer=transformer,
+        pooling=modes,
+        include_prompt=include_prompt,
+        steps=tuple(steps),
+        max_seq_length=length if isinstance(length, int) and length > 0 else None,
+        do_lower_case=bool(bert_config.get("do_lower_case", False))
+        if isinstance(bert_config, dict)
+        else False,
+        prompts=prompts,
+        default_prompt_name=extra.get("default_prompt_name") if isinstance(extra, dict) else None,
+        similarity=similarity if isinstance(similarity, str) else "cosine",
+    )

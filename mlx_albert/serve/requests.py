@@ -1,0 +1,56 @@
+"""A request's body read within its limit and parsed as one JSON object; its model named or implied;
+its inputs counted."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.requests import Request
+
+from .errors import ApiError
+from .models import ServedModel
+from .settings import Settings
+
+
+async def read_json(request: Request, settings: Settings) -> dict:
+    """The body as a JSON object: 413 past max_body_bytes (declared or streamed), 400 otherwise."""
+    limit = settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"the body is over {limit} bytes", kind="request_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"the body is over {limit} bytes", kind="request_too_large")
+        chunks.append(chunk)
+    try:
+        body = json.loads(b"".join(chunks))
+    except (ValueError, RecursionError):
+        raise ApiError(400, "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return body
+
+
+def pick(models: dict[str, ServedModel], body: dict) -> ServedModel:
+    """The model a request names (or the only one loaded)."""
+    name = body.get("model")
+    if name is None:
+        if len(models) == 1:
+            return next(iter(models.values()))
+        raise ApiError(400, f"several models are loaded: name one of {sorted(models)}", "model")
+    if not isinstance(name, str) or name not in models:
+        raise ApiError(
+            404, f"no model {str(name)[:100]!r}; loaded: {sorted(models)}", "model", "not_found_error"
+        )
+    return models[name]
+
+
+def count(items: list, settings: Settings, param: str = "input") -> None:
+    if not items:
+        raise ApiError(400, "no inputs: pass at least one", param)
+    if len(items) > settings.max_inputs:
+        raise ApiError(
+            400, f"{len(items)} inputs is over the limit of {settings.max_inputs} per request", param
+        )

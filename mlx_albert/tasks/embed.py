@@ -1,0 +1,98 @@
+"""embed: sentence vectors through SentenceEncoder, the one path of every embedding: a
+sentence-transformers folder's own pooling, Dense and Normalize (so its vectors equal
+sentence-transformers' encode), or for a plain checkpoint mean pooling and unit norm. `pooling`
+(cls, mean, max, mean_sqrt_len_tokens, weightedmean, lasttoken, or ALBERT's pooler) and
+`normalize` override the checkpoint's choice."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from ..encoder import SentenceEncoder, similarity
+from ..pooling import MODES
+from ..runtime import check_strings, dispatch, max_tokens
+from ..tokenizer import AlbertTokenizer
+from .base import Task
+
+
+def embed(
+    model,
+    tokenizer: AlbertTokenizer,
+    inputs,
+    pooling: str | None = None,
+    normalize: bool | None = None,
+    batch_size: int = 64,
+    progress: bool = False,
+    max_length: int | None = None,
+    encoder: SentenceEncoder | None = None,
+    prompt_name: str | None = None,
+    prompt: str | None = None,
+):
+    """Sentence embeddings: (D,) for one text, (N, D) for a list, a generator of (D,) vectors for
+    another iterable. Texts are cut to the model (max_length, default the checkpoint's).
+
+    encoder: the checkpoint's (pipeline() passes it); without it, mean pooling and unit norm.
+    pooling, normalize: override the encoder's head (pooling: one of MODES).
+    """
+    limit = max_tokens(model, tokenizer, max_length)
+    encoder = encoder or SentenceEncoder(model, tokenizer)
+    if pooling is not None or normalize is not None:
+        encoder = encoder.with_head(pooling, normalize)
+    if max_length is not None:
+        encoder = encoder.with_length(limit)
+    text = encoder._prompt(prompt_name, prompt)
+
+    def run(texts: list) -> list:
+        ids, _, prompt_length = encoder.tokenize(check_strings("embed", texts), text)
+        return encoder.encode_ids(ids, batch_size, prompt_length, progress)
+
+    result = dispatch(inputs, lambda x: isinstance(x, str), run, batch_size)
+    return np.stack(result) if isinstance(inputs, list | tuple) else result
+
+
+class Embed(Task):
+    name = "embed"
+    architecture = "base"
+    command = "embed"
+    needs_head = False
+    outputs = ("sentence_embedding",)
+    batch_size = 64
+
+    def predict(self, model, tokenizer, inputs, **options):
+        return embed(model, tokenizer, inputs, **options)
+
+    def prepare(self, checkpoint, model, tokenizer) -> dict:
+        return {"encoder": SentenceEncoder.from_pretrained(checkpoint, model=model, tokenizer=tokenizer)}
+
+    def export_outputs(self, model, prepared: dict, inputs: dict) -> tuple:
+        encoder = prepared["encoder"]  # the checkpoint's own head: sentence-transformers' vectors
+        states = model.backbone(**inputs, check_inputs=False).last_hidden_state
+        pooler = model.backbone.pool if "pooler" in model.backbone else None
+        return (encoder.head(states, inputs["attention_mask"], 0, pooler),)
+
+    def needs_pooler(self, options: dict) -> bool:
+        return options.get("pooling") == "pooler"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--pooling",
+            default=None,
+            choices=MODES,
+            help="default: the checkpoint's (sentence-transformers), else mean",
+        )
+        parser.add_argument(
+            "--no-normalize", action="store_true", help="keep raw lengths (default: unit L2 norm)"
+        )
+
+    def cli_options(self, args: argparse.Namespace) -> dict:
+        options = {"pooling": args.pooling} if args.pooling else {}
+        return {**options, **({"normalize": False} if args.no_normalize else {})}
+
+    def human(self, result, args) -> str:
+        return " ".join(f"{x:.6f}" for x in result)
+
+
+TASK = Embed()
+__all__ = ["TASK", "embed", "similarity"]

@@ -1,0 +1,291 @@
+"""question-answering (qa): extractive answers with transformers' QuestionAnsweringPipeline
+semantics (as of transformers 4.x; 5.x dropped the pipeline): contexts split into doc_stride
+windows, spans scored as p(start) * p(end) within each window, answers aligned to words, scores of
+equal answers summed; and its training, evaluated by SQuAD's exact match and F1."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from ..metrics import squad_scores
+from ..records import DataError
+from ..runtime import dispatch, max_tokens, run_batches, to_numpy
+from ..text import escape
+from ..tokenizer import AlbertTokenizer
+from .base import Dataset, Limits, RequestError, Task, field_of, softmax, text_of
+
+
+def _example(item) -> tuple[str, str]:
+    if not isinstance(item, dict) or not {"question", "context"} <= set(item):
+        raise ValueError(f"question answering takes {{'question': ..., 'context': ...}} dicts, got {item!r}")
+    for key in ("question", "context"):
+        if not isinstance(item[key], str):
+            raise TypeError(f"`{key}` must be a string, got {type(item[key]).__name__}")
+        if not item[key].strip():
+            raise ValueError(f"`{key}` cannot be empty")
+    return item["question"], item["context"]
+
+
+def question_answering(
+    model,
+    tokenizer: AlbertTokenizer,
+    inputs=None,
+    *,
+    question: str | list[str] | None = None,
+    context: str | list[str] | None = None,
+    top_k: int = 1,
+    doc_stride: int | None = None,
+    max_answer_len: int = 15,
+    max_seq_len: int | None = None,
+    handle_impossible_answer: bool = False,
+    align_to_words: bool = True,
+    batch_size: int = 8,
+    progress: bool = False,
+):
+    """Finds the answer span of each question in its context.
+
+    Args:
+        model: an AlbertForQuestionAnswering.
+        inputs: a {"question", "context"} dict or a list/iterable of them; or pass question= and
+            context= (strings, or lists of equal length, or a list of questions on one context).
+        top_k: answers per question; max_answer_len: longest answer, in tokens.
+        max_seq_len: tokens per window (default min(384, model limit)); doc_stride: tokens shared by
+            consecutive windows (default min(max_seq_len // 2, 128)).
+        handle_impossible_answer: also offer the empty answer, scored by the [CLS] position.
+        align_to_words: widen answers to whole words.
+
+    Returns:
+        {"score", "start", "end", "answer"} (character offsets into the context), a list of top_k of
+        them when top_k > 1, and a list of those for a list of questions.
+    """
+    if inputs is None:
+        if question is None or context is None:
+            raise ValueError("pass inputs={'question': ..., 'context': ...} or both question= and context=")
+        if isinstance(question, str) and isinstance(context, str):
+            inputs = {"question": question, "context": context}
+        elif isinstance(question, list) and isinstance(context, str):
+            inputs = [{"question": q, "context": context} for q in question]
+        elif isinstance(question, list) and isinstance(context, list) and len(question) == len(context):
+            inputs = [{"question": q, "context": c} for q, c in zip(question, context, strict=True)]
+        else:
+            raise ValueError("question and context must be strings or lists of the same length")
+    if top_k < 1 or max_answer_len < 1:
+        raise ValueError(f"top_k and max_answer_len must be >= 1, got {top_k} and {max_answer_len}")
+    max_seq_len = max_tokens(model, tokenizer, max_seq_len or min(tokenizer.model_max_length, 384))
+    doc_stride = min(max_seq_len // 2, 128) if doc_stride is None else doc_stride
+
+    def run(items: list) -> list:
+        examples = [_example(item) for item in items]
+        questions, contexts = [q for q, _ in examples], [c for _, c in examples]
+        windows, sample = tokenizer.encode_windows(
+            questions, contexts, max_seq_len, doc_stride, names=("max_seq_len", "doc_stride")
+        )
+
+        def forward(batch):
+            out = model(**batch)
+            return list(np.stack([to_numpy(out.start_logits), to_numpy(out.end_logits)], axis=1))  # (B, 2, W)
+
+        logits = run_batches(
+            model, [[w] for w in windows], forward, tokenizer.pad_token_id, max_seq_len, batch_size, progress
+        )
+        answers: list[list[dict]] = [[] for _ in items]
+        null = [1e6] * len(items)
+        for w, (start, end), i in zip(windows, logits, sample, strict=True):
+            n = len(w.ids)
+            spans, null_score = _spans(w, start[:n], end[:n], top_k, max_answer_len)
+            null[i] = min(null[i], null_score)
+            for s, e, score in spans:
+                a, b = _chars(w, s, e, align_to_words)
+                text = contexts[i][a:b]
+                same = next((x for x in answers[i] if x["answer"].lower() == text.lower()), None)
+                if same is not None:  # as transformers: one answer found in two windows adds up
+                    same["score"] += score
+                else:
+                    answers[i].append({"score": score, "start": a, "end": b, "answer": text})
+        results = []
+        for found, null_score in zip(answers, null, strict=True):
+            if handle_impossible_answer:
+                found.append({"score": null_score, "start": 0, "end": 0, "answer": ""})
+            found = sorted(found, key=lambda x: x["score"], reverse=True)[:top_k]
+            results.append(found[0] if len(found) == 1 else found)
+        return results
+
+    return dispatch(inputs, lambda x: isinstance(x, dict), run, batch_size)
+
+
+def _spans(window, start: np.ndarray, end: np.ndarray, top_k: int, max_answer_len: int):
+    """The top_k (start, end, score) spans of one window and its null ([CLS]) score."""
+    allowed = np.array([s == 1 for s in window.sequence_ids])  # context tokens
+    allowed[0] = True  # [CLS] stays in the softmax: it scores the impossible answer
+    start = softmax(np.where(allowed, start, -10000.0).astype(np.float64))
+    end = softmax(np.where(allowed, end, -10000.0).astype(np.float64))
+    null_score = float(start[0] * end[0])
+    start[0] = end[0] = 0.0
+    scores = np.tril(np.triu(np.outer(start, end)), max_answer_len - 1)  # end >= start, length <= max
+    flat = scores.ravel()
+    best = np.argsort(-flat, kind="stable")[:top_k]
+    spans = []
+    for s, e in zip(*np.unravel_index(best, scores.shape), strict=True):
+        if allowed[s] and allowed[e] and s > 0:
+            spans.append((int(s), int(e), float(scores[s, e])))
+    return spans, null_score
+
+
+def _chars(window, s: int, e: int, align_to_words: bool) -> tuple[int, int]:
+    if align_to_words:
+        start_word, end_word = window.token_to_word(s), window.token_to_word(e)
+        if start_word is not None and end_word is not None:
+            return window.word_to_chars(start_word, 1)[0], window.word_to_chars(end_word, 1)[1]
+    return window.offsets[s][0], window.offsets[e][1]
+
+
+def _answers(where: str, record: dict) -> list[tuple[str, int]]:
+    if "answers" in record:
+        answers = record["answers"]
+        if not isinstance(answers, dict) or not {"text", "answer_start"} <= set(answers):
+            raise DataError(f"{where}: answers must be {{'text': [...], 'answer_start': [...]}}")
+        pairs = list(zip(answers["text"], answers["answer_start"], strict=False))
+    elif "answer" in record:
+        pairs = [(record["answer"], field_of(where, record, "answer_start", object))]
+    else:
+        pairs = []  # unanswerable (SQuAD 2.0 style)
+    context = field_of(where, record, "context")
+    for text, start in pairs:
+        if not isinstance(text, str) or not isinstance(start, int) or isinstance(start, bool):
+            raise DataError(f"{where}: an answer needs a text string and an integer answer_start")
+        if context[start : start + len(text)] != text:
+            raise DataError(
+                f"{where}: answer {text!r} is not at character {start} of the context "
+                f"(found {context[start : start + len(text)]!r}); fix answer_start"
+            )
+    return pairs
+
+
+def featurize(records, tokenizer, max_length: int, doc_stride: int) -> Dataset:
+    """Records of question, context and answers ({"text": [...], "answer_start": [...]}, or answer +
+    answer_start; none: unanswerable) as windows over the context, each pointing at the answer's
+    tokens, or at [CLS] where the window does not hold it."""
+    questions, contexts, answers = [], [], []
+    for where, record in records:
+        questions.append(field_of(where, record, "question"))
+        contexts.append(field_of(where, record, "context"))
+        answers.append(_answers(where, record))
+    try:
+        windows, sample = tokenizer.encode_windows(
+            questions, contexts, max_length, doc_stride, names=("--max-length", "--doc-stride")
+        )
+    except ValueError as e:
+        raise DataError(str(e)) from None
+    features = []
+    for w, i in zip(windows, sample, strict=True):
+        start = end = 0  # no answer in this window: both point at [CLS]
+        if answers[i]:
+            text, first = answers[i][0]
+            last = first + len(text)
+            context = [t for t, s in enumerate(w.sequence_ids) if s == 1]
+            if context and w.offsets[context[0]][0] <= first and w.offsets[context[-1]][1] >= last:
+                start = next(t for t in context if w.offsets[t][1] > first)
+                end = max(t for t in context if w.offsets[t][0] < last)
+        features.append(
+            {"input_ids": w.ids, "token_type_ids": w.type_ids, "start_positions": start, "end_positions": end}
+        )
+    examples = [
+        {"question": q, "context": c, "answers": [t for t, _ in a] or [""]}
+        for q, c, a in zip(questions, contexts, answers, strict=True)
+    ]
+    return Dataset(TASK.training, features, examples)
+
+
+class QuestionAnswering(Task):
+    name = "question-answering"
+    architecture = "for_question_answering"
+    command, route, training = "qa", "/v1/qa", "question_answering"
+    fields = ("question", "context")
+    options = frozenset(
+        {"top_k", "doc_stride", "max_answer_len", "max_seq_len", "handle_impossible_answer", "align_to_words"}
+    )
+    outputs = ("start_logits", "end_logits")
+
+    def predict(self, model, tokenizer, inputs=None, **options):
+        return question_answering(model, tokenizer, inputs, **options)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--context", help="the context for every question")
+        parser.add_argument("--context-file", help="read the context from this file")
+        parser.add_argument("--top-k", type=int, default=1, help="answers per question")
+        parser.add_argument("--max-answer-len", type=int, default=15, help="longest answer in tokens")
+        parser.add_argument(
+            "--doc-stride", type=int, default=None, help="tokens shared by consecutive context windows"
+        )
+        parser.add_argument("--impossible", action="store_true", help="allow the empty answer")
+
+    def cli_options(self, args: argparse.Namespace) -> dict:
+        options = {"top_k": args.top_k, "max_answer_len": args.max_answer_len}
+        options["handle_impossible_answer"] = args.impossible
+        if args.doc_stride is not None:
+            options["doc_stride"] = args.doc_stride
+        if args.max_length:  # the CLI's --max-length is QA's max_seq_len
+            options["max_seq_len"] = args.max_length
+        return options
+
+    def cli_inputs(self, args, records, open_records):
+        if args.context is not None and args.context_file is not None:
+            raise ValueError("give --context or --context-file, not both")
+        if args.texts and args.context is None and args.context_file is None:
+            raise ValueError("give --context (or --context-file) with questions as arguments")
+        context = args.context
+        if args.context_file is not None:
+            try:
+                context = Path(args.context_file).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise ValueError(f"--context-file {args.context_file}: {type(e).__name__}: {e}") from None
+        if context is None:
+            records = open_records(self.fields)
+            return records, records.start()
+        records = open_records(("question",))
+        return records, ({"question": q, "context": context} for q in records.start())
+
+    def human(self, result, args) -> str:
+        return "  ".join(
+            f"{escape(a['answer'])!r} ({a['start']}:{a['end']} {a['score']:.4f})"
+            for a in (result if isinstance(result, list) else [result])
+        )
+
+    def request_inputs(self, body: dict) -> dict:
+        if "inputs" not in body and {"question", "context"} <= set(body):
+            body = {**body, "inputs": {"question": body.pop("question"), "context": body.pop("context")}}
+        return body
+
+    def check_request(self, item, limits: Limits) -> None:
+        if not isinstance(item, dict) or set(item) != {"question", "context"}:
+            raise RequestError("each input must be {'question': ..., 'context': ...}")
+        text_of(item["question"], "question", limits)
+        text_of(item["context"], "context", limits)
+
+    def featurize(self, examples, tokenizer, max_length, label_to_id, problem_type, doc_stride, seed):
+        return featurize(examples, tokenizer, max_length, doc_stride)
+
+    def default_metric(self, config) -> str:
+        return "f1"
+
+    def eval_units(self, data: Dataset, batch_size: int) -> tuple[list, int]:
+        return list(range(len(data.examples))), batch_size  # examples, answered by the pipeline
+
+    def eval_run(self, model, tokenizer, data: Dataset, units: list, collate, seed: int) -> list[dict]:
+        examples = [data.examples[i] for i in units]
+        inputs = [{"question": e["question"], "context": e["context"]} for e in examples]
+        answers = question_answering(model, tokenizer, inputs, batch_size=max(len(inputs), 1))
+        answers = answers if isinstance(answers, list) else [answers]
+        return [{"example": i, "answer": a["answer"]} for i, a in zip(units, answers, strict=True)]
+
+    def combine(self, config, data: Dataset, stats: list[dict]) -> dict:
+        stats = sorted(stats, key=lambda s: s["example"])
+        return squad_scores(
+            [s["answer"] for s in stats], [data.examples[s["example"]]["answers"] for s in stats]
+        )
+
+
+TASK = QuestionAnswering()

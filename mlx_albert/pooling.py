@@ -115,6 +115,7 @@ class SentenceHead(nn.Module):
             layer.weight = weights["linear.weight"].astype(mx.float32)
             if module.bias:
                 layer.bias = weights["linear.bias"].astype(mx.float32)
+        mx.eval(self.parameters())  # read now, not lazily at the first call (export cannot trace a load)
 
     @property
     def normalizes(self) -> bool:

@@ -1,0 +1,113 @@
+"""One checkpoint, one answer, whatever the door: for every task of the registry, the Python
+pipeline, the command line, the server and (where it applies) an exported function give the same
+answers for the same inputs."""
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from conftest import close_json
+from test_pipelines import EMBEDDING, NER_LABELS, REORDERED, _head_checkpoint
+
+import mlx_albert
+from mlx_albert.cli import configure_parser, main
+from mlx_albert.tasks import TASKS, pipeline
+
+TINY = Path(__file__).parent.parent / "models" / "tiny-albert"
+INPUTS = {
+    "fill-mask": ["The [MASK] sat on the mat.", "A [MASK] ran far away."],
+    "text-classification": ["a good cat", {"text": "Where is Maria?", "text_pair": "Maria is in Paris."}],
+    "token-classification": ["Maria lives in Paris.", "John met Ann in New York."],
+    "question-answering": [
+        {"question": "Where is the cat?", "context": "The cat sat on the mat in the garden."}
+    ],
+    "multiple-choice": [{"question": "Fire plus water", "choices": ["goes out", "grows", "sings"]}],
+    "feature-extraction": ["a cat", "the sea again"],
+    "embed": ["a cat", "the sea again and again", "rivers"],
+}
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("doors")
+    return {
+        "fill-mask": TINY,
+        "text-classification": _head_checkpoint(root / "cls", "for_sequence_classification", num_labels=3),
+        "token-classification": _head_checkpoint(
+            root / "ner", "for_token_classification", num_labels=5, id_to_label=NER_LABELS
+        ),
+        "question-answering": _head_checkpoint(root / "qa", "for_question_answering", scale=3.0),
+        "multiple-choice": _head_checkpoint(root / "mc", "for_multiple_choice"),
+        "feature-extraction": TINY,
+        "embed": TINY,
+    }
+
+
+def _cli(capsys, tmp_path, task, folder) -> list:
+    path = tmp_path / f"{task.command}.jsonl"
+    path.write_text("".join(json.dumps(item) + "\n" for item in INPUTS[task.name]))
+    code = main([task.command, "--model", folder, "--file", path, "--json", "--allow-untrained-head"])
+    out = capsys.readouterr().out
+    assert code == 0, task.name
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_every_task_answers_alike_through_every_door(folders, tmp_path, capsys):
+    """The CLI reads the same inputs from a file and batches them as the pipeline does: the same
+    arithmetic, so the same bits; the server may batch requests together (REORDERED)."""
+    commanded = [t for t in TASKS if t.command]
+    assert {t.name for t in commanded} == set(INPUTS)  # a new task needs a row here
+    answers = {}
+    for task in commanded:
+        pipe = pipeline(task.name, folders[task.name], allow_untrained_head=True)
+        # the options the command sets by default (ner: aggregation "simple", fill-mask: top_k 5, ...)
+        options = task.cli_options(configure_parser().parse_args([task.command, "--model", "m"]))
+        want = pipe(INPUTS[task.name], **options)
+        want = json.loads(json.dumps(want, default=lambda a: np.asarray(a).tolist()))
+        assert _cli(capsys, tmp_path, task, folders[task.name]) == (
+            [[round(x, 6) for x in v] for v in want] if task.name == "embed" else want
+        ), task.name
+        answers[task.name] = (want, options)
+    pytest.importorskip("starlette")
+    from test_serve import Server
+
+    args = [a for t in commanded if t.route for a in ("--model", f"{t.command}={folders[t.name]}")]
+    server = Server(tmp_path, *args, "--model", f"embed={TINY}")
+    try:
+        for task in commanded:
+            if task.route:
+                want, options = answers[task.name]
+                request = {"model": task.command, "inputs": INPUTS[task.name], **options}
+                status, body, _ = server.call(task.route, request)
+                assert status == 200 and close_json(body, want, REORDERED), task.name
+        status, body, _ = server.call("/v1/embeddings", {"model": "embed", "input": INPUTS["embed"]})
+        got = np.array([d["embedding"] for d in body["data"]])
+        assert status == 200 and np.abs(got - np.array(answers["embed"][0])).max() <= EMBEDDING
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("name", ["text-classification", "embed"])
+def test_exported_functions_give_the_pipelines_answers(name, folders, tmp_path):
+    """Sentence vectors, and classification scores (softmax of the exported logits)."""
+    folder, texts = folders[name], [t for t in INPUTS[name] if isinstance(t, str)]
+    out = tmp_path / f"{name}.mlxfn"
+    assert (
+        main(["export", "--model", folder, "--task", name, "--output", out, "--batch", str(len(texts))]) == 0
+    )
+    tok = mlx_albert.AlbertTokenizer.from_pretrained(folder)
+    batch = tok(texts, padding="max_length", max_length=128, truncation=True, return_tensors="mlx")
+    (got,) = mx.import_function(str(out))(
+        batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+    )
+    want = pipeline(name, folder)(texts, **({"top_k": None} if name != "embed" else {}))
+    if name == "embed":
+        assert np.abs(np.array(got) - want).max() <= EMBEDDING
+        return
+    probs = np.array(mx.softmax(got, axis=-1))
+    labels = mlx_albert.load(folder).config.id_to_label
+    for row, answer in zip(probs, want, strict=True):
+        by_label = {labels.get(i, f"LABEL_{i}"): p for i, p in enumerate(row)}
+        assert all(abs(by_label[a["label"]] - a["score"]) <= REORDERED for a in answer)

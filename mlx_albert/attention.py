@@ -29,8 +29,9 @@ class AlbertAttention(nn.Module):
         self.attention_dropout = nn.Dropout(config.attention_dropout_rate)
         self.dropout = nn.Dropout(config.dropout_rate)
         self.attention_dropout_rate = config.attention_dropout_rate
-        # One (H -> 3H) matmul for q, k, v instead of three. Off by default: on the CPU backend it
-        # measured 4-8% slower (the weights are concatenated per call); `bench.py --fuse-qkv` measures it.
+        # One (H -> 3H) matmul for q, k, v instead of three. Off by default: the weights are
+        # concatenated on every call, which costs the CPU backend more than the one matmul saves
+        # (docs/benchmarks.md; `bench.py --fuse-qkv`).
         self.fuse_qkv = False
 
     def _qkv(self, x: mx.array) -> tuple[mx.array, mx.array, mx.array]:

@@ -80,6 +80,19 @@ _HF_COMMON = {
     "base_model",
     "quantization_config",
 }
+SIZES = (  # positive integer options
+    "vocab_size",
+    "max_positions",
+    "max_token_types",
+    "embedding_size",
+    "hidden_size",
+    "num_blocks",
+    "num_groups",
+    "block_depth",
+    "num_attention_heads",
+    "intermediate_size",
+    "num_labels",
+)
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 # transformers keys that carry no meaning here and are regenerated on export.
 _HF_IGNORED = {
@@ -132,19 +145,7 @@ class AlbertConfig:
         self.id_to_label = {int(k): str(v) for k, v in self.id_to_label.items()}
         if self.id_to_label and not self.label_to_id:
             self.label_to_id = {v: k for k, v in self.id_to_label.items()}
-        for name in (
-            "vocab_size",
-            "max_positions",
-            "max_token_types",
-            "embedding_size",
-            "hidden_size",
-            "num_blocks",
-            "num_groups",
-            "block_depth",
-            "num_attention_heads",
-            "intermediate_size",
-            "num_labels",
-        ):
+        for name in SIZES:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIZE:
                 raise ValueError(
@@ -191,18 +192,7 @@ class AlbertConfig:
                 f"[0, vocab_size={self.vocab_size})"
             )
         if self.quantization is not None:
-            # group_size, bits, mode; plus, as mlx-lm, per-layer overrides {path: {"bits", "group_size"}}
-            bad = [
-                k
-                for k, v in self.quantization.items()
-                if k not in ("group_size", "bits", "mode")
-                and not (isinstance(v, dict) and set(v) <= {"group_size", "bits", "mode"})
-            ]
-            if bad:
-                raise ValueError(
-                    f"AlbertConfig.quantization {self.quantization} may only hold group_size, bits, mode "
-                    f"and per-layer {{bits, group_size}} overrides; not {bad}"
-                )
+            _check_quantization(self.quantization)
 
     @property
     def head_dim(self) -> int:
@@ -292,3 +282,16 @@ class AlbertConfig:
             return cls.from_hf(data)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
+
+
+def _check_quantization(quantization: dict) -> None:
+    """group_size, bits, mode; plus, as mlx-lm, per-layer overrides {path: {"bits", "group_size"}}."""
+    keys = {"group_size", "bits", "mode"}
+    bad = [
+        k for k, v in quantization.items() if k not in keys and not (isinstance(v, dict) and set(v) <= keys)
+    ]
+    if bad:
+        raise ValueError(
+            f"AlbertConfig.quantization {quantization} may only hold group_size, bits, mode and per-layer "
+            f"{{bits, group_size}} overrides; not {bad}"
+        )

@@ -65,21 +65,7 @@ def convert(
     bits; `q_shared_bits` gives the shared transformer layers (which run num_blocks times, so their
     error compounds) their own width. Returns the output path.
     """
-    given = [
-        f
-        for f, v in (
-            ("--q-bits", q_bits),
-            ("--q-group-size", q_group_size),
-            ("--q-shared-bits", q_shared_bits),
-        )
-        if v is not None
-    ]
-    if given and not quantize:
-        raise ValueError(f"{', '.join(given)} without -q/--quantize would write an unquantized model: add -q")
-    q_bits, q_group_size = q_bits or 4, q_group_size or 64
-    for name, bits in (("--q-bits", q_bits), ("--q-shared-bits", q_shared_bits)):
-        if bits is not None and bits not in BITS:
-            raise ValueError(f"{name} {bits} is not supported by MLX: use one of {BITS}")
+    q_bits, q_group_size = _check_quantization_flags(quantize, q_bits, q_group_size, q_shared_bits)
     out = Path(mlx_path)
     clean_stale(out)  # a convert killed between its two renames put the old folder aside: restored here
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
@@ -94,21 +80,10 @@ def convert(
     if quantize:
         if config.quantization:
             raise ValueError(
-                f"{hf_path} is already quantized ({config.quantization}); convert from "
-                "the float checkpoint instead"
+                f"{hf_path} is already quantized ({config.quantization}); convert from the float "
+                "checkpoint instead"
             )
-        quantization = {"group_size": q_group_size, "bits": q_bits}
-
-        def predicate(path: str, module: nn.Module):
-            if not quantizable(path, module, q_group_size):
-                return False
-            if q_shared_bits is not None and q_shared_bits != q_bits and ".groups." in path:
-                quantization[path] = {"group_size": q_group_size, "bits": q_shared_bits}
-                return dict(quantization[path])
-            return True
-
-        nn.quantize(model, group_size=q_group_size, bits=q_bits, class_predicate=predicate)
-        model.config = config.replace(quantization=quantization)
+        model.config = config.replace(quantization=quantize_model(model, q_bits, q_group_size, q_shared_bits))
     stored = str(model.dtype).removeprefix("mlx.core.")
     from_hub = not Path(hf_path).expanduser().exists()
     with staged_folder(out) as tmp:
@@ -122,6 +97,42 @@ def convert(
     if upload_repo:
         upload(out, upload_repo)
     return out
+
+
+def _check_quantization_flags(quantize: bool, q_bits, q_group_size, q_shared_bits) -> tuple[int, int]:
+    """(bits, group size) with their defaults; quantization flags without -q are refused."""
+    given = [
+        flag
+        for flag, value in (
+            ("--q-bits", q_bits),
+            ("--q-group-size", q_group_size),
+            ("--q-shared-bits", q_shared_bits),
+        )
+        if value is not None
+    ]
+    if given and not quantize:
+        raise ValueError(f"{', '.join(given)} without -q/--quantize would write an unquantized model: add -q")
+    for name, bits in (("--q-bits", q_bits), ("--q-shared-bits", q_shared_bits)):
+        if bits is not None and bits not in BITS:
+            raise ValueError(f"{name} {bits} is not supported by MLX: use one of {BITS}")
+    return q_bits or 4, q_group_size or 64
+
+
+def quantize_model(model: nn.Module, bits: int, group_size: int, shared_bits: int | None = None) -> dict:
+    """Quantizes the linear and embedding layers (the shared transformer layers with shared_bits,
+    as per-layer overrides); returns the config's quantization block."""
+    quantization = {"group_size": group_size, "bits": bits}
+
+    def predicate(path: str, module: nn.Module):
+        if not quantizable(path, module, group_size):
+            return False
+        if shared_bits is not None and shared_bits != bits and ".groups." in path:
+            quantization[path] = {"group_size": group_size, "bits": shared_bits}
+            return dict(quantization[path])
+        return True
+
+    nn.quantize(model, group_size=group_size, bits=bits, class_predicate=predicate)
+    return quantization
 
 
 def upload(folder: Path, repo_id: str) -> None:

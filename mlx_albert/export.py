@@ -56,32 +56,15 @@ def export(
     if not allow_untrained_head:
         check_trained(net, spec.name, checkpoint.source, allow_pooler=not spec.needs_pooler({}))
     prepared = spec.prepare(checkpoint, net, tokenizer)
-    limit = net.config.max_positions
-    seq = limit if seq is None else seq
-    for name, value, top in (
-        ("--seq", seq, limit),
-        ("--batch", batch, 1 << 16),
-        ("--choices", choices, 1 << 10),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
-            raise ValueError(f"{name} must be an integer in [1, {top}], got {value!r}")
+    seq = net.config.max_positions if seq is None else seq
+    _check_sizes(seq, batch, choices, net.config.max_positions)
     shape = (batch, choices, seq) if spec.inputs_rank == 3 else (batch, seq)
 
     def forward(*arrays):
         return spec.export_outputs(net, prepared, dict(zip(INPUTS, arrays, strict=True)))
 
     example = [mx.zeros(shape, mx.int32), mx.ones(shape, mx.int32), mx.zeros(shape, mx.int32)]
-    metadata = {
-        "task": spec.name,
-        "architecture": type(net).__name__,
-        "inputs": {k: list(shape) for k in INPUTS},
-        "outputs": list(spec.outputs),
-        "dtype": "int32",
-        "weights_dtype": str(net.dtype).removeprefix("mlx.core."),
-        "config": net.config.to_hf(),
-        "mlx_albert": __version__,
-        "mlx": mx.__version__,
-    }
+    metadata = _metadata(spec, net, shape)
     tokenizer_dir = out.with_suffix(".tokenizer")
     if tokenizer_dir.exists() and not force:
         raise FileExistsError(f"{tokenizer_dir} exists; pass --force to replace it")
@@ -92,3 +75,28 @@ def export(
     tokenizer_dir.mkdir(exist_ok=True)
     tokenizer.save_pretrained(tokenizer_dir)
     return out
+
+
+def _check_sizes(seq, batch, choices, limit: int) -> None:
+    for name, value, top in (
+        ("--seq", seq, limit),
+        ("--batch", batch, 1 << 16),
+        ("--choices", choices, 1 << 10),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+            raise ValueError(f"{name} must be an integer in [1, {top}], got {value!r}")
+
+
+def _metadata(spec, net, shape: tuple[int, ...]) -> dict:
+    """What the file says about itself: task, shapes, outputs, dtypes, config and versions."""
+    return {
+        "task": spec.name,
+        "architecture": type(net).__name__,
+        "inputs": {k: list(shape) for k in INPUTS},
+        "outputs": list(spec.outputs),
+        "dtype": "int32",
+        "weights_dtype": str(net.dtype).removeprefix("mlx.core."),
+        "config": net.config.to_hf(),
+        "mlx_albert": __version__,
+        "mlx": mx.__version__,
+    }

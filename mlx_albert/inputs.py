@@ -36,26 +36,8 @@ def prepare_inputs(
 ) -> tuple[mx.array, mx.array | None, mx.array, mx.array]:
     """Converts inputs to mx.arrays, fills transformers' defaults and validates shapes and ranges.
     A missing attention_mask stays None: no padding, so attention needs no mask at all."""
-    if input_ids is None:
-        raise ValueError("input_ids is required: a (batch, seq) array of token ids")
-    input_ids = as_array("input_ids", input_ids)
-    if input_ids.ndim != 2:
-        raise ValueError(
-            f"input_ids must have shape (batch, seq), got {tuple(input_ids.shape)}; "
-            "add a batch axis with input_ids[None] for one sequence"
-        )
+    input_ids = _ids(config, input_ids, position_ids is None)
     B, L = input_ids.shape
-    if B == 0 or L == 0:
-        raise ValueError(
-            f"input_ids has shape {(B, L)}: every batch needs at least one sequence of at least one "
-            "token (a tokenizer adds [CLS] and [SEP])"
-        )
-    if L > config.max_positions and position_ids is None:
-        raise ValueError(
-            f"sequence length {L} exceeds max_positions={config.max_positions}: "
-            "truncate the input (e.g. tokenizer(..., truncation=True, max_length="
-            f"{config.max_positions}))"
-        )
     arrays = {"input_ids": input_ids}
     for name, value in (
         ("attention_mask", attention_mask),
@@ -72,40 +54,63 @@ def prepare_inputs(
                 f"{name} has shape {tuple(value.shape)} but input_ids has {(B, L)}: "
                 f"pass arrays of the same (batch, seq) shape{also}"
             )
+        if name != "attention_mask" and not _is_integer(value):
+            raise TypeError(f"{name} must hold integers, got dtype {value.dtype}")
         arrays[name] = value
-    for name in ("input_ids", "token_type_ids", "position_ids"):
-        if name in arrays and not _is_integer(arrays[name]):
-            raise TypeError(f"{name} must hold integers, got dtype {arrays[name].dtype}")
     if check:
-        limits = {
-            "input_ids": ("vocab_size", config.vocab_size),
-            "token_type_ids": ("max_token_types", config.max_token_types),
-            "position_ids": ("max_positions", config.max_positions),
-        }
-        names = [n for n in limits if n in arrays and arrays[n].size]
-        # One host sync for all range checks; the input arrays are usually already materialised.
-        bounds = (
-            mx.stack([mx.stack([arrays[n].min(), arrays[n].max()]).astype(mx.int64) for n in names]).tolist()
-            if names
-            else []
-        )
-        for n, (lo, hi) in zip(names, bounds, strict=True):
-            field, limit = limits[n]
-            if lo < 0 or hi >= limit:
-                raise ValueError(
-                    f"{n} must be in [0, {limit}) ({field}={limit}), found values in "
-                    f"[{lo}, {hi}]; check the tokenizer matches this checkpoint"
-                )
+        _check_ranges(config, arrays)
     if "token_type_ids" not in arrays:
         arrays["token_type_ids"] = mx.zeros((B, L), dtype=mx.int32)
     if "position_ids" not in arrays:
         arrays["position_ids"] = mx.broadcast_to(mx.arange(L), (B, L))
-    return (
-        arrays["input_ids"],
-        arrays.get("attention_mask"),
-        arrays["token_type_ids"],
-        arrays["position_ids"],
-    )
+    return arrays["input_ids"], arrays.get("attention_mask"), arrays["token_type_ids"], arrays["position_ids"]
+
+
+def _ids(config: AlbertConfig, input_ids, default_positions: bool) -> mx.array:
+    """input_ids as a (batch, seq) integer array no longer than max_positions (when positions
+    default to 0..L-1)."""
+    if input_ids is None:
+        raise ValueError("input_ids is required: a (batch, seq) array of token ids")
+    input_ids = as_array("input_ids", input_ids)
+    if input_ids.ndim != 2:
+        raise ValueError(
+            f"input_ids must have shape (batch, seq), got {tuple(input_ids.shape)}; "
+            "add a batch axis with input_ids[None] for one sequence"
+        )
+    B, L = input_ids.shape
+    if B == 0 or L == 0:
+        raise ValueError(
+            f"input_ids has shape {(B, L)}: every batch needs at least one sequence of at least one "
+            "token (a tokenizer adds [CLS] and [SEP])"
+        )
+    if L > config.max_positions and default_positions:
+        raise ValueError(
+            f"sequence length {L} exceeds max_positions={config.max_positions}: truncate the input (e.g. "
+            f"tokenizer(..., truncation=True, max_length={config.max_positions}))"
+        )
+    if not _is_integer(input_ids):
+        raise TypeError(f"input_ids must hold integers, got dtype {input_ids.dtype}")
+    return input_ids
+
+
+def _check_ranges(config: AlbertConfig, arrays: dict[str, mx.array]) -> None:
+    """Ids, token types and positions within their tables, with one host sync for all of them."""
+    limits = {
+        "input_ids": ("vocab_size", config.vocab_size),
+        "token_type_ids": ("max_token_types", config.max_token_types),
+        "position_ids": ("max_positions", config.max_positions),
+    }
+    names = [n for n in limits if n in arrays and arrays[n].size]
+    if not names:
+        return
+    bounds = mx.stack([mx.stack([arrays[n].min(), arrays[n].max()]).astype(mx.int64) for n in names]).tolist()
+    for n, (lo, hi) in zip(names, bounds, strict=True):
+        field, limit = limits[n]
+        if lo < 0 or hi >= limit:
+            raise ValueError(
+                f"{n} must be in [0, {limit}) ({field}={limit}), found values in [{lo}, {hi}]; "
+                "check the tokenizer matches this checkpoint"
+            )
 
 
 def attention_bias(attention_mask: mx.array, dtype: mx.Dtype) -> mx.array:

@@ -144,6 +144,28 @@ def match_weights(
     return {k: v for k, v in weights.items() if k in expected}, missing
 
 
+def quantize_like(model: nn.Module, q: dict, weights: dict[str, mx.array]) -> None:
+    """Quantizes the layers a quantized checkpoint stores quantized (those with `scales`), with its
+    group size, bits and per-layer overrides (keyed by the converted model's paths, with or
+    without the `albert.` prefix, as mlx-lm's)."""
+
+    def predicate(path: str, module: nn.Module):
+        if f"{path}.scales" not in weights:
+            return False
+        for key in (path, path.removeprefix(BACKBONE), BACKBONE + path):
+            if isinstance(q.get(key), dict):
+                return {"group_size": q["group_size"], "mode": q.get("mode", "affine"), **q[key]}
+        return True
+
+    nn.quantize(
+        model,
+        group_size=q["group_size"],
+        bits=q["bits"],
+        mode=q.get("mode", "affine"),
+        class_predicate=predicate,
+    )
+
+
 @dataclass(frozen=True)
 class LoadingInfo:
     """What from_pretrained found, as transformers' output_loading_info: the weights it initialised anew."""
@@ -271,24 +293,7 @@ class PreTrainedMixin:
         model = cls(config)
         weights = _align_prefix(weights, "albert" in model)
         if config.quantization:
-            q = config.quantization
-
-            def predicate(path: str, module: nn.Module):
-                if f"{path}.scales" not in weights:
-                    return False
-                # per-layer overrides are keyed by the converted model's paths (with or without albert.)
-                for key in (path, path.removeprefix(BACKBONE), BACKBONE + path):
-                    if isinstance(q.get(key), dict):
-                        return {"group_size": q["group_size"], "mode": q.get("mode", "affine"), **q[key]}
-                return True
-
-            nn.quantize(
-                model,
-                group_size=q["group_size"],
-                bits=q["bits"],
-                mode=q.get("mode", "affine"),
-                class_predicate=predicate,
-            )
+            quantize_like(model, config.quantization, weights)
         weights, missing = match_weights(model, weights, source)
         # Not a list attribute: mlx.nn.Module would take a list for a child module.
         model.loading_info = LoadingInfo(missing_keys=tuple(missing))

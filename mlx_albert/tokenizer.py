@@ -45,6 +45,23 @@ def _read_config(path: Path) -> dict:
     return config
 
 
+def _batch(text, text_pair, is_split_into_words: bool) -> tuple[list, list | None]:
+    """(texts, pairs or None) as lists, checked: strings, or lists of words with is_split_into_words."""
+    if is_split_into_words:
+        texts = [text] if text and isinstance(text[0], str) else list(text)
+        if not all(isinstance(w, str) for words in texts for w in words):
+            raise TypeError("with is_split_into_words, texts must be lists of strings")
+        texts = [list(words) for words in texts]
+    else:
+        texts = [text] if isinstance(text, str) else list(text)
+    pairs = None if text_pair is None else ([text_pair] if isinstance(text_pair, str) else list(text_pair))
+    if not is_split_into_words and not all(isinstance(t, str) for t in texts + (pairs or [])):
+        raise TypeError("texts must be strings (or lists of strings)")
+    if pairs is not None and len(pairs) != len(texts):
+        raise ValueError(f"{len(texts)} texts but {len(pairs)} text pairs")
+    return texts, pairs
+
+
 class AlbertTokenizer:
     """A `tokenizers.Tokenizer` with ALBERT's special tokens and transformers' call semantics."""
 
@@ -122,20 +139,7 @@ class AlbertTokenizer:
         """`tokenizers` Encodings of a batch (overflow windows flattened after their text) and, for each,
         the index of the text it came from. Arguments as `__call__`; with is_split_into_words, each
         text is a list of words (their word ids then index that list)."""
-        if is_split_into_words:
-            texts = [text] if text and isinstance(text[0], str) else list(text)
-            if not all(isinstance(w, str) for words in texts for w in words):
-                raise TypeError("with is_split_into_words, texts must be lists of strings")
-            texts = [list(words) for words in texts]
-        else:
-            texts = [text] if isinstance(text, str) else list(text)
-        pairs = (
-            None if text_pair is None else ([text_pair] if isinstance(text_pair, str) else list(text_pair))
-        )
-        if not is_split_into_words and not all(isinstance(t, str) for t in texts + (pairs or [])):
-            raise TypeError("texts must be strings (or lists of strings)")
-        if pairs is not None and len(pairs) != len(texts):
-            raise ValueError(f"{len(texts)} texts but {len(pairs)} text pairs")
+        texts, pairs = _batch(text, text_pair, is_split_into_words)
         if stride and not (truncation and return_overflowing_tokens):
             raise ValueError("stride needs truncation=True and return_overflowing_tokens=True")
         limit = max_length or self.model_max_length

@@ -44,13 +44,8 @@ def fill_mask(
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     mask_id = tokenizer.mask_token_id
-    target_ids = None
-    if targets is not None:
-        targets = [targets] if isinstance(targets, str) else list(targets)
-        target_ids = np.array(sorted({i for t in targets if (i := _target_id(tokenizer, t)) is not None}))
-        if target_ids.size == 0:
-            raise ValueError("targets holds no usable word: pass non-empty strings")
-        top_k = min(top_k, len(target_ids))
+    target_ids = _target_ids(tokenizer, targets)
+    top_k = top_k if target_ids is None else min(top_k, len(target_ids))
     limit = max_tokens(model, tokenizer, max_length)
 
     def forward(batch):
@@ -63,17 +58,7 @@ def fill_mask(
     def run(texts: list) -> list:
         texts = [clip_text(t, limit) for t in check_strings("fill_mask", texts)]
         encodings, _ = tokenizer.encode(texts, truncation=True, max_length=limit)
-        for text, e in zip(texts, encodings, strict=True):
-            if mask_id not in e.ids:
-                if tokenizer.mask_token in text:
-                    raise ValueError(
-                        f"the {tokenizer.mask_token} of the input {escape(text[:60])!r}... "
-                        f"lies past its first "
-                        f"{limit} tokens, which is all the model reads: shorten the text before the mask"
-                    )
-                raise ValueError(
-                    f"No mask_token ({tokenizer.mask_token}) found on the input {escape(text[:200])!r}"
-                )
+        _check_masks(tokenizer, texts, encodings, limit)
         logits = run_batches(
             model, [[e] for e in encodings], forward, tokenizer.pad_token_id, limit, batch_size, progress
         )
@@ -83,6 +68,31 @@ def fill_mask(
         ]
 
     return dispatch(inputs, lambda x: isinstance(x, str), run, batch_size)
+
+
+def _target_ids(tokenizer: AlbertTokenizer, targets) -> np.ndarray | None:
+    """The vocabulary ids answers are restricted to (None: every token)."""
+    if targets is None:
+        return None
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    ids = np.array(sorted({i for t in targets if (i := _target_id(tokenizer, t)) is not None}))
+    if ids.size == 0:
+        raise ValueError("targets holds no usable word: pass non-empty strings")
+    return ids
+
+
+def _check_masks(tokenizer: AlbertTokenizer, texts: list[str], encodings, limit: int) -> None:
+    """Every text has a [MASK] within the tokens the model reads."""
+    for text, e in zip(texts, encodings, strict=True):
+        if tokenizer.mask_token_id not in e.ids:
+            if tokenizer.mask_token in text:
+                raise ValueError(
+                    f"the {tokenizer.mask_token} of the input {escape(text[:60])!r}... lies past its first "
+                    f"{limit} tokens, which is all the model reads: shorten the text before the mask"
+                )
+            raise ValueError(
+                f"No mask_token ({tokenizer.mask_token}) found on the input {escape(text[:200])!r}"
+            )
 
 
 def _target_id(tokenizer: AlbertTokenizer, target: str) -> int | None:

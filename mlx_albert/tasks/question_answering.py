@@ -61,17 +61,7 @@ def question_answering(
         {"score", "start", "end", "answer"} (character offsets into the context), a list of top_k of
         them when top_k > 1, and a list of those for a list of questions.
     """
-    if inputs is None:
-        if question is None or context is None:
-            raise ValueError("pass inputs={'question': ..., 'context': ...} or both question= and context=")
-        if isinstance(question, str) and isinstance(context, str):
-            inputs = {"question": question, "context": context}
-        elif isinstance(question, list) and isinstance(context, str):
-            inputs = [{"question": q, "context": context} for q in question]
-        elif isinstance(question, list) and isinstance(context, list) and len(question) == len(context):
-            inputs = [{"question": q, "context": c} for q, c in zip(question, context, strict=True)]
-        else:
-            raise ValueError("question and context must be strings or lists of the same length")
+    inputs = _inputs(inputs, question, context)
     if top_k < 1 or max_answer_len < 1:
         raise ValueError(f"top_k and max_answer_len must be >= 1, got {top_k} and {max_answer_len}")
     max_seq_len = max_tokens(model, tokenizer, max_seq_len or min(tokenizer.model_max_length, 384))
@@ -91,29 +81,51 @@ def question_answering(
         logits = run_batches(
             model, [[w] for w in windows], forward, tokenizer.pad_token_id, max_seq_len, batch_size, progress
         )
-        answers: list[list[dict]] = [[] for _ in items]
-        null = [1e6] * len(items)
-        for w, (start, end), i in zip(windows, logits, sample, strict=True):
-            n = len(w.ids)
-            spans, null_score = _spans(w, start[:n], end[:n], top_k, max_answer_len)
-            null[i] = min(null[i], null_score)
-            for s, e, score in spans:
-                a, b = _chars(w, s, e, align_to_words)
-                text = contexts[i][a:b]
-                same = next((x for x in answers[i] if x["answer"].lower() == text.lower()), None)
-                if same is not None:  # as transformers: one answer found in two windows adds up
-                    same["score"] += score
-                else:
-                    answers[i].append({"score": score, "start": a, "end": b, "answer": text})
-        results = []
-        for found, null_score in zip(answers, null, strict=True):
-            if handle_impossible_answer:
-                found.append({"score": null_score, "start": 0, "end": 0, "answer": ""})
-            found = sorted(found, key=lambda x: x["score"], reverse=True)[:top_k]
-            results.append(found[0] if len(found) == 1 else found)
-        return results
+        options = (top_k, max_answer_len, handle_impossible_answer, align_to_words)
+        return _answers_of(windows, logits, sample, contexts, *options)
 
     return dispatch(inputs, lambda x: isinstance(x, dict), run, batch_size)
+
+
+def _inputs(inputs, question, context):
+    """inputs, or the dicts that question= and context= stand for."""
+    if inputs is not None:
+        return inputs
+    if question is None or context is None:
+        raise ValueError("pass inputs={'question': ..., 'context': ...} or both question= and context=")
+    if isinstance(question, str) and isinstance(context, str):
+        return {"question": question, "context": context}
+    if isinstance(question, list) and isinstance(context, str):
+        return [{"question": q, "context": context} for q in question]
+    if isinstance(question, list) and isinstance(context, list) and len(question) == len(context):
+        return [{"question": q, "context": c} for q, c in zip(question, context, strict=True)]
+    raise ValueError("question and context must be strings or lists of the same length")
+
+
+def _answers_of(windows, logits, sample, contexts, top_k, max_answer_len, impossible, align_to_words) -> list:
+    """Each question's answers from its windows' logits: spans scored p(start) p(end) per window,
+    the same answer found in two windows adding up (as transformers), best first."""
+    answers: list[list[dict]] = [[] for _ in contexts]
+    null = [1e6] * len(contexts)
+    for w, (start, end), i in zip(windows, logits, sample, strict=True):
+        n = len(w.ids)
+        spans, null_score = _spans(w, start[:n], end[:n], top_k, max_answer_len)
+        null[i] = min(null[i], null_score)
+        for s, e, score in spans:
+            a, b = _chars(w, s, e, align_to_words)
+            text = contexts[i][a:b]
+            same = next((x for x in answers[i] if x["answer"].lower() == text.lower()), None)
+            if same is not None:
+                same["score"] += score
+            else:
+                answers[i].append({"score": score, "start": a, "end": b, "answer": text})
+    results = []
+    for found, null_score in zip(answers, null, strict=True):
+        if impossible:
+            found.append({"score": null_score, "start": 0, "end": 0, "answer": ""})
+        found = sorted(found, key=lambda x: x["score"], reverse=True)[:top_k]
+        results.append(found[0] if len(found) == 1 else found)
+    return results
 
 
 def _spans(window, start: np.ndarray, end: np.ndarray, top_k: int, max_answer_len: int):

@@ -68,33 +68,14 @@ def text_classification(
             none for regression, sigmoid for multi-label or one label, else softmax.
     """
     config = model.config
-    if function_to_apply is None:
-        if config.problem_type == "regression":
-            function_to_apply = "none"
-        elif config.problem_type == "multi_label_classification" or config.num_labels == 1:
-            function_to_apply = "sigmoid"
-        else:
-            function_to_apply = "softmax"
-    if function_to_apply.lower() not in FUNCTIONS:
-        raise ValueError(f"function_to_apply must be one of {list(FUNCTIONS)}, got {function_to_apply!r}")
-    apply = FUNCTIONS[function_to_apply.lower()]
+    apply = FUNCTIONS[_function(config, function_to_apply)]
     legacy = top_k is _LEGACY
     if not legacy and top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
     limit = max_tokens(model, tokenizer, max_length)
 
     def run(items: list) -> list:
-        pairs = [_pair(item) for item in items]
-        # a single text keeps only what truncation can reach (pairs truncate longest-first: kept whole)
-        pairs = [(clip_text(a, limit), b) if b is None else (a, b) for a, b in pairs]
-        if any(b is not None for _, b in pairs) and any(b is None for _, b in pairs):
-            groups = [tokenizer.encode(a, b, truncation=True, max_length=limit)[0] for a, b in pairs]
-        else:
-            texts, others = [a for a, _ in pairs], [b for _, b in pairs]
-            encodings, _ = tokenizer.encode(
-                texts, None if others[0] is None else others, truncation=True, max_length=limit
-            )
-            groups = [[e] for e in encodings]
+        groups = _encode(tokenizer, [_pair(item) for item in items], limit)
         logits = run_batches(
             model,
             groups,
@@ -104,22 +85,52 @@ def text_classification(
             batch_size,
             progress,
         )
-        out = []
-        for row in logits:
-            scores = apply(row.astype(np.float64))
-            if legacy:
-                out.append({"label": label_name(config, scores.argmax()), "score": float(scores.max())})
-                continue
-            ranked = sorted(
-                ({"label": label_name(config, i), "score": float(s)} for i, s in enumerate(scores)),
-                key=lambda d: d["score"],
-                reverse=True,
-            )
-            out.append(ranked if top_k is None else ranked[:top_k])
-        return out
+        return [_ranked(config, apply(row.astype(np.float64)), top_k) for row in logits]
 
     result = dispatch(inputs, lambda x: isinstance(x, str | dict), run, batch_size)
     return [result] if legacy and isinstance(inputs, str) else result  # as transformers: dicts unwrapped
+
+
+def _function(config, name: str | None) -> str:
+    """function_to_apply, by default from the config as transformers: none for regression, sigmoid
+    for multi-label or one label, else softmax."""
+    if name is None:
+        if config.problem_type == "regression":
+            return "none"
+        return (
+            "sigmoid"
+            if config.problem_type == "multi_label_classification" or config.num_labels == 1
+            else "softmax"
+        )
+    if name.lower() not in FUNCTIONS:
+        raise ValueError(f"function_to_apply must be one of {list(FUNCTIONS)}, got {name!r}")
+    return name.lower()
+
+
+def _encode(tokenizer, pairs: list[tuple[str, str | None]], limit: int) -> list:
+    """One encoding group per input; a single text keeps only what truncation can reach (pairs
+    truncate longest-first: kept whole)."""
+    pairs = [(clip_text(a, limit), b) if b is None else (a, b) for a, b in pairs]
+    if any(b is not None for _, b in pairs) and any(b is None for _, b in pairs):
+        return [tokenizer.encode(a, b, truncation=True, max_length=limit)[0] for a, b in pairs]
+    texts, others = [a for a, _ in pairs], [b for _, b in pairs]
+    encodings, _ = tokenizer.encode(
+        texts, None if others[0] is None else others, truncation=True, max_length=limit
+    )
+    return [[e] for e in encodings]
+
+
+def _ranked(config, scores: np.ndarray, top_k):
+    """transformers' answer: the best {"label", "score"} (top_k left out), else the top_k best
+    (None: all), best first."""
+    if top_k is _LEGACY:
+        return {"label": label_name(config, scores.argmax()), "score": float(scores.max())}
+    ranked = sorted(
+        ({"label": label_name(config, i), "score": float(s)} for i, s in enumerate(scores)),
+        key=lambda d: d["score"],
+        reverse=True,
+    )
+    return ranked if top_k is None else ranked[:top_k]
 
 
 def featurize(examples, tokenizer, max_length, label_to_id, problem_type) -> Dataset:

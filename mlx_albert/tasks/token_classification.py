@@ -47,16 +47,8 @@ def token_classification(
         where start/end are character offsets into the text.
     """
     strategy = aggregation_strategy.lower()
-    if strategy not in AGGREGATIONS:
-        raise ValueError(f"aggregation_strategy must be one of {AGGREGATIONS}, got {aggregation_strategy!r}")
     limit = max_tokens(model, tokenizer, max_length)
-    if stride is not None:
-        if strategy == "none":
-            raise ValueError('stride needs an aggregation_strategy other than "none" to merge the windows')
-        if not 0 <= stride < limit - 2:
-            raise ValueError(
-                f"stride must be in [0, {limit - 2}) for windows of {limit} tokens, got {stride}"
-            )
+    _check_options(strategy, stride, limit)
     ignore = set(ignore_labels)
 
     def run(texts: list) -> list:
@@ -70,14 +62,9 @@ def token_classification(
             stride=stride or 0,
             return_overflowing_tokens=stride is not None,
         )
+        forward = lambda b: list(to_numpy(model(**b).logits))  # noqa: E731
         logits = run_batches(
-            model,
-            [[e] for e in encodings],
-            lambda b: list(to_numpy(model(**b).logits)),
-            tokenizer.pad_token_id,
-            limit,
-            batch_size,
-            progress,
+            model, [[e] for e in encodings], forward, tokenizer.pad_token_id, limit, batch_size, progress
         )
         out = [[] for _ in texts]
         windows = [0] * len(texts)
@@ -88,6 +75,18 @@ def token_classification(
         return [_merge_overlapping(ents) if n > 1 else ents for ents, n in zip(out, windows, strict=True)]
 
     return dispatch(inputs, lambda x: isinstance(x, str), run, batch_size)
+
+
+def _check_options(strategy: str, stride: int | None, limit: int) -> None:
+    if strategy not in AGGREGATIONS:
+        raise ValueError(f"aggregation_strategy must be one of {AGGREGATIONS}, got {strategy!r}")
+    if stride is not None:
+        if strategy == "none":
+            raise ValueError('stride needs an aggregation_strategy other than "none" to merge the windows')
+        if not 0 <= stride < limit - 2:
+            raise ValueError(
+                f"stride must be in [0, {limit - 2}) for windows of {limit} tokens, got {stride}"
+            )
 
 
 def _aggregate(config, tokenizer, text: str, e, scores: np.ndarray, strategy: str) -> list[dict]:

@@ -47,7 +47,6 @@ def finetune(
     """
     import mlx.core as mx
 
-    from ..files import check_disjoint
     from ..heads import ARCHITECTURES
     from ..hub import Checkpoint
     from ..loading import check_tokenizer, load
@@ -60,13 +59,7 @@ def finetune(
     args = args or TrainingArgs()
     mx.random.seed(args.seed)  # new heads are initialised from it: runs repeat exactly
     checkpoint = Checkpoint.open(model)  # resolved and read once for the whole run
-    out = Path(args.output_dir)
-    check_disjoint({"--output-dir": out}, {"--model": checkpoint.root, "--train": Path(train_file)})
-    if out.is_dir() and any(out.iterdir()) and not (force or args.resume):
-        raise FileExistsError(
-            f"--output-dir {out} already holds files (a model or an earlier run): pass --resume to continue "
-            "the run there, --force to write into it anyway, or choose an empty folder"
-        )
+    check_output(Path(args.output_dir), checkpoint.root, Path(train_file), force or args.resume)
     DataParallel().barrier()  # every rank has checked the output folder before rank 0 writes to it
     if max_length < 5:
         raise ValueError(
@@ -155,3 +148,16 @@ def run_from_args(args: argparse.Namespace) -> dict:
         "best": trainer.state["best_metric"],
         **results,
     }
+
+
+def check_output(out: Path, model: Path, train: Path, allowed: bool) -> None:
+    """--output-dir must not overlap the model or the data, and holds files only with --resume or
+    --force."""
+    from ..files import check_disjoint
+
+    check_disjoint({"--output-dir": out}, {"--model": model, "--train": train})
+    if out.is_dir() and any(out.iterdir()) and not allowed:
+        raise FileExistsError(
+            f"--output-dir {out} already holds files (a model or an earlier run): pass --resume to continue "
+            "the run there, --force to write into it anyway, or choose an empty folder"
+        )

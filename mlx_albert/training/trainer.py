@@ -44,40 +44,18 @@ class Trainer:
         eval_data=None,
         base_model: str | None = None,
     ):
-        if len(train_data) == 0:
-            raise ValueError("the training set is empty")
-        if args.batch_size < 1 or args.grad_accumulation < 1:
-            raise ValueError("batch_size and grad_accumulation must be >= 1")
         self.model, self.tokenizer, self.args = model, tokenizer, args
         self.base_model = base_model  # what LoRA adapters are loaded onto (named in adapter_config.json)
-        if args.adapter_only and not args.lora_rank:
-            raise ValueError("adapter_only needs lora_rank > 0: without LoRA there is no adapter to save")
         self.train_data, self.eval_data = train_data, eval_data
         self.task = get(train_data.task)  # features, batches, losses and metrics are the task's
-        from ..heads import ARCHITECTURES
-
-        expected = ARCHITECTURES[self.task.architecture].__name__
-        if type(model).__name__ != expected:
-            raise ValueError(f"{self.task.training} data needs an {expected}, got {type(model).__name__}")
-        if eval_data is not None and get(eval_data.task) is not self.task:
-            raise ValueError(
-                f"evaluation data is for {eval_data.task}, training data for {self.task.training}"
-            )
-        # The compiled step runs without the model's input checks: check every id once, here.
-        for name, data in (("training", train_data), ("evaluation", eval_data)):
-            if data is not None:
-                data.check_ids(model.config.vocab_size, name)
+        self._check(model, args, train_data, eval_data)
         self.metric = args.metric or self.task.default_metric(model.config)
         self.output_dir = Path(args.output_dir)
         self.lengths = train_data.lengths()
         self.token_counts = train_data.token_counts()  # for tokens/s without reading the device
         self.batches_per_epoch = math.ceil(len(train_data) / args.batch_size)
-        steps_per_epoch = max(1, self.batches_per_epoch // args.grad_accumulation)
-        self.total_steps = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
-        self.steps_per_epoch = steps_per_epoch
-        warmup = (
-            args.warmup_steps if args.warmup_steps is not None else int(args.warmup_ratio * self.total_steps)
-        )
+        self.steps_per_epoch = max(1, self.batches_per_epoch // args.grad_accumulation)
+        self.total_steps = args.max_steps or max(1, math.ceil(args.epochs * self.steps_per_epoch))
         self.dp = DataParallel()  # one process unless launched with mlx.launch
         if args.batch_size % self.dp.world:
             raise ValueError(
@@ -88,23 +66,10 @@ class Trainer:
         if args.lora_rank:
             n = apply_lora(model, args.lora_rank, args.lora_alpha, args.lora_dropout)
             logger.info("LoRA rank %d: %d trainable parameters", args.lora_rank, n)
-        self.compute_dtype = None
-        half = {v.dtype for _, v in tree_flatten(model.trainable_parameters())} & {mx.float16, mx.bfloat16}
-        if half and not args.mixed_precision:
-            name = str(half.pop()).removeprefix("mlx.core.")
-            raise ValueError(
-                f"the model's weights are {name}: AdamW updates on half-precision weights are lost "
-                "to rounding or overflow; load the model in float32 (mlx_albert.load(..., "
-                "dtype=mx.float32)) and set mixed_precision for half-precision compute"
-            )
-        if args.mixed_precision:
-            if args.mixed_precision not in ("bfloat16", "float16"):
-                raise ValueError(f"mixed_precision must be bfloat16 or float16, got {args.mixed_precision!r}")
-            if mx.default_device() == mx.cpu:
-                logger.warning(
-                    "mixed precision on the CPU backend is slower than float32 (no fast half kernels)"
-                )
-            self.compute_dtype = getattr(mx, args.mixed_precision)
+        self.compute_dtype = self._compute_dtype(model, args)
+        warmup = (
+            args.warmup_steps if args.warmup_steps is not None else int(args.warmup_ratio * self.total_steps)
+        )
         self.optimizer = adamw(
             schedule(args.schedule, args.learning_rate, min(warmup, self.total_steps), self.total_steps),
             args.weight_decay,
@@ -121,6 +86,48 @@ class Trainer:
         self._build_steps()
         self.state = {"step": 0, "seed": args.seed, "best_metric": None, "best_step": None, "log": []}
         self.progress = Progress(args.progress and self.dp.rank == 0, self.total_steps)
+
+    def _check(self, model, args: TrainingArgs, train_data: Dataset, eval_data) -> None:
+        """The run's pieces fit: sizes, the model's head, the data's task, every token id (the
+        compiled step runs without the model's input checks: each id is checked once, here)."""
+        from ..heads import ARCHITECTURES
+
+        if len(train_data) == 0:
+            raise ValueError("the training set is empty")
+        if args.batch_size < 1 or args.grad_accumulation < 1:
+            raise ValueError("batch_size and grad_accumulation must be >= 1")
+        if args.adapter_only and not args.lora_rank:
+            raise ValueError("adapter_only needs lora_rank > 0: without LoRA there is no adapter to save")
+        expected = ARCHITECTURES[self.task.architecture].__name__
+        if type(model).__name__ != expected:
+            raise ValueError(f"{self.task.training} data needs an {expected}, got {type(model).__name__}")
+        if eval_data is not None and get(eval_data.task) is not self.task:
+            raise ValueError(
+                f"evaluation data is for {eval_data.task}, training data for {self.task.training}"
+            )
+        for name, data in (("training", train_data), ("evaluation", eval_data)):
+            if data is not None:
+                data.check_ids(model.config.vocab_size, name)
+
+    @staticmethod
+    def _compute_dtype(model, args: TrainingArgs):
+        """The half-precision compute dtype of mixed precision (None: float32); half-precision
+        weights without it are refused (AdamW's updates would be lost to rounding)."""
+        half = {v.dtype for _, v in tree_flatten(model.trainable_parameters())} & {mx.float16, mx.bfloat16}
+        if half and not args.mixed_precision:
+            name = str(half.pop()).removeprefix("mlx.core.")
+            raise ValueError(
+                f"the model's weights are {name}: AdamW updates on half-precision weights are lost to "
+                "rounding or overflow; load the model in float32 (mlx_albert.load(..., dtype=mx.float32)) "
+                "and set mixed_precision for half-precision compute"
+            )
+        if not args.mixed_precision:
+            return None
+        if args.mixed_precision not in ("bfloat16", "float16"):
+            raise ValueError(f"mixed_precision must be bfloat16 or float16, got {args.mixed_precision!r}")
+        if mx.default_device() == mx.cpu:
+            logger.warning("mixed precision on the CPU backend is slower than float32 (no fast half kernels)")
+        return getattr(mx, args.mixed_precision)
 
     # -- the compiled pieces ------------------------------------------------------------------
     def _build_steps(self):

@@ -111,7 +111,7 @@ async def _client(port: int, seed: int, stop: float, latencies: list, tokens: li
     writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     while time.perf_counter() < stop:
         body = json.dumps({"input": sentence(rng)}).encode()
-        head = "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        head = f"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
         t = time.perf_counter()
         writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
         headers = await reader.readuntil(b"\r\n\r\n")

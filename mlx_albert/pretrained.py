@@ -166,6 +166,22 @@ def quantize_like(model: nn.Module, q: dict, weights: dict[str, mx.array]) -> No
     )
 
 
+def check_finite(weights: dict[str, mx.array], source: str) -> None:
+    """Refuses float weights holding NaN or infinity (a corrupt or overflowed checkpoint), naming
+    them; one pass over the weights and one host sync."""
+    names = [k for k, v in weights.items() if mx.issubdtype(v.dtype, mx.floating)]
+    if not names:
+        return
+    finite = mx.stack([mx.isfinite(weights[k]).all() for k in names]).tolist()
+    bad = [k for k, ok in zip(names, finite, strict=True) if not ok]
+    if bad:
+        raise ValueError(
+            f"the weights of {source} hold NaN or infinity ({', '.join(bad[:5])}"
+            f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}): the checkpoint is corrupt or "
+            "overflowed; re-download or re-convert it (or pass allow_non_finite=True to load it anyway)"
+        )
+
+
 @dataclass(frozen=True)
 class LoadingInfo:
     """What from_pretrained found, as transformers' output_loading_info: the weights it initialised anew."""
@@ -255,6 +271,7 @@ class PreTrainedMixin:
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
         lazy: bool = False,
+        allow_non_finite: bool = False,
         **config_changes,
     ) -> M:
         """Loads a transformers or mlx_albert checkpoint folder, or a Hub repo id.
@@ -266,7 +283,9 @@ class PreTrainedMixin:
                 "auto" for the checkpoint's; default: the checkpoint's, but float32 for a
                 half-precision checkpoint on the CPU backend (its half-precision kernels are slow).
             revision, cache_dir: passed to huggingface_hub for repo ids.
-            lazy: leave weights unevaluated (memory-mapped until first use).
+            lazy: leave weights unevaluated (memory-mapped until first use; not checked for NaN).
+            allow_non_finite: load weights holding NaN or infinity (refused by default: every
+                answer of such a model would be NaN).
             **config_changes: AlbertConfig fields to override, e.g. num_labels=3.
 
         Raises:
@@ -281,6 +300,8 @@ class PreTrainedMixin:
                 f"{folder} holds weights that are not ALBERT's: {escape(str(sorted(unknown)[:10]))}"
             )
         check_config(config, weights, source)
+        if not (lazy or allow_non_finite):
+            check_finite(weights, source)
         if "id_to_label" in config_changes and "num_labels" not in config_changes:  # as transformers
             config_changes = {**config_changes, "num_labels": len(config_changes["id_to_label"])}
         if (

@@ -52,7 +52,10 @@ class Server:
 
     def call(self, path: str, body=None, headers=None, raw: bytes | None = None, timeout=60):
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        request = urllib.request.Request(self.url + path, data=data, headers=headers or {})
+        headers = (
+            {"Content-Type": "application/json", **(headers or {})} if data is not None else headers or {}
+        )
+        request = urllib.request.Request(self.url + path, data=data, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, _decode(response.read()), response.headers

@@ -117,9 +117,15 @@ class Records:
 
 
 def safe_json(value) -> str:
-    """One line of JSON with non-ASCII text kept readable but every control or non-printable
-    character (terminal escape sequences, lone surrogates) written as a \\u escape."""
-    text = json.dumps(value, ensure_ascii=False)
+    """One line of valid JSON with non-ASCII text kept readable but every control or non-printable
+    character (terminal escape sequences, lone surrogates) written as a \\u escape. NaN and infinity,
+    which JSON cannot hold, are an error rather than invalid output."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise ValueError(
+            "an answer holds NaN or infinity (the model overflowed): no valid JSON to print"
+        ) from None
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() or c == " " else _json_escape(c) for c in text)

@@ -8,14 +8,15 @@ import base64
 
 import numpy as np
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 
 from ..runtime import clip_text
 from .batcher import Batcher, Deferred
 from .errors import ApiError
 from .models import ServedModel
-from .requests import count, pick, read_json
+from .requests import count, json_response, pick, read_json
 from .settings import Settings
+from .tasks import submit_while_connected
 
 FIELDS = {"model", "input", "encoding_format", "dimensions", "user"}
 
@@ -42,7 +43,11 @@ class Embeddings:
             raise ApiError(400, f"dimensions must be an integer in [1, {width}]", "dimensions")
         items = texts if texts else [(x, False) for x in ids]
         estimate = sum(len(x) // 4 + 2 for x in texts) + sum(map(len, ids))  # for the batch token limit
-        answers = await self.batcher.submit(("embed", served.id), self._run(served), items, estimate)
+        answers = await submit_while_connected(
+            request, self.batcher, ("embed", served.id), self._run(served), items, estimate
+        )
+        if answers is None:  # the client left
+            return Response(status_code=499)
         data = [
             {"object": "embedding", "index": i, "embedding": encode(a[0], dims, fmt)}
             for i, a in enumerate(answers)
@@ -50,7 +55,7 @@ class Embeddings:
         tokens = sum(a[1] for a in answers)
         truncated += sum(a[2] for a in answers)
         usage = {"prompt_tokens": tokens, "total_tokens": tokens, "truncated_inputs": truncated}
-        return JSONResponse({"object": "list", "data": data, "model": served.id, "usage": usage})
+        return json_response({"object": "list", "data": data, "model": served.id, "usage": usage})
 
     def _run(self, served: ServedModel):
         encoder, batch_size = served.encoder, self.settings.batch_size

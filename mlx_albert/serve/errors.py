@@ -22,3 +22,11 @@ def error_response(
 ) -> JSONResponse:
     body = {"error": {"message": escape(message), "type": kind, "param": param, "code": None}}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+class ServerFault(RuntimeError):
+    """The server's own fault (an answer it cannot write): HTTP 500, never blamed on the request."""
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was read: nobody to answer."""

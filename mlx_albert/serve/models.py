@@ -33,7 +33,7 @@ class ServedModel:
         return min(self.tokenizer.model_max_length, self.model.config.max_positions)
 
     def limits(self, max_input_chars: int) -> Limits:
-        return Limits(max_input_chars, self.max_length, self.front)
+        return Limits(max_input_chars, self.max_length, self.front, self.model.config.vocab_size)
 
     def supports(self, task: Task) -> bool:
         """Whether the checkpoint's own architecture carries the task's head (embed: always)."""

@@ -13,6 +13,8 @@ import time
 import uvicorn
 
 from .batcher import Batcher
+from .protocol import protocol
+from .settings import Settings
 
 
 class DrainingServer(uvicorn.Server):
@@ -41,10 +43,16 @@ class DrainingServer(uvicorn.Server):
             self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self.batcher.drain(self.grace)))
 
 
-def serve(app, batcher: Batcher, sock: socket.socket, grace: float) -> None:
+def serve(app, batcher: Batcher, sock: socket.socket, settings: Settings) -> None:
     """Serves `app` on the bound socket until a signal, then drains (see the module docstring)."""
-    # uvicorn's own deadline only backs ours up: by `grace` every request has been answered
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=grace + 10)
+    grace = settings.grace_period
+    config = uvicorn.Config(
+        app,
+        http=protocol(settings.header_timeout, settings.max_connections),
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=grace + 10,  # only backs ours up: by `grace` every request is answered
+    )
     server = DrainingServer(config, batcher, grace)
     server.run(sockets=[sock])
     if server.signal_name is not None:

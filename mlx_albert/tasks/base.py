@@ -33,6 +33,38 @@ class Limits:
     max_input_chars: int
     max_length: int  # tokens the model reads
     front: object = None  # the event loop's own tokenizer (the worker thread has another)
+    vocab_size: int = 1 << 31
+
+
+def tokens_at_most(text: str, limits: Limits) -> int:
+    """An upper bound on a text's tokens as the model reads it: every token but [CLS] and [SEP]
+    holds at least one character, and texts are cut to max_length."""
+    return min(len(text) + 3, limits.max_length)
+
+
+def check_option(
+    name: str, value, kind: type, lo=None, hi=None, choices=None, optional: bool = False
+) -> None:
+    """A request option of the right type and range, or a RequestError naming it (booleans are not
+    integers here, nor integers floats)."""
+    if value is None and optional:
+        return
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if ok and kind in (int, float):
+        ok = (lo is None or value >= lo) and (hi is None or value <= hi)
+    if ok and choices is not None:
+        ok = value in choices
+    if not ok:
+        want = (
+            f"one of {list(choices)}"
+            if choices
+            else f"{'an integer' if kind is int else 'a ' + kind.__name__}"
+        )
+        if kind in (int, float) and (lo is not None or hi is not None):
+            want += f" in [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        raise RequestError(
+            f"{name} must be {want}{' or null' if optional else ''}, got {str(value)[:40]!r}", name
+        )
 
 
 @dataclass
@@ -178,9 +210,13 @@ class Task:
         """The request body with shorthand fields folded into `inputs` (QA's question/context)."""
         return body
 
-    def check_request(self, item, limits: Limits) -> None:
-        """One input of a request checked before it is batched with others (RequestError)."""
-        text_of(item, "inputs", limits)
+    def check_options(self, options: dict, limits: Limits) -> None:
+        """A request's options checked for type and range (RequestError naming the option)."""
+
+    def check_request(self, item, options: dict, limits: Limits) -> tuple[int, int]:
+        """One input of a request checked before it is batched with others (RequestError), and what
+        it costs: (tokens at most the model will run, answers at most it will return)."""
+        return tokens_at_most(text_of(item, "inputs", limits), limits), 1
 
     def single_result(self, result, inputs, options: dict):
         """The answer to a request whose `inputs` was one item, not a list."""

@@ -12,7 +12,7 @@ import numpy as np
 from ..runtime import check_strings, clip_text, dispatch, max_tokens, run_batches, to_numpy
 from ..text import escape
 from ..tokenizer import AlbertTokenizer
-from .base import Limits, RequestError, Task, scores, softmax, text_of
+from .base import Limits, RequestError, Task, check_option, scores, softmax, text_of
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +41,8 @@ def fill_mask(
     Raises:
         ValueError: a text without the mask token (after truncation), an empty list.
     """
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
     mask_id = tokenizer.mask_token_id
     target_ids = _target_ids(tokenizer, targets)
     top_k = top_k if target_ids is None else min(top_k, len(target_ids))
@@ -74,6 +74,8 @@ def _target_ids(tokenizer: AlbertTokenizer, targets) -> np.ndarray | None:
     """The vocabulary ids answers are restricted to (None: every token)."""
     if targets is None:
         return None
+    if not isinstance(targets, str | list | tuple) or not all(isinstance(t, str) for t in targets):
+        raise TypeError(f"targets must be a string or a list of strings, got {type(targets).__name__}")
     targets = [targets] if isinstance(targets, str) else list(targets)
     ids = np.array(sorted({i for t in targets if (i := _target_id(tokenizer, t)) is not None}))
     if ids.size == 0:
@@ -170,12 +172,29 @@ class FillMask(Task):
             return lines[0]
         return "\n".join(f"{'' if i == 0 else chr(9)}[MASK {i + 1}] {line}" for i, line in enumerate(lines))
 
-    def check_request(self, item, limits: Limits) -> None:
+    def check_options(self, options: dict, limits: Limits) -> None:
+        check_option("top_k", options.get("top_k", 5), int, 1, limits.vocab_size)
+        targets = options.get("targets")
+        if targets is not None and not isinstance(targets, str):
+            if (
+                not isinstance(targets, list)
+                or not all(isinstance(t, str) for t in targets)
+                or len(targets) > 1000
+            ):
+                raise RequestError("targets must be a string or a list of at most 1000 strings", "targets")
+
+    def check_request(self, item, options: dict, limits: Limits) -> tuple[int, int]:
         text_of(item, "inputs", limits)
         front = limits.front  # not the worker's tokenizer: encode changes its settings
-        ids = front(clip_text(item, limits.max_length), truncation=True, max_length=limits.max_length)
-        if front.mask_token_id not in ids["input_ids"]:
+        ids = front(clip_text(item, limits.max_length), truncation=True, max_length=limits.max_length)[
+            "input_ids"
+        ]
+        masks = ids.count(front.mask_token_id)
+        if not masks:
             raise RequestError(f"no {front.mask_token} within the model's first {limits.max_length} tokens")
+        targets = options.get("targets")
+        k = options.get("top_k", 5) if targets is None else min(options.get("top_k", 5), len(targets) or 1)
+        return len(ids), masks * k
 
 
 TASK = FillMask()

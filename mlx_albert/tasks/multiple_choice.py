@@ -24,6 +24,7 @@ from .base import (
     scores,
     softmax,
     text_of,
+    tokens_at_most,
 )
 
 
@@ -153,14 +154,17 @@ class MultipleChoice(Task):
     def human(self, result, args) -> str:
         return scores(result, "choice")
 
-    def check_request(self, item, limits: Limits) -> None:
+    def check_request(self, item, options: dict, limits: Limits) -> tuple[int, int]:
+        """Every choice is a sequence of its own: the cost counts choices, not inputs."""
         if not isinstance(item, dict) or set(item) != {"question", "choices"}:
             raise RequestError("each input must be {'question': ..., 'choices': [...]}")
-        text_of(item["question"], "question", limits)
+        question = text_of(item["question"], "question", limits)
         if not isinstance(item["choices"], list) or not item["choices"]:
             raise RequestError("choices must be a non-empty list of strings")
+        tokens = 0
         for choice in item["choices"]:
-            text_of(choice, "a choice", limits)
+            tokens += tokens_at_most(question + text_of(choice, "a choice", limits), limits)
+        return tokens, len(item["choices"])
 
     def featurize(self, examples, tokenizer, max_length, label_to_id, problem_type, doc_stride, seed):
         return featurize(examples, tokenizer, max_length)

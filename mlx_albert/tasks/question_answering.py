@@ -15,7 +15,17 @@ from ..records import DataError
 from ..runtime import dispatch, max_tokens, run_batches, to_numpy
 from ..text import escape
 from ..tokenizer import AlbertTokenizer
-from .base import Dataset, Limits, RequestError, Task, field_of, softmax, text_of
+from .base import (
+    Dataset,
+    Limits,
+    RequestError,
+    Task,
+    check_option,
+    field_of,
+    softmax,
+    text_of,
+    tokens_at_most,
+)
 
 
 def _example(item) -> tuple[str, str]:
@@ -271,11 +281,28 @@ class QuestionAnswering(Task):
             body = {**body, "inputs": {"question": body.pop("question"), "context": body.pop("context")}}
         return body
 
-    def check_request(self, item, limits: Limits) -> None:
+    def check_options(self, options: dict, limits: Limits) -> None:
+        check_option("top_k", options.get("top_k", 1), int, 1, 100)
+        check_option("max_answer_len", options.get("max_answer_len", 15), int, 1, limits.max_length)
+        check_option("max_seq_len", options.get("max_seq_len"), int, 3, limits.max_length, optional=True)
+        check_option("doc_stride", options.get("doc_stride"), int, 0, limits.max_length, optional=True)
+        for name in ("handle_impossible_answer", "align_to_words"):
+            check_option(name, options.get(name, False), bool)
+
+    def check_request(self, item, options: dict, limits: Limits) -> tuple[int, int]:
+        """A long context runs as several windows: the cost counts every window's tokens."""
         if not isinstance(item, dict) or set(item) != {"question", "context"}:
             raise RequestError("each input must be {'question': ..., 'context': ...}")
-        text_of(item["question"], "question", limits)
-        text_of(item["context"], "context", limits)
+        question = text_of(item["question"], "question", limits)
+        context = text_of(item["context"], "context", limits)
+        window = options.get("max_seq_len") or min(limits.max_length, 384)
+        stride = options.get("doc_stride")
+        stride = min(window // 2, 128) if stride is None else stride
+        room = window - tokens_at_most(question, limits) - 1  # context tokens a window holds
+        step = max(room - stride, 1)  # new context tokens per window
+        context_tokens = len(limits.front.tokenizer.encode(context, add_special_tokens=False).ids)
+        windows = 1 + -(-max(context_tokens - room, 0) // step)
+        return windows * window, options.get("top_k", 1)
 
     def featurize(self, examples, tokenizer, max_length, label_to_id, problem_type, doc_stride, seed):
         return featurize(examples, tokenizer, max_length, doc_stride)

@@ -17,6 +17,7 @@ from .base import (
     Dataset,
     Limits,
     Task,
+    check_option,
     field_of,
     label_name,
     logits_and_rows,
@@ -24,6 +25,7 @@ from .base import (
     scores,
     softmax,
     text_of,
+    tokens_at_most,
 )
 from .labels import class_set, is_vector, label_id, plan
 
@@ -201,13 +203,20 @@ class TextClassification(Task):
     def human(self, result, args) -> str:
         return scores(result if isinstance(result, list) else [result], "label")
 
-    def check_request(self, item, limits: Limits) -> None:
+    def check_options(self, options: dict, limits: Limits) -> None:
+        check_option("top_k", options.get("top_k"), int, 1, None, optional=True)
+        check_option(
+            "function_to_apply", options.get("function_to_apply"), str, choices=FUNCTIONS, optional=True
+        )
+
+    def check_request(self, item, options: dict, limits: Limits) -> tuple[int, int]:
         if isinstance(item, dict) and set(item) <= {"text", "text_pair"} and "text" in item:
-            text_of(item["text"], "text", limits)
+            text = text_of(item["text"], "text", limits)
             if "text_pair" in item:
-                text_of(item["text_pair"], "text_pair", limits)
+                text += text_of(item["text_pair"], "text_pair", limits)
         else:
-            text_of(item, "inputs", limits)
+            text = text_of(item, "inputs", limits)
+        return tokens_at_most(text, limits), 1
 
     def single_result(self, result, inputs, options: dict):
         # as transformers: one string without top_k answers [best], a dict as it is

@@ -13,7 +13,19 @@ from ..records import DataError
 from ..runtime import check_strings, clip_text, dispatch, max_tokens, run_batches, to_numpy
 from ..text import escape
 from ..tokenizer import AlbertTokenizer
-from .base import Dataset, Task, field_of, label_name, mean_loss, softmax
+from .base import (
+    Dataset,
+    Limits,
+    RequestError,
+    Task,
+    check_option,
+    field_of,
+    label_name,
+    mean_loss,
+    softmax,
+    text_of,
+    tokens_at_most,
+)
 from .labels import label_id, plan, tag_set
 
 AGGREGATIONS = ("none", "simple", "first", "average", "max")
@@ -253,6 +265,23 @@ class TokenClassification(Task):
             )
             or "-"
         )
+
+    def check_options(self, options: dict, limits: Limits) -> None:
+        strategy = options.get("aggregation_strategy", "none")
+        check_option("aggregation_strategy", strategy, str, choices=AGGREGATIONS)
+        check_option("stride", options.get("stride"), int, 0, limits.max_length, optional=True)
+        labels = options.get("ignore_labels", [])
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise RequestError("ignore_labels must be a list of strings", "ignore_labels")
+
+    def check_request(self, item, options: dict, limits: Limits) -> tuple[int, int]:
+        """With a stride, a long text runs as windows: every character may cost a token."""
+        text = text_of(item, "inputs", limits)
+        if options.get("stride") is None:
+            return tokens_at_most(text, limits), limits.max_length
+        step = max(limits.max_length - 2 - options["stride"], 1)
+        windows = 1 + -(-max(len(text) + 2 - limits.max_length, 0) // step)
+        return windows * limits.max_length, windows * limits.max_length
 
     def label_set(self, examples) -> tuple[str, list[str]]:
         return tag_set(examples)

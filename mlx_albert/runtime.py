@@ -62,6 +62,17 @@ def clip_text(text: str, limit: int) -> str:
     return text
 
 
+def clip_pair(a: str, b: str | None, limit: int) -> tuple[str, str | None]:
+    """A text pair cut as clip_text cuts one text, as far as longest-first truncation allows: it keeps
+    each side's first tokens and which side is longer, so a side is cut only when it keeps more
+    tokens than the other side can have. Unicode normalisation turns a character into at most 18
+    (U+FDFA) and a token covers at least one, so 32 per character bounds a side's tokens with margin.
+    Two long sides are kept whole (the records' size bound bounds them)."""
+    if b is None:
+        return clip_text(a, limit), None
+    return clip_text(a, limit + 32 * len(b)), clip_text(b, limit + 32 * len(a))
+
+
 def to_numpy(x: mx.array) -> np.ndarray:
     return np.array(x.astype(mx.float32) if mx.issubdtype(x.dtype, mx.floating) else x)
 

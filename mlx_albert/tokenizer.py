@@ -14,7 +14,7 @@ from .files import read_bytes, read_json
 from .spiece import MAX_FILE, SPECIAL_TOKENS, build_from_spiece, panic_guard
 
 
-def _check_unicode(texts: list, split: bool) -> None:
+def check_unicode(texts: list, split: bool) -> None:
     """Raises a ValueError naming the first text with a lone surrogate (tokenizers cannot take it)."""
     for i, text in enumerate(texts):
         for part in text if split else [text]:
@@ -170,7 +170,7 @@ class AlbertTokenizer:
             except ValueError:
                 raise
             except Exception as e:  # e.g. a question too long to leave room for any context
-                _check_unicode(texts + (pairs or []), is_split_into_words)
+                check_unicode(texts + (pairs or []), is_split_into_words)
                 raise ValueError(f"cannot tokenize with max_length={limit}: {e}") from None
         finally:
             tok.no_truncation()

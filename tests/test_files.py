@@ -113,3 +113,36 @@ def test_written_folders_and_files_get_the_umask_mode(tmp_path):
                 assert stat.S_IMODE(item.stat().st_mode) == 0o644, item
     finally:
         os.umask(previous)
+
+
+SPECIAL = ["config.json", "tokenizer_config.json", "spiece.model", "tokenizer.json", "model.safetensors"]
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo"])
+@pytest.mark.parametrize("name", SPECIAL)
+def test_a_checkpoint_file_that_is_a_device_or_a_pipe_is_refused_unread(name, kind, tmp_path):
+    """stat() of /dev/zero says 0 bytes and a FIFO blocks on open: both are refused before a byte is
+    read, by type, for every file a checkpoint folder holds (and the watchdog turns a hang into a
+    failure instead of a stuck suite)."""
+    import faulthandler
+    import shutil
+
+    import mlx_albert
+
+    folder = tmp_path / "m"
+    shutil.copytree(Path(__file__).parent.parent / "models" / "tiny-albert", folder)
+    target = folder / name
+    target.unlink(missing_ok=True)
+    if kind == "fifo":
+        os.mkfifo(target)
+    else:
+        target.symlink_to("/dev/zero")
+    faulthandler.dump_traceback_later(20, exit=True)
+    try:
+        with pytest.raises(ValueError, match="not a regular file"):
+            if name in ("config.json", "model.safetensors"):
+                mlx_albert.load(folder)
+            else:
+                mlx_albert.AlbertTokenizer.from_pretrained(folder)
+    finally:
+        faulthandler.cancel_dump_traceback_later()

@@ -997,3 +997,71 @@ def test_lora_adapters_save_alone_and_load_onto_the_base(data, tmp_path):
         mlx_albert.load(other, adapter_path=run)
     with pytest.raises(ValueError, match="adapter_only needs lora_rank"):
         _trainer(data, tmp_path / "x", adapter_only=True)
+
+
+_HUGE = {  # (task, a record whose one field is ~8 MB, the same record cut to its first words)
+    "sequence_classification": (
+        {"text": "the cat " * 1_000_000, "label": "a"},
+        {"text": "the cat " * 200, "label": "a"},
+    ),
+    "sequence_classification_pair": (
+        {"text": "a mat", "text_pair": "the cat " * 1_000_000, "label": "a"},
+        {"text": "a mat", "text_pair": "the cat " * 200, "label": "a"},
+    ),
+    "multiple_choice": (
+        {"question": "the cat " * 1_000_000, "choices": ["a", "x"], "label": 0},
+        {"question": "the cat " * 200, "choices": ["a", "x"], "label": 0},
+    ),
+    "token_classification": (
+        {"tokens": ["the"] * 1_000_000, "tags": ["O"] * 1_000_000},
+        {"tokens": ["the"] * 200, "tags": ["O"] * 200},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_HUGE))
+def test_a_huge_record_is_cut_before_it_is_tokenised(case, tmp_path):
+    """An ~8 MB field trains on what truncation keeps of it, and tokenising it costs what its first
+    words cost: the same features as the record cut short, at a bounded peak (measured in a child
+    process; tokenising 8 MB whole takes seconds and over a GB)."""
+    task = case.removesuffix("_pair")
+    huge, short = _HUGE[case]
+    files = [write_jsonl(tmp_path / f"{n}.jsonl", [r]) for n, r in (("huge", huge), ("short", short))]
+    code = f"""
+import json, resource
+from mlx_albert import AlbertTokenizer
+from mlx_albert.records import read_records
+from mlx_albert.training.data import build
+tok = AlbertTokenizer.from_pretrained({str(TINY)!r})
+labels = {{"a": 0, "O": 0}}
+a, b = (build({task!r}, read_records(f), tok, 64, labels).features for f in {[str(f) for f in files]!r})
+equal = json.dumps(a, default=list) == json.dumps(b, default=list)
+print(json.dumps([equal, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss]))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    equal, peak_kb = json.loads(done.stdout)
+    assert equal
+    assert peak_kb < 600_000, f"peak {peak_kb // 1024} MB"  # the 8 MB field is read once or twice
+
+
+def test_pretraining_cuts_long_sentences_and_a_record_past_the_bound_names_its_line(tmp_path):
+    """A sentence is cut to what a pair of max_length tokens can hold of it (clip_text) before it is
+    tokenised; a line past the records' bound is refused with file:line, having read only the bound."""
+    from mlx_albert.records import MAX_RECORD
+    from mlx_albert.runtime import clip_text
+    from mlx_albert.tasks import get
+
+    tok = mlx_albert.AlbertTokenizer.from_pretrained(TINY)
+    sentence = "the cat " * 1_000_000
+    long, cut = tmp_path / "long.txt", tmp_path / "cut.txt"
+    long.write_text(f"a cat sat.\n{sentence}\nthe end.\n")
+    cut.write_text(f"a cat sat.\n{clip_text(sentence, 64)}\nthe end.\n")
+    assert len(cut.read_text()) < 2000
+    read = get("pretraining").read_training
+    features = [build("pretraining", read(p), tok, 64, seed=1).features for p in (long, cut)]
+    assert features[0] == features[1]
+    too_big = tmp_path / "big.jsonl"
+    too_big.write_text('{"text": "ok", "label": "a"}\n{"text": "' + "x" * MAX_RECORD + '", "label": "a"}\n')
+    with pytest.raises(DataError, match=rf"big.jsonl:2: a line of over {MAX_RECORD} bytes"):
+        read_records(too_big)

@@ -9,6 +9,7 @@ import json
 import numpy as np
 
 from ..metrics import accuracy
+from ..pairs import encode_pairs
 from ..records import DataError
 from ..runtime import dispatch, max_tokens, run_batches, to_numpy
 from ..text import escape
@@ -58,10 +59,7 @@ def multiple_choice(
 
     def run(items: list) -> list:
         examples = [_example(item) for item in items]
-        groups = [
-            tokenizer.encode([q] * len(choices), choices, truncation=True, max_length=limit)[0]
-            for q, choices in examples
-        ]
+        groups = [_encode(tokenizer, q, choices, limit) for q, choices in examples]
         results = []
         # Batches group questions with the same number of choices (the model takes (B, C, L)).
         for size in sorted({len(g) for g in groups}):
@@ -85,6 +83,11 @@ def multiple_choice(
         return out
 
     return dispatch(inputs, lambda x: isinstance(x, dict), run, batch_size)
+
+
+def _encode(tokenizer, question: str, choices: list[str], limit: int) -> list:
+    """The (question, choice) pairs of one question, truncated longest-first."""
+    return encode_pairs(tokenizer, [question] * len(choices), choices, limit)
 
 
 def featurize(records, tokenizer, max_length: int) -> Dataset:
@@ -115,9 +118,7 @@ def featurize(records, tokenizer, max_length: int) -> Dataset:
             )
         if not 0 <= label < len(choices):
             raise DataError(f"{where}: label {label} is not a choice index (0..{len(choices) - 1})")
-        encodings, _ = tokenizer.encode(
-            [question] * len(choices), choices, truncation=True, max_length=max_length
-        )
+        encodings = _encode(tokenizer, question, choices, max_length)
         features.append(
             {
                 "input_ids": [e.ids for e in encodings],

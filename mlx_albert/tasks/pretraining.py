@@ -14,7 +14,7 @@ import numpy as np
 from ..heads import at_positions
 from ..losses import cross_entropy
 from ..records import DataError, read_documents
-from ..runtime import collate
+from ..runtime import clip_text, collate
 from ..tokenizer import AlbertTokenizer
 from .base import Dataset, Task, mean_loss
 from .fill_mask import fill_mask
@@ -28,6 +28,7 @@ def sop_dataset(
     budget = max_length - 3
     features = []
     for document in documents:
+        document = [clip_text(s, max_length) for s in document]  # no pair holds more of one sentence
         sentences = [s.ids[1:-1] for s in tokenizer.encode(document)[0]]  # without [CLS]/[SEP]
         chunk: list[list[int]] = []
         for i, sentence in enumerate(sentences):

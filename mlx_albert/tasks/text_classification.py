@@ -10,8 +10,9 @@ import math
 import numpy as np
 
 from ..metrics import accuracy, macro_f1, pearson, spearman
+from ..pairs import encode_texts
 from ..records import DataError
-from ..runtime import clip_text, dispatch, max_tokens, run_batches, to_numpy
+from ..runtime import dispatch, max_tokens, run_batches, to_numpy
 from ..tokenizer import AlbertTokenizer
 from .base import (
     Dataset,
@@ -110,16 +111,8 @@ def _function(config, name: str | None) -> str:
 
 
 def _encode(tokenizer, pairs: list[tuple[str, str | None]], limit: int) -> list:
-    """One encoding group per input; a single text keeps only what truncation can reach (pairs
-    truncate longest-first: kept whole)."""
-    pairs = [(clip_text(a, limit), b) if b is None else (a, b) for a, b in pairs]
-    if any(b is not None for _, b in pairs) and any(b is None for _, b in pairs):
-        return [tokenizer.encode(a, b, truncation=True, max_length=limit)[0] for a, b in pairs]
-    texts, others = [a for a, _ in pairs], [b for _, b in pairs]
-    encodings, _ = tokenizer.encode(
-        texts, None if others[0] is None else others, truncation=True, max_length=limit
-    )
-    return [[e] for e in encodings]
+    """One encoding group per input."""
+    return [[e] for e in encode_texts(tokenizer, [a for a, _ in pairs], [b for _, b in pairs], limit)]
 
 
 def _ranked(config, scores: np.ndarray, top_k):
@@ -140,15 +133,7 @@ def featurize(examples, tokenizer, max_length, label_to_id, problem_type) -> Dat
     of names or a 0/1 vector for multi-label) as features."""
     texts = [field_of(where, r, "text") for where, r in examples]
     pairs = [field_of(where, r, "text_pair") if "text_pair" in r else None for where, r in examples]
-    if all(p is not None for p in pairs) or all(p is None for p in pairs):
-        encodings, _ = tokenizer.encode(
-            texts, pairs if pairs[0] is not None else None, truncation=True, max_length=max_length
-        )
-    else:  # some records are pairs, some single texts: each as it is
-        encodings = [
-            tokenizer.encode(t, p, truncation=True, max_length=max_length)[0][0]
-            for t, p in zip(texts, pairs, strict=True)
-        ]
+    encodings = encode_texts(tokenizer, texts, pairs, max_length)
     features = []
     for (where, record), e in zip(examples, encodings, strict=True):
         label = _label(where, field_of(where, record, "label", object), label_to_id, problem_type)

@@ -208,6 +208,21 @@ def _merge_overlapping(entities: list[dict]) -> list[dict]:
     return merged
 
 
+def _encode_words(tokenizer, words: list[list[str]], max_length: int) -> list:
+    """Word lists encoded and truncated, a long one cut to its first 2 * max_length + 16 words
+    first; one whose cut encoding does not fill max_length (words that give no token) is encoded
+    whole again, so the result is truncation's own."""
+    keep = 2 * max_length + 16
+    cut = [w[:keep] for w in words]
+    encodings, _ = tokenizer.encode(cut, truncation=True, max_length=max_length, is_split_into_words=True)
+    for i, (e, w) in enumerate(zip(encodings, words, strict=True)):
+        if len(w) > keep and len(e.ids) < max_length:
+            encodings[i] = tokenizer.encode(
+                [w], truncation=True, max_length=max_length, is_split_into_words=True
+            )[0][0]
+    return encodings
+
+
 def featurize(examples, tokenizer, max_length: int, label_to_id: dict) -> Dataset:
     """Records of tokens and tags (lists; in CSV space-separated) as features."""
     words, tags = [], []
@@ -224,7 +239,7 @@ def featurize(examples, tokenizer, max_length: int, label_to_id: dict) -> Datase
             raise DataError(f"{where}: an example with no tokens")
         words.append([str(x) for x in w])
         tags.append([label_id(where, x, label_to_id) for x in t])
-    encodings, _ = tokenizer.encode(words, truncation=True, max_length=max_length, is_split_into_words=True)
+    encodings = _encode_words(tokenizer, words, max_length)
     features, kept = [], []
     for e, word_tags in zip(encodings, tags, strict=True):
         labels, previous = [], None

@@ -119,3 +119,18 @@ def close_json(a, b, tol: float) -> bool:
         return x == y
 
     return close(a, b)
+
+
+# Source for a child process's own peak resident size, in KiB. Linux's ru_maxrss carries the parent's
+# resident size at fork across exec, so in a child of a grown pytest process it measures pytest;
+# VmHWM is the high-water mark of the child's own address space.
+PEAK_KB = """
+def peak_kb():
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        import resource, sys
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak // 1024 if sys.platform == "darwin" else peak
+"""

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import PEAK_KB
 
 from mlx_albert import AlbertTokenizer
 from mlx_albert.pairs import encode_pairs, encode_texts, longest_first
@@ -73,14 +74,14 @@ def test_two_long_texts_cost_linear_memory():
     truncation would build ~40,000 overflow windows of 128 tokens for each (2.5 GB and more); the
     pipelines stay within a bounded peak (measured in a child process: its peak resident size)."""
     a, b = "the cat sat " * 8300, "on a mat . " * 9000
-    code = f"""
-import json, resource, sys
+    code = f"""{PEAK_KB}
+import json, sys
 from mlx_albert import pipeline
 classify = pipeline("text-classification", {str(TINY)!r}, allow_untrained_head=True)
 choose = pipeline("multiple-choice", {str(TINY)!r}, allow_untrained_head=True)
 a, b = sys.stdin.read().split("\\n")
 out = [classify({{"text": a, "text_pair": b}}), choose({{"question": a, "choices": [b, a]}})]
-print(json.dumps([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, len(out)]))
+print(json.dumps([peak_kb(), len(out)]))
 """
     done = subprocess.run(
         [sys.executable, "-c", code], input=a + "\n" + b, capture_output=True, text=True, timeout=120

@@ -13,7 +13,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
-from conftest import case_folder, get_case, needs_torch, tiny_config
+from conftest import PEAK_KB, case_folder, get_case, needs_torch, tiny_config
 from mlx.utils import tree_flatten
 from tolerances import EPS32, PARITY, adam_tol, forward_tol, ulps
 
@@ -1027,8 +1027,8 @@ def test_a_huge_record_is_cut_before_it_is_tokenised(case, tmp_path):
     task = case.removesuffix("_pair")
     huge, short = _HUGE[case]
     files = [write_jsonl(tmp_path / f"{n}.jsonl", [r]) for n, r in (("huge", huge), ("short", short))]
-    code = f"""
-import json, resource
+    code = f"""{PEAK_KB}
+import json
 from mlx_albert import AlbertTokenizer
 from mlx_albert.records import read_records
 from mlx_albert.training.data import build
@@ -1036,7 +1036,7 @@ tok = AlbertTokenizer.from_pretrained({str(TINY)!r})
 labels = {{"a": 0, "O": 0}}
 a, b = (build({task!r}, read_records(f), tok, 64, labels).features for f in {[str(f) for f in files]!r})
 equal = json.dumps(a, default=list) == json.dumps(b, default=list)
-print(json.dumps([equal, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss]))
+print(json.dumps([equal, peak_kb()]))
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

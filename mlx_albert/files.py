@@ -82,13 +82,41 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def disk_full_error(error: OSError, path: Path) -> OSError:
-    if error.errno == errno.ENOSPC:
-        return OSError(
+class WriteError(OSError):
+    """A write that failed (a full disk, an I/O error): its message alone, without "[Errno N]"."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _mlx_write_failure(error: BaseException) -> bool:
+    """MLX reports a failed write (a full disk among others) as RuntimeError("[write] Unable to ...")."""
+    return isinstance(error, RuntimeError) and str(error).startswith("[write]")
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        stat = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return False
+    return stat.f_bavail * stat.f_frsize < 1 << 20
+
+
+def disk_full_error(error: BaseException, path: Path) -> BaseException:
+    """One clear OSError for a write that failed for want of space: the OS's ENOSPC, or MLX's write
+    failure on a device with under 1 MiB left (call it before the partial file is removed). Any
+    other error is returned as it was."""
+    mlx_failed = _mlx_write_failure(error)
+    if (isinstance(error, OSError) and error.errno == errno.ENOSPC) or (
+        mlx_failed and _nearly_full(Path(path).parent)
+    ):
+        return WriteError(
             errno.ENOSPC,
             f"no space left on the device while writing {path}: free some space "
             "or write elsewhere (nothing was replaced)",
         )
+    if mlx_failed:
+        return WriteError(errno.EIO, f"could not write {path} ({error}); nothing was replaced")
     return error
 
 
@@ -150,9 +178,12 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         fsync_path(tmp)
         os.replace(tmp, path)
         fsync_path(path.parent)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:
+        error = disk_full_error(e, path)
         tmp.unlink(missing_ok=True)
-        raise disk_full_error(e, path) from None
+        if error is e:
+            raise
+        raise error from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -204,9 +235,12 @@ def staged_folder(dest: Path):
     try:
         yield tmp
         publish_folder(tmp, dest)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:
+        error = disk_full_error(e, dest)
         shutil.rmtree(tmp, ignore_errors=True)
-        raise disk_full_error(e, dest) from None
+        if error is e:
+            raise
+        raise error from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -121,6 +121,43 @@ def test_malformed_files_name_the_line(capsys, tmp_path):
     assert code == 1 and f"{wrong}:1 (header): unknown field 'sentence'" in err
 
 
+def test_csv_duplicate_columns_and_long_fields_in_train_and_classify(capsys, tmp_path):
+    """A repeated CSV column is refused naming it (csv.DictReader would keep the last silently); a
+    field past csv's default 131,072-character limit is read (MAX_RECORD is the bound), and one past
+    MAX_RECORD is a one-line file:line error, for `train` and for `classify --file`."""
+    from mlx_albert.records import MAX_RECORD
+
+    cls = _head_checkpoint(tmp_path / "cls", "for_sequence_classification", num_labels=2)
+    train = ["train", "--model", TINY, "--task", "sequence_classification", "--max-steps", "1"]
+    dup = tmp_path / "dup.csv"
+    dup.write_text("text,label,label\na b,x,y\n")
+    for argv in (
+        [*train, "--train", dup, "--output-dir", tmp_path / "o1"],
+        ["classify", "--model", cls, "--file", dup],
+    ):
+        code, _, err = run(capsys, *argv)
+        assert code == 1 and f"{dup}:1 (header): the column 'label' appears twice" in err, err
+        assert len(err.strip().splitlines()) == 1
+    long = tmp_path / "long.csv"
+    long.write_text("text,label\n" + "the cat " * 25_000 + ",x\nthe dog,y\n")  # a 200,000-character field
+    code, _, err = run(capsys, *train, "--train", long, "--output-dir", tmp_path / "o2", "--no-progress")
+    assert code == 0, err
+    code, out, err = run(capsys, "classify", "--model", cls, "--file", long, "--json")
+    assert code == 0 and len(out.splitlines()) == 2, err
+    huge = tmp_path / "huge.csv"
+    with open(huge, "w") as f:  # one quoted field over the bound, spread over short lines
+        f.write('text,label\n"' + ("word " * 50 + "\n") * (MAX_RECORD // 250 + 1) + '",x\n')
+    for argv in (
+        [*train, "--train", huge, "--output-dir", tmp_path / "o3"],
+        ["classify", "--model", cls, "--file", huge],
+    ):
+        code, _, err = run(capsys, *argv)
+        assert code == 1 and f"{huge}:" in err and f"fields hold at most {MAX_RECORD} bytes" in err, err[
+            -500:
+        ]
+        assert "Traceback" not in err
+
+
 def test_python_dash_m_and_help(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "mlx_albert", "--help"],

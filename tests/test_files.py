@@ -146,3 +146,55 @@ def test_a_checkpoint_file_that_is_a_device_or_a_pipe_is_refused_unread(name, ki
                 mlx_albert.AlbertTokenizer.from_pretrained(folder)
     finally:
         faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MB file system (tmpfs), where writing the 5 MB bundled model runs out of space; it
+    needs root (mount), so elsewhere the test is skipped, never counted."""
+    import subprocess
+
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("mounting a 2 MB tmpfs needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode()[:200]}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_real_full_disk_is_one_line_for_convert_export_and_checkpoints(small_disk, capsys):
+    """MLX's own write failure (RuntimeError "[write] Unable to write", not ENOSPC) on a full device:
+    convert, export and a training checkpoint say "no space left" with the path, leave nothing
+    behind, and keep what was there."""
+    import mlx.optimizers as optim
+
+    from mlx_albert import load
+    from mlx_albert.cli import main
+    from mlx_albert.training import checkpoint
+
+    model_dir = "pydoc-small"  # the bundled model, 5 MB
+    (small_disk / "keep.txt").write_text("mine")
+    commands = {
+        "convert": ["convert", "--hf-path", model_dir, "--mlx-path", small_disk / "converted"],
+        "export": ["export", "--model", model_dir, "--task", "embed", "--output", small_disk / "e.mlxfn"],
+    }
+    for name, argv in commands.items():
+        assert main([str(a) for a in argv]) == 1, name
+        err = capsys.readouterr().err
+        assert f"mlx-albert {name}: error: no space left on the device while writing" in err, err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert sorted(p.name for p in small_disk.iterdir()) == ["keep.txt"], name
+    model = load(model_dir, "base")
+    optimizer = optim.Adam(1e-3)
+    optimizer.init(model.trainable_parameters())
+    with pytest.raises(OSError, match="no space left on the device while writing .*checkpoint-1"):
+        checkpoint.save(small_disk, 1, model, optimizer, {})
+    assert sorted(p.name for p in small_disk.iterdir()) == ["keep.txt"]
+    assert (small_disk / "keep.txt").read_text() == "mine"

@@ -258,3 +258,80 @@ def check_disjoint(outputs: dict[str, Path], inputs: dict[str, Path]) -> None:
                     f"{out_name} {out} {'is' if o == i else 'overlaps'} {in_name} {src}: writing there would "
                     f"replace or delete the input; choose an output folder outside it"
                 )
+
+
+LOCK = ".lock"  # in a folder one run writes into: names the pid holding it
+
+
+class FolderLock:
+    """An exclusive lock on a folder for one run: the file `.lock` in it, held with flock (so the
+    kernel frees it when its process dies, however it dies) and holding that process's pid."""
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> int | None:
+        """Takes the lock: None, or (not taken) the pid of the live process holding it (0 unknown)."""
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): runs are not guarded against each other
+            return None
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _pid_in(fd)
+                os.close(fd)
+                return holder
+            try:  # a holder releasing meanwhile unlinks the file we opened: lock the new one
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return None
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            if os.stat(self.path).st_ino == os.fstat(self._fd).st_ino:
+                self.path.unlink()
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(self._fd)  # closing frees the flock
+            self._fd = None
+
+
+def lock_holder(folder: Path) -> int | None:
+    """The pid of a live process holding `folder`'s lock (0: unknown), else None (a lock file a
+    killed run left is free). A shared probe: probes never block each other (ranks probe at once)."""
+    try:
+        import fcntl
+
+        fd = os.open(Path(folder) / LOCK, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except (ImportError, OSError):
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return _pid_in(fd)
+    finally:
+        os.close(fd)
+
+
+def in_use(folder: Path, holder: int) -> str:
+    who = f"pid {holder}" if holder else "a process"
+    return f"{folder} is in use by another run ({who}): wait for it to end, or choose another folder"
+
+
+def _pid_in(fd: int) -> int:
+    text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    return int(text) if text.isdigit() else 0

@@ -832,6 +832,42 @@ def test_malformed_records_name_file_and_line(tmp_path):
         finetune(TINY, "pretraining", corpus, None, _args(tmp_path), max_length=3)
 
 
+def test_one_run_at_a_time_writes_into_an_output_dir(data, tmp_path, capsys):
+    """A second run into a folder another live process is training into is refused in one line
+    naming its pid (the CLI, and Trainer.train past the CLI's checks); once that process is killed
+    the kernel frees its lock, so the file it left (naming a dead pid) does not block the next run,
+    and a finished run removes its lock."""
+    from mlx_albert.cli import main
+    from mlx_albert.files import FolderLock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    hold = "import sys, time\nfrom mlx_albert.files import FolderLock\n"
+    hold += "assert FolderLock(sys.argv[1]).acquire() is None\nprint('held', flush=True)\ntime.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True)
+    argv = ["train", "--model", TINY, "--task", "sequence_classification", "--train", data["train"]]
+    argv = [str(a) for a in [*argv, "--output-dir", out, "--max-steps", "2", "--no-progress"]]
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert (
+            f"{out} is in use by another run (pid {holder.pid})" in err and len(err.strip().splitlines()) == 1
+        )
+        with pytest.raises(TrainingError, match=rf"in use by another run \(pid {holder.pid}\)"):
+            _trainer(data, tmp_path, max_steps=2).train()
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing written by the refused runs
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (out / ".lock").read_text().strip() == str(holder.pid)  # left behind by a killed process
+    assert main(argv) == 0, capsys.readouterr().err
+    assert not (out / ".lock").exists() and (out / "model.safetensors").is_file()
+    lock = FolderLock(out)  # and the lock is free again
+    assert lock.acquire() is None
+    lock.release()
+
+
 def test_outputs_never_replace_inputs(data, tmp_path, capsys):
     from mlx_albert.cli import main
 

@@ -153,10 +153,12 @@ def run_from_args(args: argparse.Namespace) -> dict:
 def check_output(out: Path, model: Path, train: Path, allowed: bool) -> None:
     """--output-dir must not overlap the model or the data, and holds files only with --resume or
     --force."""
-    from ..files import check_disjoint
+    from ..files import LOCK, check_disjoint, in_use, lock_holder
 
     check_disjoint({"--output-dir": out}, {"--model": model, "--train": train})
-    if out.is_dir() and any(out.iterdir()) and not allowed:
+    if (holder := lock_holder(out)) is not None:
+        raise FileExistsError(in_use(out, holder))
+    if out.is_dir() and any(p.name != LOCK for p in out.iterdir()) and not allowed:
         raise FileExistsError(
             f"--output-dir {out} already holds files (a model or an earlier run): pass --resume to continue "
             "the run there, --force to write into it anyway, or choose an empty folder"

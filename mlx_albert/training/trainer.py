@@ -14,7 +14,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
-from ..files import clean_stale, staged_folder
+from ..files import FolderLock, clean_stale, in_use, staged_folder
 from ..lora import apply_lora
 from ..tasks import Dataset, get
 from . import checkpoint
@@ -51,6 +51,7 @@ class Trainer:
         self._check(model, args, train_data, eval_data)
         self.metric = args.metric or self.task.default_metric(model.config)
         self.output_dir = Path(args.output_dir)
+        self._lock = FolderLock(self.output_dir)  # one run at a time writes there; rank 0 holds it
         self.lengths = train_data.lengths()
         self.token_counts = train_data.token_counts()  # for tokens/s without reading the device
         self.batches_per_epoch = math.ceil(len(train_data) / args.batch_size)
@@ -230,8 +231,14 @@ class Trainer:
     def train(self) -> dict:
         """Runs to total_steps (resuming from the newest checkpoint when args.resume); returns the
         final metrics. The final model (LoRA merged) is saved to output_dir with the tokenizer."""
+        try:
+            self._start()
+            return self._run()
+        finally:
+            self._lock.release()
+
+    def _run(self) -> dict:
         main = self.dp.rank == 0
-        self._start()
         self.model.train()
         first, start, self._tokens, self._losses = self.state["step"], time.perf_counter(), 0, []
         for step in range(first + 1, self.total_steps + 1):
@@ -253,8 +260,10 @@ class Trainer:
         """The output folder made ready (rank 0), and the newest readable checkpoint restored with
         --resume; a folder holding an earlier run's checkpoints is refused without it."""
         out = self.output_dir
+        holder = self.dp.from_rank0(self._lock_output)
+        if holder is not None:
+            raise TrainingError(in_use(out, holder))
         if self.dp.rank == 0:  # only rank 0 writes: checkpoints, logs, plots and the final model
-            out.mkdir(parents=True, exist_ok=True)
             checkpoint.prune(out, 0)  # leftovers of saves that died half-way
             for name in ("best", "final"):
                 clean_stale(out / name)
@@ -278,6 +287,10 @@ class Trainer:
             )
         if self.dp.rank == 0:
             rewrite_log(out / "log.jsonl", self.state["log"])
+
+    def _lock_output(self) -> int | None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        return self._lock.acquire()
 
     def _train_step(self, step: int) -> None:
         """Optimiser step `step` (1-based) over its micro-batches; a non-finite loss or memory stops

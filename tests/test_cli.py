@@ -158,6 +158,22 @@ def test_csv_duplicate_columns_and_long_fields_in_train_and_classify(capsys, tmp
         assert "Traceback" not in err
 
 
+def test_context_file_is_read_with_a_bound(capsys, tmp_path):
+    """--context-file reads a regular file within the records' bound: a device or an oversized file is
+    one line, never an endless read."""
+    from mlx_albert.records import MAX_RECORD
+
+    qa = ["qa", "--model", TINY, "--allow-untrained-head", "Who?", "--context-file"]
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"a" * (MAX_RECORD + 1))
+    for path, message in (("/dev/zero", "not a regular file"), (big, f"is over {MAX_RECORD} bytes")):
+        code, _, err = run(capsys, *qa, path)
+        assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
+    (tmp_path / "c.txt").write_text("Maria lives in Paris.")
+    code, out, err = run(capsys, *qa, tmp_path / "c.txt", "--json")
+    assert code == 0 and "answer" in json.loads(out.splitlines()[0]), err
+
+
 def test_python_dash_m_and_help(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "mlx_albert", "--help"],

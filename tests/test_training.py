@@ -908,6 +908,48 @@ def test_resume_skips_a_corrupt_newest_checkpoint(data, tmp_path, caplog):
         third.train()
 
 
+def test_resume_refuses_another_run_naming_the_field(data, tmp_path, caplog):
+    """A checkpoint records what its run's steps follow from; resuming with another batch size,
+    LoRA setting, label set or data file is refused before any weight is read, naming the field and
+    the flag that matches (never "unreadable", never silently not bit for bit)."""
+    import logging
+
+    from mlx_albert.training.checkpoint import ResumeMismatch
+
+    _trainer(data, tmp_path, max_steps=2, save_steps=2).train()
+    refused = {
+        "batch_size": (dict(batch_size=4), "--batch-size 8"),
+        "lora": (dict(lora_rank=4), "no LoRA"),
+        "grad_accumulation": (dict(grad_accumulation=2), "--grad-accumulation 1"),
+    }
+    for name, (change, flag) in refused.items():
+        with pytest.raises(
+            ResumeMismatch, match=f"checkpoint-2 belongs to a run with another {name}: resume with {flag}"
+        ):
+            _trainer(data, tmp_path, max_steps=4, resume=True, **change).train()
+    tok = mlx_albert.AlbertTokenizer.from_pretrained(TINY)
+    other = {
+        "labels": ({"place": 0, "animal": 1, "thing": 2}, data["train"], "training data with 2 labels"),
+        "data": ({"place": 0, "animal": 1}, data["dev"], "the same --train file"),
+    }
+    for name, (labels, file, flag) in other.items():
+        model = mlx_albert.load(TINY, "for_sequence_classification", num_labels=len(labels))
+        train = build("sequence_classification", read_records(file), tok, 64, labels)
+        with pytest.raises(ResumeMismatch, match=f"another {name}: resume with {flag}"):
+            Trainer(model, tok, _args(tmp_path, batch_size=8, max_steps=4, resume=True), train).train()
+    state_file = tmp_path / "run" / "checkpoint-2" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state.pop("run")  # written before runs were recorded: world size and seed are checked only
+    state_file.write_text(json.dumps(state))
+    again = _trainer(data, tmp_path, max_steps=4, resume=True)
+    again.train()
+    assert again.state["step"] == 4 and again.state["run"]["batch_size"] == 8
+    one = write_jsonl(tmp_path / "one.jsonl", [{"text": "a b", "label": "x"}] * 4)
+    with caplog.at_level(logging.WARNING):
+        finetune(TINY, "sequence_classification", one, None, _args(tmp_path / "one", max_steps=1))
+    assert "the training data holds one label only (x)" in caplog.text
+
+
 def test_disk_full_during_a_checkpoint_keeps_the_previous_one(data, tmp_path, monkeypatch):
     import errno
 

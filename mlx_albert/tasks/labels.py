@@ -102,6 +102,12 @@ def plan(kind: str, labels: list[str], existing, problem_type: str | None, sets_
     kind = problem_type or kind
     if kind == "regression":
         return {"num_labels": 1, "problem_type": "regression", "id_to_label": {0: "score"}}, {}, kind
+    if len(labels) < 2 and kind == "single_label_classification":
+        logger.warning(
+            "the training data holds one label only (%s): a classifier learns nothing from it; add "
+            "examples of the other labels",
+            escape(str(labels[0]) if labels else "none")[:80],
+        )
     if set(existing.label_to_id) == set(labels) and existing.num_labels == len(labels):
         changes = {"problem_type": kind} if sets_problem_type else {}
         return changes, dict(existing.label_to_id), kind  # a model fine-tuned on these labels before

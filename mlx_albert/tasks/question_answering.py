@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import read_bytes
 from ..metrics import squad_scores
-from ..records import DataError
+from ..records import MAX_RECORD, DataError
 from ..runtime import dispatch, max_tokens, run_batches, to_numpy
 from ..text import escape
 from ..tokenizer import AlbertTokenizer
@@ -261,7 +262,8 @@ class QuestionAnswering(Task):
         context = args.context
         if args.context_file is not None:
             try:
-                context = Path(args.context_file).read_text(encoding="utf-8")
+                data = read_bytes(Path(args.context_file), MAX_RECORD, "context file")
+                context = data.decode("utf-8-sig")
             except (OSError, UnicodeDecodeError) as e:
                 raise ValueError(f"--context-file {args.context_file}: {type(e).__name__}: {e}") from None
         if context is None:

@@ -15,7 +15,9 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
-from ..files import clean_stale, staged_folder
+from ..files import clean_stale, read_json, staged_folder
+from ..text import escape
+from ..weights import read_safetensors
 
 logger = logging.getLogger(__name__)
 PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -72,23 +74,31 @@ def complete(output_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def read_state(path: Path) -> dict:
+    """A checkpoint's trainer_state.json (a bounded read); ValueError naming it when unreadable."""
+    try:
+        state = read_json(path / DONE, "trainer state")
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+            raise ValueError("no step")
+    except (ValueError, OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path / DONE} is unreadable ({escape(str(e))[:120]})") from None
+    return state
+
+
 def load(path: Path, model: nn.Module, optimizer) -> tuple[dict, dict]:
     """Restores weights and optimiser state; returns (trainer state, extra weights). A checkpoint
     whose files are empty, truncated or corrupt raises a ValueError naming the file."""
-    current = path / DONE
+    state = read_state(path)
+    current = path / "weights.safetensors"
     try:
-        state = json.loads(current.read_text(encoding="utf-8"))
-        if not isinstance(state, dict) or not isinstance(state.get("step"), int):
-            raise ValueError("no step")
-        current = path / "weights.safetensors"
-        weights = mx.load(str(current))
+        weights = read_safetensors(current)
         own = dict(tree_flatten(model.parameters()))
         extra = {k: v for k, v in weights.items() if k not in own}
         model.load_weights([(k, v) for k, v in weights.items() if k in own], strict=True)
         current = path / "optimizer.safetensors"
-        optimizer.state = tree_unflatten(list(mx.load(str(current)).items()))
-    except (ValueError, RuntimeError, OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"{current} is unreadable ({str(e)[:120]})") from None
+        optimizer.state = tree_unflatten(list(read_safetensors(current).items()))
+    except (ValueError, RuntimeError, OSError) as e:
+        raise ValueError(f"{current} is unreadable ({escape(str(e))[:120]})") from None
     return state, extra
 
 
@@ -108,14 +118,18 @@ def prune(output_dir: Path, keep: int) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def resume(output_dir: Path, model: nn.Module, optimizer) -> tuple[Path, tuple[dict, dict]] | None:
+def resume(output_dir: Path, model: nn.Module, optimizer, now: dict) -> tuple[Path, tuple[dict, dict]] | None:
     """(path, (state, extra weights)) of the newest checkpoint that loads, restored into the model
     and optimiser; a corrupt newer one is skipped with a warning (a crash or a full disk cut it
-    short). None when there is none."""
+    short). None when there is none. A checkpoint of a different run (`now`: see check_resumable)
+    is refused before its weights are read."""
     problems = []
     for path in reversed(complete(output_dir)):
         try:
+            check_resumable(path, read_state(path), now)
             return path, load(path, model, optimizer)
+        except ResumeMismatch:
+            raise
         except ValueError as e:
             problems.append(str(e))
             logger.warning("%s; resuming from an earlier checkpoint", e)
@@ -124,16 +138,47 @@ def resume(output_dir: Path, model: nn.Module, optimizer) -> tuple[Path, tuple[d
     return None
 
 
+class ResumeMismatch(ValueError):
+    """The checkpoint belongs to a run that differs from this one in what training follows from."""
+
+
+# What a run's steps follow from, beyond world size and seed: (field, how to resume with it).
+_RUN_FIELDS = {  # the data last: other changes (labels, max length) change its features too
+    "task": lambda v: f"--task {v}",
+    "labels": lambda v: (
+        f"training data with {v} labels"
+        if isinstance(v, int)
+        else f"training data with the labels {escape(str(list(v.values())))[:200]}"
+    ),
+    "lora": lambda v: "--lora-rank {} --lora-alpha {} --lora-dropout {}".format(*v) if v else "no LoRA",
+    "batch_size": lambda v: f"--batch-size {v}",
+    "grad_accumulation": lambda v: f"--grad-accumulation {v}",
+    "mixed_precision": lambda v: f"--mixed-precision {v}" if v else "no --mixed-precision",
+    "data": lambda v: "the same --train file, --max-length and tokenizer (its features differ)",
+}
+
+
 def check_resumable(path: Path, state: dict, now: dict) -> None:
     """Refuses to resume a checkpoint whose run differs from this one in what the rest of the run
-    follows from (world size: data shards; seed: data order, masks, dropout)."""
+    follows from (world size: data shards; seed: data order, masks and dropout; `now["run"]`: the
+    task, data, labels, batch, LoRA and precision), naming the field and the flag that matches.
+    Checkpoints written before runs were recorded are checked for world size and seed only."""
     if state.get("world_size", 1) != now["world_size"]:
-        raise ValueError(
+        raise ResumeMismatch(
             f"{path} was trained on {state.get('world_size', 1)} process(es), this run has "
             f"{now['world_size']}: resume with the same number (data shards and batches follow it)"
         )
     if state.get("seed", now["seed"]) != now["seed"]:
-        raise ValueError(
+        raise ResumeMismatch(
             f"{path} was trained with seed {state['seed']}: resume with --seed {state['seed']} "
             "(data order, masks and dropout follow it)"
         )
+    then = state.get("run")
+    if not isinstance(then, dict):
+        return
+    for name, flag in _RUN_FIELDS.items():
+        if name in then and then[name] != now["run"].get(name):
+            raise ResumeMismatch(
+                f"{path} belongs to a run with another {name}: resume with {flag(then[name])}, or "
+                "train into a new --output-dir"
+            )

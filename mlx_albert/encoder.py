@@ -212,6 +212,16 @@ class SentenceEncoder:
         similarity_fn_name: cosine or dot."""
         return similarity(a, b, self.similarity_fn_name)
 
+    def semantic_search(self, queries, corpus_embeddings, top_k: int = 10) -> list[list[dict]]:
+        """sentence-transformers' util.semantic_search: for each query (a text, embedded here, or a
+        vector) the top_k rows of corpus_embeddings by this model's similarity, best first, as
+        [{"corpus_id": row, "score": float}]. For an index on disk see mlx_albert.search."""
+        if isinstance(queries, str) or (
+            isinstance(queries, list) and queries and isinstance(queries[0], str)
+        ):
+            queries = self.encode([queries] if isinstance(queries, str) else queries)
+        return semantic_search(queries, corpus_embeddings, top_k, self.similarity_fn_name)
+
 
 def finish(
     vectors: np.ndarray, truncate_dim=None, normalize: bool = False, precision="float32"
@@ -260,3 +270,75 @@ def similarity(a, b=None, kind: str = "cosine") -> np.ndarray:
         a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
         b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
     return a @ b.T
+
+
+def semantic_search(
+    queries, corpus, top_k: int = 10, kind: str = "cosine", block: int = 65536
+) -> list[list[dict]]:
+    """The top_k rows of `corpus` (N, D) for each query (Q, D) by cosine or dot, best first (ties by
+    row): corpus blocks of `block` rows scored with one mx matmul each and merged into a running
+    top-k."""
+    if not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    q = np.atleast_2d(np.asarray(queries, np.float32))
+    corpus = np.atleast_2d(np.asarray(corpus, np.float32))
+    if q.shape[1] != corpus.shape[1]:
+        raise ValueError(f"embeddings of different sizes: {q.shape[1]} and {corpus.shape[1]}")
+    q = mx.array(q)
+    q = _unit(q) if kind == "cosine" else q
+    best = TopK(q.shape[0], top_k)
+    for start in range(0, len(corpus), block):
+        c = mx.array(corpus[start : start + block])
+        best.add(q @ (_unit(c) if kind == "cosine" else c).T, start)
+    return hits(*best_first(*best.result(), top_k))
+
+
+def is_texts(queries) -> bool:
+    """A text or a non-empty list of texts (not vectors)."""
+    return isinstance(queries, str) or (
+        isinstance(queries, list | tuple) and len(queries) > 0 and isinstance(queries[0], str)
+    )
+
+
+def hits(scores: np.ndarray, ids: np.ndarray, lines: np.ndarray | None = None) -> list[list[dict]]:
+    """Per query, [{"corpus_id", ("line",) "score"}] of its ranked rows."""
+    return [
+        [
+            {"corpus_id": int(i), **({"line": int(lines[i])} if lines is not None else {}), "score": float(s)}
+            for s, i in zip(row_s, row_i, strict=True)
+        ]
+        for row_s, row_i in zip(scores, ids, strict=True)
+    ]
+
+
+class TopK:
+    """The k best scores per query (and their row ids) over blocks of scores added one at a time."""
+
+    def __init__(self, queries: int, k: int):
+        self.k = k
+        self.scores = mx.zeros((queries, 0))
+        self.ids = mx.zeros((queries, 0), mx.int32)
+
+    def add(self, scores: mx.array, start: int) -> None:
+        """A (queries, n) block of scores for rows start ... start + n - 1."""
+        ids = mx.broadcast_to(mx.arange(start, start + scores.shape[1], dtype=mx.int32), scores.shape)
+        self.scores = mx.concatenate([self.scores, scores.astype(mx.float32)], 1)
+        self.ids = mx.concatenate([self.ids, ids], 1)
+        if self.scores.shape[1] > self.k:
+            keep = mx.argpartition(-self.scores, self.k - 1, axis=1)[:, : self.k]
+            self.scores = mx.take_along_axis(self.scores, keep, 1)
+            self.ids = mx.take_along_axis(self.ids, keep, 1)
+        mx.eval(self.scores, self.ids)  # one block's work at a time: its buffers are freed before the next
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.array(self.scores, np.float64), np.array(self.ids)
+
+
+def best_first(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best of each row, best first, ties by id (so results do not depend on block order)."""
+    order = np.lexsort((ids, -scores), axis=-1)[:, :k]
+    return np.take_along_axis(scores, order, -1), np.take_along_axis(ids, order, -1)
+
+
+def _unit(x: mx.array) -> mx.array:
+    return x / mx.maximum(mx.linalg.norm(x, axis=1, keepdims=True), 1e-12)

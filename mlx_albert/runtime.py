@@ -109,23 +109,42 @@ def _stream(it: Iterator, run, chunk: int) -> Iterator:
 
 
 class Progress:
-    """A one-line progress report on stderr (only when enabled: user-facing loops such as the CLI)."""
+    """A one-line progress report on stderr (only when enabled: user-facing loops such as the CLI):
+    done/total, the rate, and the time left. Work skipped (resumed) counts as done, not in the rate."""
 
-    def __init__(self, total: int, enabled: bool, label: str = "batches"):
-        self.total, self.enabled, self.label = total, enabled and total > 1, label
-        self.done, self.start = 0, time.perf_counter()
+    def __init__(self, total: int | None, enabled: bool, label: str = "batches"):
+        self.total, self.enabled, self.label = total, enabled and (total is None or total > 1), label
+        self.done, self.skipped, self.start = 0, 0, time.perf_counter()
+
+    def skip(self, n: int) -> None:
+        self.done += n
+        self.skipped += n
 
     def update(self, n: int = 1) -> None:
         self.done += n
-        if self.enabled:
-            rate = self.done / max(time.perf_counter() - self.start, 1e-9)
+        if not self.enabled:
+            return
+        rate = (self.done - self.skipped) / max(time.perf_counter() - self.start, 1e-9)
+        if self.total is None:
+            line, end = f"{self.label} {self.done:,} ({rate:,.1f}/s)", ""
+        else:
+            left = (self.total - self.done) / rate if rate > 0 else 0.0
+            line = f"{self.label} {self.done:,}/{self.total:,} ({rate:,.1f}/s, {_duration(left)} left)"
             end = "\n" if self.done >= self.total else ""
-            print(
-                f"\r{self.label} {self.done}/{self.total} ({rate:.1f}/s)",
-                end=end,
-                file=sys.stderr,
-                flush=True,
-            )
+        print(f"\r{line}", end=end, file=sys.stderr, flush=True)
+
+    def end(self) -> None:
+        if self.enabled and self.total is None:
+            print(file=sys.stderr)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds + 0.5)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
 
 
 def run_batches(

@@ -12,7 +12,7 @@ import sys
 from .. import __version__
 from ..records import DataError
 from ..text import escape
-from . import convert, embed, export, info, serve, tasks, train
+from . import convert, embed, export, info, search, serve, tasks, train
 from .io import UserError
 
 EPILOG = """examples:
@@ -22,6 +22,8 @@ EPILOG = """examples:
   mlx-albert qa --model my-qa --context "ALBERT shares one layer's weights." "What is shared?"
   mlx-albert multiple-choice --model my-mc --question "Fire plus water" "goes out" "grows"
   mlx-albert embed --model pydoc-small --file sentences.txt --output vectors.npy
+  mlx-albert embed --model pydoc-small --file docs.jsonl --output vectors/   # shards, resumable
+  mlx-albert search --index vectors/ --model pydoc-small "how do I sort a list?"
   mlx-albert train --model albert/albert-base-v2 --task sequence_classification \\
       --train train.jsonl --eval dev.jsonl --output-dir my-classifier --epochs 3
   mlx-albert serve --model pydoc-small --port 8080
@@ -48,7 +50,7 @@ def configure_parser() -> argparse.ArgumentParser:
     for task in TASKS:
         if task.command:
             SPECIAL.get(task.command, lambda s, t: tasks.add_parser(s, t, tasks.run))(sub, task)
-    for command in (train, export, serve, info):
+    for command in (search, train, export, serve, info):
         command.add_parser(sub)
     for p in sub.choices.values():
         # SUPPRESS: `-v` after the command sets it, and leaving it out there keeps a `-v` given before

@@ -1,8 +1,12 @@
-"""`mlx-albert embed`: the embed task's command, whose vectors can also go to a file: one row per
-input line, blank lines included (their vector is the empty text's), so rows never misalign."""
+"""`mlx-albert embed`: the embed task's command. Vectors are printed, or written to `--output`: a
+`.npy` file (one (N, D) float32 matrix), or a folder of shards (vectors.py) for large inputs: flat
+memory, progress with rate and time left, resumed after a kill by running the same command again,
+shared between ranks under `mlx.launch`. One row per input line, blank lines included (their vector
+is the empty text's), so rows never misalign."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -12,14 +16,29 @@ from .io import UserError, write_lines
 
 def add_parser(sub, task) -> None:
     p = tasks.add_parser(sub, task, run)
-    p.add_argument("--output", help="write an (N, D) float32 .npy file instead of printing")
-    p.add_argument("--force", action="store_true", help="replace an existing --output file")
+    p.add_argument(
+        "--output",
+        help="a .npy file (an (N, D) float32 matrix), or a folder of shards for large inputs (resumable)",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace an existing --output file, or another run's vectors"
+    )
+    p.add_argument(
+        "--precision",
+        choices=["float32", "int8", "binary"],
+        default="float32",
+        help="folder output: what the shards store (sentence-transformers' quantize_embeddings)",
+    )
+    p.add_argument(
+        "--storage", choices=["npy", "safetensors"], default="npy", help="folder output: shard files"
+    )
+    p.add_argument("--shard-size", type=int, default=4096, help="folder output: inputs per shard")
 
 
 def run(args) -> None:
-    import numpy as np
-
     output = Path(args.output) if args.output else None
+    if output is not None and output.suffix.lower() != ".npy":
+        return _to_folder(args, output)
     if output is not None:
         if not output.parent.is_dir():
             raise UserError(f"--output {args.output}: the folder {output.parent} does not exist")
@@ -32,6 +51,12 @@ def run(args) -> None:
         rows = ([round(float(x), 6) for x in v] for v in vectors)
         write_lines(rows, records, args.json, lambda r: args.task.human(r, args))
         return
+    _to_npy(vectors, records, output)
+
+
+def _to_npy(vectors, records, output: Path) -> None:
+    import numpy as np
+
     from ..files import atomic_write
 
     rows = []
@@ -47,7 +72,69 @@ def run(args) -> None:
             np.save(f, matrix)
 
     atomic_write(output, save)
-    print(f"wrote {matrix.shape[0]} embeddings of size {matrix.shape[1]} to {args.output}", file=sys.stderr)
+    print(f"wrote {matrix.shape[0]} embeddings of size {matrix.shape[1]} to {output}", file=sys.stderr)
+
+
+def _to_folder(args, folder: Path) -> None:
+    """Embeds the input into a folder of shards (vectors.embed_folder), resuming a run there."""
+    import mlx.core as mx
+
+    from .. import vectors
+    from ..runtime import Progress
+    from ..sharded import broadcast_json
+    from ..tasks.embed import configure
+
+    if not 0 < args.shard_size <= vectors.MAX_SHARD:
+        raise UserError(f"--shard-size must be between 1 and {vectors.MAX_SHARD}, got {args.shard_size}")
+    records = _blank_kept(args)(("text",))
+    records.keep = False  # results go to files, not next to their inputs
+    rows = records.located()
+    first = next(rows)  # a missing file, an empty input or a bad first line: before loading the model
+    pipe = tasks.open_pipeline(args)
+    options = tasks.options(args)
+    encoder = configure(
+        pipe.model, pipe.tokenizer, pipe.defaults.get("encoder"), options.get("pooling"),
+        options.get("normalize"), args.max_length,
+    )  # fmt: skip
+    probe = encoder.encode([vectors.PROBE], batch_size=1)[0]
+    wanted = vectors.Manifest(
+        model=str(args.model),
+        dimension=len(probe),
+        probe=probe.astype(float).tolist(),
+        precision=args.precision,
+        storage=args.storage,
+        shard_size=args.shard_size,
+        batch_size=args.batch_size or args.task.batch_size,
+        options={k: options.get(k) for k in ("pooling", "normalize", "max_length")},
+        input=vectors.input_identity(args.file, args.texts),
+    )
+    group = mx.distributed.init()
+    problem = None
+    if group.rank() == 0:
+        try:
+            wanted = vectors.prepare(folder, wanted, args.force)
+        except (OSError, ValueError) as e:
+            problem = str(e)
+    problem = broadcast_json(problem, group) if group.size() > 1 else problem
+    if problem is not None:
+        raise UserError(problem)
+    total = vectors.count_lines(args.file) if not args.texts else len(args.texts)
+    progress = Progress(total, options["progress"] and group.rank() == 0, "embedded lines")
+    kill = os.environ.get("MLX_ALBERT_KILL_AFTER_SHARD")  # test hook: a kill between two shards
+    rows = _chain(first, rows)
+    done = vectors.embed_folder(
+        encoder, ((n, t) for n, t in rows), folder, wanted, progress, group, int(kill) if kill else None
+    )
+    if group.rank() == 0:
+        print(
+            f"wrote {done.count} embeddings of size {done.dimension} in {done.shards()} shards to {folder}",
+            file=sys.stderr,
+        )
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
 
 
 def _blank_kept(args):

@@ -35,13 +35,18 @@ class Records:
         self.keep_blank = False  # blank lines of plain text are inputs too (embed: one row a line)
 
     def __iter__(self) -> Iterator:
+        for _, record in self.located():
+            yield record
+
+    def located(self) -> Iterator[tuple[int, object]]:
+        """(line number, or argument number, record) pairs."""
         count = 0
         for where, value in self._read():
             record = self._record(value, where)
             count += not (isinstance(record, str) and not record.strip())
             if self.keep:
                 self.pending.append(record)
-            yield record
+            yield int(where.rsplit(":", 1)[-1].rsplit(" ", 1)[-1]), record
         if count == 0:
             where = "stdin" if self.path in (None, "-") else self.path
             raise UserError(f"no inputs: {where} holds no non-empty line")

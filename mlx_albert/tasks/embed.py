@@ -36,12 +36,7 @@ def embed(
     encoder: the checkpoint's (pipeline() passes it); without it, mean pooling and unit norm.
     pooling, normalize: override the encoder's head (pooling: one of MODES).
     """
-    limit = max_tokens(model, tokenizer, max_length)
-    encoder = encoder or SentenceEncoder(model, tokenizer)
-    if pooling is not None or normalize is not None:
-        encoder = encoder.with_head(pooling, normalize)
-    if max_length is not None:
-        encoder = encoder.with_length(limit)
+    encoder = configure(model, tokenizer, encoder, pooling, normalize, max_length)
     text = encoder._prompt(prompt_name, prompt)
 
     def run(texts: list) -> list:
@@ -50,6 +45,23 @@ def embed(
 
     result = dispatch(inputs, lambda x: isinstance(x, str), run, batch_size)
     return np.stack(result) if isinstance(inputs, list | tuple) else result
+
+
+def configure(
+    model,
+    tokenizer: AlbertTokenizer,
+    encoder: SentenceEncoder | None = None,
+    pooling: str | None = None,
+    normalize: bool | None = None,
+    max_length: int | None = None,
+) -> SentenceEncoder:
+    """The encoder `embed` runs with these options: the checkpoint's (else mean pooling and unit
+    norm), its head and length overridden."""
+    limit = max_tokens(model, tokenizer, max_length)
+    encoder = encoder or SentenceEncoder(model, tokenizer)
+    if pooling is not None or normalize is not None:
+        encoder = encoder.with_head(pooling, normalize)
+    return encoder.with_length(limit) if max_length is not None else encoder
 
 
 class Embed(Task):
@@ -95,4 +107,4 @@ class Embed(Task):
 
 
 TASK = Embed()
-__all__ = ["TASK", "embed", "similarity"]
+__all__ = ["TASK", "configure", "embed", "similarity"]

@@ -1,0 +1,341 @@
+"""A folder of sentence vectors: fixed-size shards (`.npy` with the input line numbers alongside, or
+one `.safetensors` each) written atomically one at a time, and a manifest naming the model, the
+dimension, the precision and the input. A run killed at any point and started again skips the
+shards on disk and computes the others exactly as an uninterrupted run would (a shard's batches
+depend only on its own texts); under `mlx.launch` rank r writes shards r, r + N, ... . Read back one
+shard at a time (memory-mapped `.npy`), so an index never needs to fit in memory."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from .encoder import SentenceEncoder, quantize
+from .files import atomic_write, read_json
+from .runtime import Progress
+from .text import escape
+
+MANIFEST = "manifest.json"
+KIND = "mlx-albert-vectors"
+STORAGES = ("npy", "safetensors")
+# What a shard stores, as sentence-transformers' quantize_embeddings makes it: float32; int8 (255
+# steps between each dimension's minimum and maximum over the first shard); binary (np.packbits of
+# x > 0, minus 128, as int8).
+PRECISIONS = ("float32", "int8", "binary")
+PROBE = "A sentence that every index embeds, so that the model which made the vectors can be recognised."
+SAME_MODEL = 0.999  # cosine of two probe vectors of one model (other device or dtype: ~1 - 1e-4)
+MAX_DIMENSION = 1 << 16
+MAX_SHARD = 1 << 22
+_SHARD = re.compile(r"^shard-(\d{6})(\.lines)?\.(npy|safetensors)$")
+
+
+@dataclass
+class Manifest:
+    """What a folder of vectors holds and how it was made (manifest.json)."""
+
+    model: str  # as the user named it (messages), recognised by `probe`
+    dimension: int
+    probe: list[float]  # the model's float32 vector of PROBE
+    precision: str = "float32"
+    storage: str = "npy"
+    shard_size: int = 4096  # inputs per shard: the unit of work, of resuming and of sharing ranks
+    batch_size: int = 64
+    options: dict = field(default_factory=dict)  # what else changes the vectors: pooling, length
+    input: dict = field(default_factory=dict)  # {"path", "size", "mtime_ns"} of the input file
+    ranges: list | None = None  # int8: (2, dimension) minimum and maximum of the first shard's vectors
+    count: int | None = None  # vectors in all, once every shard is written
+
+    @property
+    def width(self) -> int:
+        """Stored columns: the dimension, or its packed bits for binary."""
+        return -(-self.dimension // 8) if self.precision == "binary" else self.dimension
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float32 if self.precision == "float32" else np.int8)
+
+    @classmethod
+    def read(cls, folder: Path) -> Manifest:
+        """The manifest of `folder`, checked field by field (it is untrusted input)."""
+        path = Path(folder) / MANIFEST
+        data = read_json(path, "vectors manifest", limit=1 << 22)
+        if not isinstance(data, dict) or data.get("kind") != KIND:
+            raise ValueError(f"{path} is not an mlx-albert vectors manifest")
+        known = {f.name for f in fields(cls)}
+        try:
+            manifest = cls(**{k: v for k, v in data.items() if k in known})
+            manifest.check()
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path} is malformed ({escape(str(e))[:160]})") from None
+        return manifest
+
+    def check(self) -> None:
+        if not (isinstance(self.dimension, int) and 0 < self.dimension <= MAX_DIMENSION):
+            raise ValueError(f"dimension {self.dimension!r}")
+        if not (isinstance(self.shard_size, int) and 0 < self.shard_size <= MAX_SHARD):
+            raise ValueError(f"shard_size {self.shard_size!r}")
+        if self.precision not in PRECISIONS or self.storage not in STORAGES:
+            raise ValueError(f"precision {self.precision!r} or storage {self.storage!r}")
+        if not isinstance(self.probe, list) or len(self.probe) != self.dimension:
+            raise ValueError("probe vector")
+        if self.precision == "int8" and np.shape(self.ranges) != (2, self.dimension):
+            raise ValueError("int8 ranges")
+        if self.count is not None and not (isinstance(self.count, int) and self.count >= 0):
+            raise ValueError(f"count {self.count!r}")
+
+    def write(self, folder: Path) -> None:
+        import json
+
+        text = json.dumps({"kind": KIND, "version": 1, **asdict(self)}) + "\n"
+        atomic_write(Path(folder) / MANIFEST, lambda tmp: tmp.write_text(text))
+
+    def shards(self) -> int:
+        return -(-self.count // self.shard_size) if self.count else 0
+
+    def same_model(self, other: Manifest) -> bool:
+        a, b = np.asarray(self.probe, np.float64), np.asarray(other.probe, np.float64)
+        if a.shape != b.shape:
+            return False
+        cosine = a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-30)
+        return bool(cosine >= SAME_MODEL)
+
+    def describe(self) -> str:
+        return f"model {escape(self.model)[:200]} (dimension {self.dimension})"
+
+
+def input_identity(path, texts: list[str] | None = None) -> dict:
+    """What tells one input from another (or a changed file): path, size and modification time of a
+    file, a digest of texts given as arguments; stdin has none (it cannot be resumed)."""
+    if texts:
+        import hashlib
+
+        digest = hashlib.sha256("\n".join(texts).encode("utf-8", "surrogatepass")).hexdigest()
+        return {"path": "<arguments>", "sha256": digest}
+    if path in (None, "-"):
+        return {"path": "<stdin>"}
+    stat = Path(path).stat()
+    return {"path": str(Path(path).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def count_lines(path) -> int | None:
+    """Lines of a regular file, counted in 1 MiB reads (for the progress line's total)."""
+    if path in (None, "-") or not Path(path).is_file():
+        return None
+    lines, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return lines + (last != b"\n")
+
+
+# -- shards ---------------------------------------------------------------------------------------
+def shard_files(folder: Path, index: int, storage: str) -> tuple[Path, ...]:
+    """(vectors, line numbers) files of a shard (one file for safetensors); the vectors file is
+    written last, so its presence marks a complete shard."""
+    stem = Path(folder) / f"shard-{index:06d}"
+    if storage == "safetensors":
+        return (stem.with_suffix(".safetensors"),)
+    return stem.with_suffix(".npy"), stem.with_suffix(".lines.npy")
+
+
+def written(folder: Path, storage: str) -> set[int]:
+    """Indices of the complete shards in `folder`."""
+    found = set()
+    for item in Path(folder).iterdir():
+        m = _SHARD.match(item.name)
+        if (
+            m
+            and not m[2]
+            and m[3] == storage
+            and all(p.is_file() for p in shard_files(folder, int(m[1]), storage))
+        ):
+            found.add(int(m[1]))
+    return found
+
+
+def write_shard(folder: Path, index: int, vectors: np.ndarray, lines: np.ndarray, storage: str) -> None:
+    files = shard_files(folder, index, storage)
+    if storage == "safetensors":
+        from safetensors.numpy import save_file
+
+        tensors = {"embeddings": np.ascontiguousarray(vectors), "lines": lines.astype(np.int64)}
+        atomic_write(files[0], lambda tmp: save_file(tensors, str(tmp)))
+        return
+    atomic_write(files[1], lambda tmp: _save_npy(tmp, lines.astype(np.int64)))
+    atomic_write(files[0], lambda tmp: _save_npy(tmp, vectors))
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+
+
+def read_shard(folder: Path, index: int, manifest: Manifest) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors, line numbers) of a shard, checked against the manifest; `.npy` vectors are
+    memory-mapped (read as they are used)."""
+    files = shard_files(folder, index, manifest.storage)
+    try:
+        if manifest.storage == "safetensors":
+            from .weights import check_safetensors
+
+            check_safetensors(files[0])
+            from safetensors.numpy import load_file
+
+            tensors = load_file(str(files[0]))
+            vectors, lines = tensors["embeddings"], tensors["lines"]
+        else:
+            vectors = np.load(files[0], mmap_mode="r", allow_pickle=False)
+            lines = np.load(files[1], allow_pickle=False)
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(
+            f"{files[0]} is unreadable ({escape(str(e))[:120]}): embed the input again"
+        ) from None
+    rows = len(lines)
+    if vectors.shape != (rows, manifest.width) or vectors.dtype != manifest.dtype or lines.ndim != 1:
+        raise ValueError(
+            f"{files[0]} holds {vectors.shape} {vectors.dtype} vectors for {lines.shape} lines; the "
+            f"manifest says ({rows}, {manifest.width}) {manifest.dtype}: embed the input again"
+        )
+    if not 0 < rows <= manifest.shard_size:
+        raise ValueError(f"{files[0]} holds {rows} rows, over the shard size {manifest.shard_size}")
+    return vectors, lines
+
+
+def shards(folder: Path) -> tuple[Manifest, Iterator[tuple[np.ndarray, np.ndarray]]]:
+    """The manifest of a complete folder of vectors and its shards in order, read one at a time."""
+    manifest = Manifest.read(folder)
+    if manifest.count is None:
+        raise ValueError(
+            f"{folder} is not complete (the run that writes it stopped): run the same embed command again "
+            "to finish it"
+        )
+    return manifest, (read_shard(folder, i, manifest) for i in range(manifest.shards()))
+
+
+# -- writing ----------------------------------------------------------------------------------------
+def prepare(folder: Path, wanted: Manifest, force: bool) -> Manifest:
+    """The manifest to write `folder` under: the one there when this is the same run (resumed), else
+    `wanted`. Another model's or another run's vectors are replaced only with force; files that are
+    not vectors are never deleted."""
+    folder = Path(folder)
+    if not folder.exists():
+        if not folder.parent.is_dir():
+            raise FileNotFoundError(f"cannot write {folder}: the folder {folder.parent} does not exist")
+        return wanted
+    if not folder.is_dir():
+        raise FileExistsError(f"{folder} is a file: give a folder for the vectors (or a .npy file name)")
+    if not (folder / MANIFEST).is_file():
+        if any(folder.iterdir()) and not force:
+            raise FileExistsError(
+                f"{folder} holds files that are not mlx-albert vectors: choose a new or empty folder "
+                "(or pass --force to write beside them)"
+            )
+        return wanted
+    old = Manifest.read(folder)
+    problem = _difference(old, wanted)
+    if problem is None:
+        return old  # the same run: resumed (with its int8 ranges)
+    if not force and written(
+        folder, old.storage
+    ):  # (a run that stopped before its first shard: nothing to lose)
+        raise FileExistsError(
+            f"{folder} holds {problem}: pass --force to replace them, or choose another folder"
+        )
+    for item in folder.iterdir():
+        if _SHARD.match(item.name) or item.name == MANIFEST:
+            item.unlink()
+    return wanted
+
+
+def _difference(old: Manifest, new: Manifest) -> str | None:
+    if old.dimension != new.dimension or not old.same_model(new):
+        return f"the vectors of {old.describe()}, not of {new.describe()}"
+    for name in ("precision", "storage", "shard_size", "batch_size", "options"):
+        if getattr(old, name) != getattr(new, name):
+            return f"vectors made with {name} {getattr(old, name)!r} (this run: {getattr(new, name)!r})"
+    if old.input != new.input or new.input.get("path") == "<stdin>":
+        return (
+            f"the vectors of another input ({escape(str(old.input.get('path')))[:200]}, or the file "
+            "changed since; stdin cannot be resumed)"
+        )
+    return None
+
+
+def embed_folder(
+    encoder: SentenceEncoder,
+    rows: Iterable[tuple[int, str]],
+    folder: Path,
+    manifest: Manifest,
+    progress: Progress,
+    group=None,
+    kill_after: int | None = None,
+) -> Manifest:
+    """Embeds (line number, text) rows into `folder` shard by shard, skipping shards already on disk,
+    and writes the manifest; returns it (complete: count set). Under a distributed group, rank r
+    writes shards r, r + N, ... and rank 0 the manifest once every rank is done."""
+    folder = Path(folder)
+    world, rank = (group.size(), group.rank()) if group is not None else (1, 0)
+    it = iter(rows)
+    if rank == 0:
+        folder.mkdir(exist_ok=True)
+        if manifest.precision == "int8" and manifest.ranges is None:  # calibrated on the first shard
+            first = list(itertools.islice(it, manifest.shard_size))
+            vectors = _encode(encoder, [t for _, t in first], manifest.batch_size)
+            manifest.ranges = np.vstack([vectors.min(axis=0), vectors.max(axis=0)]).tolist()
+            it = itertools.chain(first, it)
+        manifest.count = None
+        manifest.write(folder)  # before any shard: a killed run's folder is recognised when resumed
+    _barrier(group)
+    if rank != 0:
+        manifest = Manifest.read(folder)  # rank 0's, int8 ranges included
+    done, count = written(folder, manifest.storage), 0
+    for index in itertools.count():
+        shard = list(itertools.islice(it, manifest.shard_size))
+        if not shard:
+            break
+        count += len(shard)
+        if index in done or index % world != rank:
+            progress.skip(len(shard))
+            continue
+        lines = np.array([n for n, _ in shard], np.int64)
+        vectors = _encode(encoder, [t for _, t in shard], manifest.batch_size, progress)
+        ranges = np.asarray(manifest.ranges, np.float32) if manifest.ranges is not None else None
+        write_shard(folder, index, quantize(vectors, manifest.precision, ranges), lines, manifest.storage)
+        if kill_after == index:  # test hook: die (SIGKILL, no cleanup) after this shard
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+    progress.end()
+    _barrier(group)  # every rank's shards are on disk
+    manifest.count = count
+    missing = sorted(set(range(manifest.shards())) - written(folder, manifest.storage))
+    if missing:
+        raise RuntimeError(f"{folder}: shards {missing[:5]} were not written")
+    if rank == 0:
+        manifest.write(folder)
+    return manifest
+
+
+def _barrier(group) -> None:
+    if group is not None and group.size() > 1:
+        import mlx.core as mx
+
+        mx.eval(mx.distributed.all_sum(mx.array(0.0), group=group))
+
+
+def _encode(encoder: SentenceEncoder, texts: list[str], batch_size: int, progress: Progress | None = None):
+    """float32 vectors of one shard, in pieces of 16 batches (each piece length-sorted) so that the
+    progress line moves; the pieces depend only on the shard, so a resumed run repeats them."""
+    piece, parts = batch_size * 16, []
+    for start in range(0, len(texts), piece):
+        parts.append(encoder.encode(texts[start : start + piece], batch_size=batch_size))
+        if progress is not None:
+            progress.update(len(parts[-1]))
+    return np.concatenate(parts).astype(np.float32, copy=False)

@@ -127,7 +127,8 @@ def _to_folder(args, folder: Path) -> None:
     )
     if group.rank() == 0:
         print(
-            f"wrote {done.count} embeddings of size {done.dimension} in {done.shards()} shards to {folder}",
+            f"wrote {done.count} embeddings of size {done.dimension} in {done.shards()} "
+            f"shard{'s' * (done.shards() != 1)} to {folder}",
             file=sys.stderr,
         )
 

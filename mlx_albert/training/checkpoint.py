@@ -4,6 +4,7 @@ numbers need no saving: the trainer reseeds from (seed, step) before every step.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -136,6 +137,28 @@ def resume(output_dir: Path, model: nn.Module, optimizer, now: dict) -> tuple[Pa
     if problems:
         raise ValueError(f"no checkpoint in {output_dir} can be read: {'; '.join(problems)}")
     return None
+
+
+def fingerprint(args, config, data) -> dict:
+    """What a run's steps follow from besides seed and world size: a checkpoint resumes bit for
+    bit only into a run with the same (check_resumable)."""
+    digest = hashlib.sha256()
+    for f in data.features:
+        digest.update(json.dumps(f, sort_keys=True, default=_plain).encode())
+    return {
+        "task": data.task,
+        "data": digest.hexdigest(),
+        "labels": {str(k): v for k, v in config.id_to_label.items()} or config.num_labels,
+        "batch_size": args.batch_size,
+        "grad_accumulation": args.grad_accumulation,
+        "lora": [args.lora_rank, args.lora_alpha, args.lora_dropout] if args.lora_rank else None,
+        "mixed_precision": args.mixed_precision,
+    }
+
+
+def _plain(value):
+    """JSON for what features hold besides ints and lists (numpy arrays and scalars)."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
 class ResumeMismatch(ValueError):

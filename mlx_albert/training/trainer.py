@@ -4,8 +4,6 @@ checkpoints with bit-for-bit resume, best-model keeping, a JSONL log and a loss 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import time
@@ -271,7 +269,7 @@ class Trainer:
                 clean_stale(out / name)
         self.dp.barrier()
         self.state["world_size"] = self.dp.world
-        self.state["run"] = run = self._fingerprint()
+        self.state["run"] = run = checkpoint.fingerprint(self.args, self.model.config, self.train_data)
         now = {"world_size": self.dp.world, "seed": self.args.seed, "run": run}
         found = checkpoint.resume(out, self.model, self.optimizer, now) if self.args.resume else None
         if found is not None:
@@ -289,23 +287,6 @@ class Trainer:
             )
         if self.dp.rank == 0:
             rewrite_log(out / "log.jsonl", self.state["log"])
-
-    def _fingerprint(self) -> dict:
-        """What this run's steps follow from besides seed and world size: a checkpoint resumes
-        bit for bit only into a run with the same (checkpoint.check_resumable)."""
-        args, config = self.args, self.model.config
-        digest = hashlib.sha256()
-        for f in self.train_data.features:
-            digest.update(json.dumps(f, sort_keys=True, default=_plain).encode())
-        return {
-            "task": self.train_data.task,
-            "data": digest.hexdigest(),
-            "labels": {str(k): v for k, v in config.id_to_label.items()} or config.num_labels,
-            "batch_size": args.batch_size,
-            "grad_accumulation": args.grad_accumulation,
-            "lora": [args.lora_rank, args.lora_alpha, args.lora_dropout] if args.lora_rank else None,
-            "mixed_precision": args.mixed_precision,
-        }
 
     def _lock_output(self) -> int | None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -409,11 +390,6 @@ class Trainer:
         self.state["log"].append(entry)
         if self.dp.rank == 0:
             append_log(self.output_dir / "log.jsonl", entry)
-
-
-def _plain(value):
-    """JSON for what features hold besides ints and lists (numpy arrays and scalars)."""
-    return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
 def _unflatten_master(extra: dict):

@@ -84,7 +84,11 @@ class Manifest:
             raise ValueError(f"precision {self.precision!r} or storage {self.storage!r}")
         if not isinstance(self.probe, list) or len(self.probe) != self.dimension:
             raise ValueError("probe vector")
-        if self.precision == "int8" and np.shape(self.ranges) != (2, self.dimension):
+        if not all(isinstance(x, int | float) and abs(x) < 1e30 for x in self.probe):
+            raise ValueError("probe vector values")
+        if not isinstance(self.options, dict) or not isinstance(self.input, dict):
+            raise ValueError("options or input")
+        if self.precision == "int8" and np.asarray(self.ranges, np.float64).shape != (2, self.dimension):
             raise ValueError("int8 ranges")
         if self.count is not None and not (isinstance(self.count, int) and self.count >= 0):
             raise ValueError(f"count {self.count!r}")

@@ -69,7 +69,7 @@ def test_singles_and_pairs_keep_their_order(tok):
         assert e.ids == want.ids and e.type_ids == want.type_ids
 
 
-def test_two_long_texts_cost_linear_memory():
+def test_two_long_texts_cost_linear_memory(tmp_path):
     """Two 100,000-character texts classified as a pair and as a question with a choice: tokenizers'
     truncation would build ~40,000 overflow windows of 128 tokens for each (2.5 GB and more); the
     pipelines stay within a bounded peak (measured in a child process: its peak resident size)."""
@@ -84,7 +84,12 @@ out = [classify({{"text": a, "text_pair": b}}), choose({{"question": a, "choices
 print(json.dumps([peak_kb(), len(out)]))
 """
     done = subprocess.run(
-        [sys.executable, "-c", code], input=a + "\n" + b, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code],
+        input=a + "\n" + b,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     peak_kb, answers = json.loads(done.stdout)

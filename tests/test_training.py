@@ -844,7 +844,9 @@ def test_one_run_at_a_time_writes_into_an_output_dir(data, tmp_path, capsys):
     out.mkdir()
     hold = "import sys, time\nfrom mlx_albert.files import FolderLock\n"
     hold += "assert FolderLock(sys.argv[1]).acquire() is None\nprint('held', flush=True)\ntime.sleep(60)"
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(  # from tmp_path: the installed package, not the checkout
+        [sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
     argv = ["train", "--model", TINY, "--task", "sequence_classification", "--train", data["train"]]
     argv = [str(a) for a in [*argv, "--output-dir", out, "--max-steps", "2", "--no-progress"]]
     try:
@@ -1116,7 +1118,9 @@ a, b = (build({task!r}, read_records(f), tok, 64, labels).features for f in {[st
 equal = json.dumps(a, default=list) == json.dumps(b, default=list)
 print(json.dumps([equal, peak_kb()]))
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     equal, peak_kb = json.loads(done.stdout)
     assert equal

@@ -52,9 +52,8 @@ def _folder_vectors(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 def _embed_cli(docs: Path, out: Path, *extra, env=None) -> subprocess.CompletedProcess:
     argv = [sys.executable, "-m", "mlx_albert", "embed", "--model", str(TINY), "--file", str(docs)]
     argv += ["--output", str(out), "--shard-size", "40", "--batch-size", "8", "--no-progress", *extra]
-    return subprocess.run(
-        argv, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}
-    )
+    env = {**os.environ, **(env or {})}  # run from the data's folder: the installed package, not the checkout
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env, cwd=docs.parent)
 
 
 def test_a_folder_holds_the_npy_vectors_one_row_per_line(capsys, tmp_path):
@@ -173,6 +172,11 @@ def test_search_streams_shards_to_the_brute_force_top_k(capsys, tmp_path):
     text = docs.read_text().split("\n")
     assert code == 0 and [r["rank"] for r in rows] == [1, 2, 3]
     assert all(r["text"] == text[r["line"] - 1] for r in rows)
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "probe": ["\x1b[2J"] * 64}))  # tampered
+    code, err = _run(capsys, "search", "--index", out, "--model", TINY, "a query")
+    assert code == 1 and "manifest.json is malformed (probe vector values)" in err and "\x1b" not in err
+    (out / "manifest.json").write_text(json.dumps(manifest))
     code, err = _run(capsys, "search", "--index", out, "--model", "pydoc-small", "a query")
     assert (
         code == 1

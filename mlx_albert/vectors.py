@@ -286,12 +286,12 @@ def embed_folder(
     writes shards r, r + N, ... and rank 0 the manifest once every rank is done."""
     folder = Path(folder)
     world, rank = (group.size(), group.rank()) if group is not None else (1, 0)
-    it = iter(rows)
+    it, computed = iter(rows), {}
     if rank == 0:
         folder.mkdir(exist_ok=True)
         if manifest.precision == "int8" and manifest.ranges is None:  # calibrated on the first shard
             first = list(itertools.islice(it, manifest.shard_size))
-            vectors = _encode(encoder, [t for _, t in first], manifest.batch_size)
+            computed[0] = vectors = _encode(encoder, [t for _, t in first], manifest.batch_size)
             manifest.ranges = np.vstack([vectors.min(axis=0), vectors.max(axis=0)]).tolist()
             it = itertools.chain(first, it)
         manifest.count = None
@@ -309,7 +309,11 @@ def embed_folder(
             progress.skip(len(shard))
             continue
         lines = np.array([n for n, _ in shard], np.int64)
-        vectors = _encode(encoder, [t for _, t in shard], manifest.batch_size, progress)
+        vectors = computed.pop(index, None)
+        if vectors is None:
+            vectors = _encode(encoder, [t for _, t in shard], manifest.batch_size, progress)
+        else:
+            progress.update(len(shard))
         ranges = np.asarray(manifest.ranges, np.float32) if manifest.ranges is not None else None
         write_shard(folder, index, quantize(vectors, manifest.precision, ranges), lines, manifest.storage)
         if kill_after == index:  # test hook: die (SIGKILL, no cleanup) after this shard
@@ -321,7 +325,7 @@ def embed_folder(
     manifest.count = count
     missing = sorted(set(range(manifest.shards())) - written(folder, manifest.storage))
     if missing:
-        raise RuntimeError(f"{folder}: shards {missing[:5]} were not written")
+        raise OSError(f"{folder}: shards {missing[:5]} are missing (removed while this run wrote): run again")
     if rank == 0:
         manifest.write(folder)
     return manifest

@@ -182,7 +182,7 @@ def main() -> None:
         print(f"| {name} | {r:.1f} | {r / base:.2f}x |")
     print(f"\nsame vectors: max |difference| {difference:.2e}, min cosine {cosine:.7f}")
     if not onnx_available():
-        print("(ONNX Runtime: not installed; pip install onnxruntime optimum[onnxruntime] to add it)")
+        print("(ONNX Runtime: needs onnxruntime and optimum-onnx beside sentence-transformers)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {

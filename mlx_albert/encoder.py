@@ -216,10 +216,8 @@ class SentenceEncoder:
         """sentence-transformers' util.semantic_search: for each query (a text, embedded here, or a
         vector) the top_k rows of corpus_embeddings by this model's similarity, best first, as
         [{"corpus_id": row, "score": float}]. For an index on disk see mlx_albert.search."""
-        if isinstance(queries, str) or (
-            isinstance(queries, list) and queries and isinstance(queries[0], str)
-        ):
-            queries = self.encode([queries] if isinstance(queries, str) else queries)
+        if is_texts(queries):
+            queries = self.encode([queries] if isinstance(queries, str) else list(queries))
         return semantic_search(queries, corpus_embeddings, top_k, self.similarity_fn_name)
 
 
@@ -250,12 +248,23 @@ def quantize(vectors: np.ndarray, precision: str, ranges: np.ndarray | None = No
                 )
             ranges = np.vstack([vectors.min(axis=0), vectors.max(axis=0)])
         ranges = ranges.astype(np.float32)
-        steps = (ranges[1] - ranges[0]) / 255
-        steps = np.where(steps == 0, 1, steps)
-        q = np.clip(np.floor((vectors - ranges[0]) / steps), 0, 255)
+        q = np.clip(np.floor((vectors - ranges[0]) / _steps(ranges)), 0, 255)
         return q.astype(np.uint8) if precision == "uint8" else (q - 128).astype(np.int8)
     bits = np.packbits(vectors > 0, axis=-1)
     return (bits - 128).astype(np.int8) if precision == "binary" else bits
+
+
+def dequantize(values: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+    """int8 values back to the start of their buckets (float64), as sentence-transformers' rescoring
+    reads them."""
+    ranges = np.asarray(ranges, np.float32)
+    return (values.astype(np.float64) + 128) * _steps(ranges) + ranges[0]
+
+
+def _steps(ranges: np.ndarray) -> np.ndarray:
+    """Each dimension's bucket width: 255 steps between its minimum and maximum (1 where they meet)."""
+    steps = (ranges[1] - ranges[0]) / 255
+    return np.where(steps == 0, 1, steps)
 
 
 def similarity(a, b=None, kind: str = "cosine") -> np.ndarray:
@@ -285,11 +294,11 @@ def semantic_search(
     if q.shape[1] != corpus.shape[1]:
         raise ValueError(f"embeddings of different sizes: {q.shape[1]} and {corpus.shape[1]}")
     q = mx.array(q)
-    q = _unit(q) if kind == "cosine" else q
+    q = unit_rows(q) if kind == "cosine" else q
     best = TopK(q.shape[0], top_k)
     for start in range(0, len(corpus), block):
         c = mx.array(corpus[start : start + block])
-        best.add(q @ (_unit(c) if kind == "cosine" else c).T, start)
+        best.add(q @ (unit_rows(c) if kind == "cosine" else c).T, start)
     return hits(*best_first(*best.result(), top_k))
 
 
@@ -340,5 +349,5 @@ def best_first(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray,
     return np.take_along_axis(scores, order, -1), np.take_along_axis(ids, order, -1)
 
 
-def _unit(x: mx.array) -> mx.array:
+def unit_rows(x: mx.array) -> mx.array:
     return x / mx.maximum(mx.linalg.norm(x, axis=1, keepdims=True), 1e-12)

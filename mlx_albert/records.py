@@ -134,6 +134,11 @@ def _csv(source, name: str, keep_blank: bool, limit: int) -> Iterator[tuple[str,
         ) from None
 
 
+def line_number(where: str) -> int:
+    """The number in a record's "file:line" (or "argument N")."""
+    return int(where.rsplit(":", 1)[-1].rsplit(" ", 1)[-1])
+
+
 def _is_json_object(line: str) -> bool:
     if not line.lstrip().startswith("{"):
         return False

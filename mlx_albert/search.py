@@ -13,7 +13,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from .encoder import SentenceEncoder, TopK, best_first, hits, is_texts, quantize
+from .encoder import SentenceEncoder, TopK, best_first, dequantize, hits, is_texts, quantize, unit_rows
 from .vectors import PROBE, Manifest, read_shard, shards
 
 
@@ -78,8 +78,7 @@ def _first_stage(manifest: Manifest, stream, queries: np.ndarray, k: int):
 
 def _query(manifest: Manifest, queries: np.ndarray) -> mx.array:
     if manifest.precision == "float32":
-        q = mx.array(queries)
-        return q / mx.maximum(mx.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        return unit_rows(mx.array(queries))
     ranges = np.asarray(manifest.ranges, np.float32) if manifest.ranges is not None else None
     return _corpus(manifest, quantize(queries, manifest.precision, ranges))
 
@@ -88,8 +87,7 @@ def _corpus(manifest: Manifest, block: np.ndarray) -> mx.array:
     """A stored block as the float32 rows the first stage multiplies: unit rows (float32), the int8
     values (exact in float32), or the bits as +-1 (so a dot product is dimension - 2 x Hamming)."""
     if manifest.precision == "float32":
-        x = mx.array(block)
-        return x / mx.maximum(mx.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return unit_rows(mx.array(block))
     if manifest.precision == "int8":
         return mx.array(block).astype(mx.float32)
     return _bits(block, manifest.dimension) * 2 - 1
@@ -112,10 +110,7 @@ def _rescore(folder: Path, manifest: Manifest, queries: np.ndarray, ids: np.ndar
         take = wanted[wanted // manifest.shard_size == index]
         block = np.asarray(vectors[take - index * manifest.shard_size])
         if manifest.precision == "int8":
-            ranges = np.asarray(manifest.ranges, np.float32)
-            steps = (ranges[1] - ranges[0]) / 255
-            steps = np.where(steps == 0, 1, steps)
-            values = (block.astype(np.float64) + 128) * steps + ranges[0]
+            values = dequantize(block, manifest.ranges)
         else:
             values = np.array(_bits(block, manifest.dimension))
         rows.update(zip(take.tolist(), values, strict=True))

@@ -6,6 +6,7 @@ is the empty text's), so rows never misalign."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -121,21 +122,14 @@ def _to_folder(args, folder: Path) -> None:
     total = vectors.count_lines(args.file) if not args.texts else len(args.texts)
     progress = Progress(total, options["progress"] and group.rank() == 0, "embedded lines")
     kill = os.environ.get("MLX_ALBERT_KILL_AFTER_SHARD")  # test hook: a kill between two shards
-    rows = _chain(first, rows)
-    done = vectors.embed_folder(
-        encoder, ((n, t) for n, t in rows), folder, wanted, progress, group, int(kill) if kill else None
-    )
+    rows = itertools.chain([first], rows)
+    done = vectors.embed_folder(encoder, rows, folder, wanted, progress, group, int(kill) if kill else None)
     if group.rank() == 0:
         print(
             f"wrote {done.count} embeddings of size {done.dimension} in {done.shards()} "
             f"shard{'s' * (done.shards() != 1)} to {folder}",
             file=sys.stderr,
         )
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
 
 
 def _blank_kept(args):

@@ -46,7 +46,7 @@ class Records:
             count += not (isinstance(record, str) and not record.strip())
             if self.keep:
                 self.pending.append(record)
-            yield int(where.rsplit(":", 1)[-1].rsplit(" ", 1)[-1]), record
+            yield records.line_number(where), record
         if count == 0:
             where = "stdin" if self.path in (None, "-") else self.path
             raise UserError(f"no inputs: {where} holds no non-empty line")

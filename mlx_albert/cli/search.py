@@ -32,7 +32,7 @@ def add_parser(sub) -> None:
 def run(args) -> None:
     from ..encoder import SentenceEncoder
     from ..search import search
-    from ..vectors import Manifest, input_identity
+    from ..vectors import Manifest
 
     index = Path(args.index)
     if not index.is_dir():
@@ -45,7 +45,7 @@ def run(args) -> None:
     if options.get("max_length"):
         encoder = encoder.with_length(options["max_length"])
     found = search(index, args.queries, args.top_k, encoder, args.rescore_multiplier, str(args.model))
-    texts = _texts(manifest.input, {hit["line"] for hits in found for hit in hits}, input_identity)
+    texts = _texts(manifest.input, {hit["line"] for hits in found for hit in hits})
     for query, hits in zip(args.queries, found, strict=True):
         rows = [{"rank": r, **hit, "text": texts.get(hit["line"])} for r, hit in enumerate(hits, 1)]
         if args.json:
@@ -58,16 +58,17 @@ def run(args) -> None:
             print(f"{row['rank']}\t{row['score']:.4f}\tline {row['line']}\t{text}", flush=True)
 
 
-def _texts(identity: dict, lines: set[int], identify) -> dict[int, str]:
+def _texts(identity: dict, lines: set[int]) -> dict[int, str]:
     """The texts of `lines` read back from the index's input file (one streaming pass), when that
     file is still the one embedded; else none, with a warning."""
     from .. import records
+    from ..vectors import input_identity
 
     path = identity.get("path")
     if path in (None, "<stdin>", "<arguments>"):
         return {}
     try:
-        same = identify(path) == identity
+        same = input_identity(path) == identity
     except OSError:
         same = False
     if not same:
@@ -79,7 +80,7 @@ def _texts(identity: dict, lines: set[int], identify) -> dict[int, str]:
         return {}
     texts = {}
     for where, value in records.read(path, keep_blank=True):
-        number = int(where.rsplit(":", 1)[-1])
+        number = records.line_number(where)
         if number in lines:
             texts[number] = value.get("text", "") if isinstance(value, dict) else str(value)
             if len(texts) == len(lines):

@@ -86,10 +86,10 @@ def read_state(path: Path) -> dict:
     return state
 
 
-def load(path: Path, model: nn.Module, optimizer) -> tuple[dict, dict]:
+def load(path: Path, model: nn.Module, optimizer, state: dict | None = None) -> tuple[dict, dict]:
     """Restores weights and optimiser state; returns (trainer state, extra weights). A checkpoint
     whose files are empty, truncated or corrupt raises a ValueError naming the file."""
-    state = read_state(path)
+    state = read_state(path) if state is None else state  # (resume has read it already)
     current = path / "weights.safetensors"
     try:
         weights = read_safetensors(current)
@@ -127,8 +127,9 @@ def resume(output_dir: Path, model: nn.Module, optimizer, now: dict) -> tuple[Pa
     problems = []
     for path in reversed(complete(output_dir)):
         try:
-            check_resumable(path, read_state(path), now)
-            return path, load(path, model, optimizer)
+            state = read_state(path)
+            check_resumable(path, state, now)
+            return path, load(path, model, optimizer, state)
         except ResumeMismatch:
             raise
         except ValueError as e:

@@ -93,6 +93,13 @@ class SentenceEncoder:
         other.max_seq_length = min(max_seq_length, self.backbone.config.max_positions)
         return other
 
+    def with_prompt(self, prompt_name: str | None) -> SentenceEncoder:
+        """The same encoder putting the folder's prompt `prompt_name` before every text by default."""
+        other = copy.copy(self)
+        other._prompt(prompt_name, None)  # an unknown name is refused here, naming the known ones
+        other.default_prompt_name = prompt_name
+        return other
+
     @property
     def dimension(self) -> int:
         """The length of the vectors (before any truncate_dim)."""

@@ -94,6 +94,15 @@ def _mlx_write_failure(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and str(error).startswith("[write]")
 
 
+def _short_write(error: BaseException) -> bool:
+    """numpy's failed write ("64000 requested and 51168 written"): an OSError with no errno."""
+    return (
+        isinstance(error, OSError)
+        and error.errno is None
+        and re.search(r"\d+ requested and \d+ written", str(error)) is not None
+    )
+
+
 def _nearly_full(folder: Path) -> bool:
     try:
         stat = os.statvfs(folder)
@@ -107,8 +116,10 @@ def disk_full_error(error: BaseException, path: Path) -> BaseException:
     failure on a device with under 1 MiB left (call it before the partial file is removed). Any
     other error is returned as it was."""
     mlx_failed = _mlx_write_failure(error)
-    if (isinstance(error, OSError) and error.errno == errno.ENOSPC) or (
-        mlx_failed and _nearly_full(Path(path).parent)
+    if (
+        (isinstance(error, OSError) and error.errno == errno.ENOSPC)
+        or _short_write(error)  # numpy's: the device (or a quota) took only part of the bytes
+        or (mlx_failed and _nearly_full(Path(path).parent))
     ):
         return WriteError(
             errno.ENOSPC,

@@ -20,7 +20,7 @@ from .vectors import PROBE, Manifest, read_shard, shards
 def check_model(manifest: Manifest, encoder: SentenceEncoder, name: str, folder: Path) -> None:
     """Refuses an encoder other than the one the index was built with (dimension, then the probe
     vector), naming both."""
-    probe = encoder.encode([PROBE], batch_size=1)[0]
+    probe = encoder.encode([PROBE], batch_size=1, prompt="")[0]  # the model alone, no prompt
     mine = Manifest(model=name, dimension=len(probe), probe=probe.astype(float).tolist())
     if mine.dimension != manifest.dimension or not mine.same_model(manifest):
         raise ValueError(
@@ -36,12 +36,13 @@ def search(
     encoder: SentenceEncoder | None = None,
     rescore_multiplier: int = 4,
     model_name: str = "this encoder",
+    prompt_name: str | None = None,
 ) -> list[list[dict]]:
     """The top_k vectors of the index `folder` for each query, best first: per query a list of
     {"corpus_id": position in the index, "line": the input's line number, "score": float}.
 
-    queries: strings (embedded with `encoder`, which must be the model that built the index) or a
-    (Q, D) float array of query vectors.
+    queries: strings (embedded with `encoder`, which must be the model that built the index, after
+    the folder's prompt `prompt_name`) or a (Q, D) float array of query vectors.
     """
     folder = Path(folder)
     if not isinstance(top_k, int) or top_k < 1:
@@ -53,7 +54,8 @@ def search(
         if encoder is None:
             raise ValueError("pass encoder= (the index's model) to search with texts")
         check_model(manifest, encoder, model_name, folder)
-        queries = encoder.encode([queries] if isinstance(queries, str) else list(queries))
+        texts = [queries] if isinstance(queries, str) else list(queries)
+        queries = encoder.encode(texts, prompt_name=prompt_name)
     queries = np.atleast_2d(np.asarray(queries, np.float32))
     if queries.shape[1] != manifest.dimension:
         raise ValueError(f"queries of dimension {queries.shape[1]}; the index holds {manifest.dimension}")

@@ -7,6 +7,7 @@ shard at a time (memory-mapped `.npy`), so an index never needs to fit in memory
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .encoder import SentenceEncoder, quantize
-from .files import atomic_write, read_json
+from .files import LOCK, FolderLock, atomic_write, in_use, open_regular, read_json
 from .runtime import Progress
 from .text import escape
 
@@ -32,7 +33,13 @@ PROBE = "A sentence that every index embeds, so that the model which made the ve
 SAME_MODEL = 0.999  # cosine of two probe vectors of one model (other device or dtype: ~1 - 1e-4)
 MAX_DIMENSION = 1 << 16
 MAX_SHARD = 1 << 22
-_SHARD = re.compile(r"^shard-(\d{6})(\.lines)?\.(npy|safetensors)$")
+MAX_COUNT = 1 << 40
+_SHARD = re.compile(r"^shard-(\d{6})(\.lines\.npy|\.npy|\.json|\.safetensors)$")
+_RUN = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
@@ -50,6 +57,7 @@ class Manifest:
     input: dict = field(default_factory=dict)  # {"path", "size", "mtime_ns"} of the input file
     ranges: list | None = None  # int8: (2, dimension) minimum and maximum of the first shard's vectors
     count: int | None = None  # vectors in all, once every shard is written
+    run: str | None = None  # this run's identity: every shard it wrote records it (None: before 0.3)
 
     @property
     def width(self) -> int:
@@ -76,9 +84,9 @@ class Manifest:
         return manifest
 
     def check(self) -> None:
-        if not (isinstance(self.dimension, int) and 0 < self.dimension <= MAX_DIMENSION):
+        if not (_integer(self.dimension) and 0 < self.dimension <= MAX_DIMENSION):
             raise ValueError(f"dimension {self.dimension!r}")
-        if not (isinstance(self.shard_size, int) and 0 < self.shard_size <= MAX_SHARD):
+        if not (_integer(self.shard_size) and 0 < self.shard_size <= MAX_SHARD):
             raise ValueError(f"shard_size {self.shard_size!r}")
         if self.precision not in PRECISIONS or self.storage not in STORAGES:
             raise ValueError(f"precision {self.precision!r} or storage {self.storage!r}")
@@ -90,8 +98,17 @@ class Manifest:
             raise ValueError("options or input")
         if self.precision == "int8" and np.asarray(self.ranges, np.float64).shape != (2, self.dimension):
             raise ValueError("int8 ranges")
-        if self.count is not None and not (isinstance(self.count, int) and self.count >= 0):
+        if self.count is not None and not (_integer(self.count) and 0 <= self.count <= MAX_COUNT):
             raise ValueError(f"count {self.count!r}")
+        if not (_integer(self.batch_size) and 0 < self.batch_size <= MAX_SHARD):
+            raise ValueError(f"batch_size {self.batch_size!r}")
+        if self.run is not None and not (isinstance(self.run, str) and _RUN.match(self.run)):
+            raise ValueError("run identity")
+        path = self.input.get("path")
+        if not (isinstance(path, str) and len(path) <= 4096) or not all(
+            _integer(self.input[k]) for k in ("size", "mtime_ns") if k in self.input
+        ):
+            raise ValueError("input")
 
     def write(self, folder: Path) -> None:
         import json
@@ -101,6 +118,21 @@ class Manifest:
 
     def shards(self) -> int:
         return -(-self.count // self.shard_size) if self.count else 0
+
+    def rows(self, index: int) -> int:
+        """The rows shard `index` of a complete folder holds: shard_size, less in the last."""
+        return min(self.shard_size, self.count - index * self.shard_size)
+
+    def new_run(self) -> Manifest:
+        """This manifest with a new run identity: a digest of what makes the vectors (input, model,
+        options) and a random part, so that no other run's shard is ever taken for this one's."""
+        import hashlib
+        import json
+
+        made = {k: v for k, v in asdict(self).items() if k not in ("count", "run", "ranges")}
+        text = json.dumps({**made, "nonce": os.urandom(16).hex()}, sort_keys=True)
+        self.run = hashlib.sha256(text.encode()).hexdigest()
+        return self
 
     def same_model(self, other: Manifest) -> bool:
         a, b = np.asarray(self.probe, np.float64), np.asarray(other.probe, np.float64)
@@ -141,39 +173,46 @@ def count_lines(path) -> int | None:
 
 # -- shards ---------------------------------------------------------------------------------------
 def shard_files(folder: Path, index: int, storage: str) -> tuple[Path, ...]:
-    """(vectors, line numbers) files of a shard (one file for safetensors); the vectors file is
-    written last, so its presence marks a complete shard."""
+    """The files of a shard, the record written last: (vectors, line numbers, record) for npy, where
+    the record (.json) holds the run identity, the rows and the other two files' sha256; one
+    .safetensors (the run identity in its metadata)."""
     stem = Path(folder) / f"shard-{index:06d}"
     if storage == "safetensors":
         return (stem.with_suffix(".safetensors"),)
-    return stem.with_suffix(".npy"), stem.with_suffix(".lines.npy")
+    return stem.with_suffix(".npy"), stem.with_suffix(".lines.npy"), stem.with_suffix(".json")
 
 
-def written(folder: Path, storage: str) -> set[int]:
-    """Indices of the complete shards in `folder`."""
+def present(folder: Path, storage: str) -> set[int]:
+    """Indices of the shards whose vectors file is in `folder` (complete or not, this run's or not)."""
+    suffix = ".safetensors" if storage == "safetensors" else ".npy"
     found = set()
     for item in Path(folder).iterdir():
         m = _SHARD.match(item.name)
-        if (
-            m
-            and not m[2]
-            and m[3] == storage
-            and all(p.is_file() for p in shard_files(folder, int(m[1]), storage))
-        ):
+        if m and m[2] == suffix:
             found.add(int(m[1]))
     return found
 
 
-def write_shard(folder: Path, index: int, vectors: np.ndarray, lines: np.ndarray, storage: str) -> None:
+def write_shard(
+    folder: Path, index: int, vectors: np.ndarray, lines: np.ndarray, storage: str, run: str | None
+) -> None:
     files = shard_files(folder, index, storage)
+    lines = lines.astype(np.int64)
     if storage == "safetensors":
         from safetensors.numpy import save_file
 
-        tensors = {"embeddings": np.ascontiguousarray(vectors), "lines": lines.astype(np.int64)}
-        atomic_write(files[0], lambda tmp: save_file(tensors, str(tmp)))
+        tensors = {"embeddings": np.ascontiguousarray(vectors), "lines": lines}
+        metadata = {"run": run or "", "rows": str(len(lines))}
+        atomic_write(files[0], lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
         return
-    atomic_write(files[1], lambda tmp: _save_npy(tmp, lines.astype(np.int64)))
+    import json
+
+    files[2].unlink(missing_ok=True)  # a shard being rewritten is incomplete until its record is back
+    atomic_write(files[1], lambda tmp: _save_npy(tmp, lines))
     atomic_write(files[0], lambda tmp: _save_npy(tmp, vectors))
+    digests = {"vectors": _digest(files[0]), "lines": _digest(files[1])}
+    record = json.dumps({"run": run, "rows": len(lines), **digests}) + "\n"
+    atomic_write(files[2], lambda tmp: tmp.write_text(record))
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -181,81 +220,161 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(f, array, allow_pickle=False)
 
 
-def read_shard(folder: Path, index: int, manifest: Manifest) -> tuple[np.ndarray, np.ndarray]:
-    """(vectors, line numbers) of a shard, checked against the manifest; `.npy` vectors are
-    memory-mapped (read as they are used)."""
+class ShardError(ValueError):
+    """A shard that is missing, damaged, or not this run's (one line naming the file)."""
+
+
+def read_shard(
+    folder: Path, index: int, manifest: Manifest, rows: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors, line numbers) of a shard, every part checked against the manifest before use: the
+    run that wrote it, the `.npy` header and the file's size, `rows` rows (default: what a complete
+    folder's shard `index` holds), increasing line numbers. `.npy` vectors are memory-mapped."""
     files = shard_files(folder, index, manifest.storage)
-    try:
-        if manifest.storage == "safetensors":
-            from .weights import check_safetensors
-
-            check_safetensors(files[0])
-            from safetensors.numpy import load_file
-
-            tensors = load_file(str(files[0]))
-            vectors, lines = tensors["embeddings"], tensors["lines"]
-        else:
-            vectors = np.load(files[0], mmap_mode="r", allow_pickle=False)
-            lines = np.load(files[1], allow_pickle=False)
-    except (OSError, ValueError, KeyError) as e:
-        raise ValueError(
-            f"{files[0]} is unreadable ({escape(str(e))[:120]}): embed the input again"
-        ) from None
-    rows = len(lines)
-    if vectors.shape != (rows, manifest.width) or vectors.dtype != manifest.dtype or lines.ndim != 1:
-        raise ValueError(
-            f"{files[0]} holds {vectors.shape} {vectors.dtype} vectors for {lines.shape} lines; the "
-            f"manifest says ({rows}, {manifest.width}) {manifest.dtype}: embed the input again"
+    if rows is None:
+        rows = manifest.rows(index)
+    if manifest.storage == "safetensors":
+        vectors, lines, record = _part(files[0], _read_safetensors, files[0])
+    else:
+        record = _part(files[2], _read_record, files[2]) if manifest.run is not None else {}
+        vectors = _part(files[0], _read_npy, files[0], manifest.dtype, (rows, manifest.width))
+        lines = np.array(_part(files[1], _read_npy, files[1], np.dtype(np.int64), (rows,)))
+    if manifest.run is not None and record.get("run") != manifest.run:
+        raise ShardError(f"{files[-1]} was written by another run than {folder}'s manifest: {REPAIR}")
+    for part, path in zip(("vectors", "lines"), files[:2], strict=False):
+        if manifest.run is not None and manifest.storage == "npy" and record.get(part) != _digest(path):
+            raise ShardError(f"{path} is not the file its record {files[2].name} describes: {REPAIR}")
+    if vectors.shape != (rows, manifest.width) or vectors.dtype != manifest.dtype or lines.shape != (rows,):
+        raise ShardError(
+            f"{files[0]} holds {vectors.shape} {vectors.dtype} vectors for {lines.shape} lines where "
+            f"({rows}, {manifest.width}) {manifest.dtype} belong: {REPAIR}"
         )
-    if not 0 < rows <= manifest.shard_size:
-        raise ValueError(f"{files[0]} holds {rows} rows, over the shard size {manifest.shard_size}")
+    if rows and (lines[0] < 1 or (rows > 1 and not np.all(np.diff(lines) > 0))):
+        raise ShardError(f"{files[-1]}: its line numbers are not increasing from 1: {REPAIR}")
     return vectors, lines
 
 
+REPAIR = "run the same embed command again to recompute it"
+
+
+def _part(path: Path, read, *args):
+    """read(*args), any failure a ShardError naming `path` and the reason."""
+    try:
+        return read(*args)
+    except (OSError, ValueError, EOFError, KeyError) as e:
+        text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        reason = escape(text.replace(str(path), "").strip(" :") or type(e).__name__)[:120]
+        raise ShardError(f"{path} is damaged ({reason}): {REPAIR}") from None
+
+
+def _read_npy(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """A `.npy` file's array, memory-mapped, once its header says `dtype` and `shape` (C order) and
+    the file holds exactly that many bytes: nothing is read past a header that lies."""
+    fmt = np.lib.format
+    with open_regular(path, "vectors shard") as f:
+        version = fmt.read_magic(f)
+        header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        found, fortran, dt = header(f, max_header_size=1 << 14)
+        offset, size = f.tell(), os.fstat(f.fileno()).st_size
+    if dt != dtype or fortran or tuple(found) != shape:
+        raise ValueError(f"holds a {dt} array of shape {tuple(found)}, not {dtype} {shape}")
+    if size != offset + int(np.prod(shape)) * dtype.itemsize:
+        raise ValueError(f"{size} bytes where its header promises {offset + int(np.prod(shape)) * dtype.itemsize}")
+    return np.memmap(path, dtype, "r", offset, shape) if shape[0] else np.zeros(shape, dtype)
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open_regular(path, "vectors shard") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_record(path: Path) -> dict:
+    record = read_json(path, "shard record", limit=1 << 12)
+    if not isinstance(record, dict):
+        raise ValueError("not a shard record")
+    return record
+
+
+def _read_safetensors(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    from safetensors import safe_open
+
+    from .weights import check_safetensors
+
+    check_safetensors(path)
+    with safe_open(str(path), "np") as f:
+        return f.get_tensor("embeddings"), f.get_tensor("lines"), dict(f.metadata() or {})
+
+
 def shards(folder: Path) -> tuple[Manifest, Iterator[tuple[np.ndarray, np.ndarray]]]:
-    """The manifest of a complete folder of vectors and its shards in order, read one at a time."""
+    """The manifest of a complete folder of vectors and its shards in order, read one at a time:
+    every shard but the last holds shard_size rows, and they add up to the manifest's count."""
     manifest = Manifest.read(folder)
     if manifest.count is None:
         raise ValueError(
             f"{folder} is not complete (the run that writes it stopped): run the same embed command again "
             "to finish it"
         )
+    extra = shard_files(folder, manifest.shards(), manifest.storage)[0]
+    if extra.exists():
+        raise ValueError(
+            f"{extra} lies past the {manifest.count} vectors {folder / MANIFEST} counts: {REPAIR}"
+        )
     return manifest, (read_shard(folder, i, manifest) for i in range(manifest.shards()))
 
 
 # -- writing ----------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def writing(folder: Path):
+    """Holds `folder` (made if missing) for one writer: a second run is refused naming the first."""
+    folder = Path(folder)
+    if not folder.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {folder}: the folder {folder.parent} does not exist")
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder} is a file: give a folder for the vectors (or a .npy file name)")
+    made = not folder.exists()
+    folder.mkdir(exist_ok=True)
+    lock = FolderLock(folder)
+    if (holder := lock.acquire()) is not None:
+        raise FileExistsError(in_use(folder, holder))
+    try:
+        yield folder
+    finally:
+        lock.release()
+        if made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if still empty: a run refused before its first file leaves nothing
+
+
 def prepare(folder: Path, wanted: Manifest, force: bool) -> Manifest:
     """The manifest to write `folder` under: the one there when this is the same run (resumed), else
-    `wanted`. Another model's or another run's vectors are replaced only with force; files that are
-    not vectors are never deleted."""
+    `wanted` with a new run identity. Another model's or another run's vectors are replaced only with
+    force; files that are not vectors are never deleted. Call it holding the folder (`writing`)."""
     folder = Path(folder)
-    if not folder.exists():
-        if not folder.parent.is_dir():
-            raise FileNotFoundError(f"cannot write {folder}: the folder {folder.parent} does not exist")
-        return wanted
-    if not folder.is_dir():
-        raise FileExistsError(f"{folder} is a file: give a folder for the vectors (or a .npy file name)")
     if not (folder / MANIFEST).is_file():
-        if any(folder.iterdir()) and not force:
+        if any(p.name != LOCK for p in folder.iterdir()) and not force:
             raise FileExistsError(
                 f"{folder} holds files that are not mlx-albert vectors: choose a new or empty folder "
                 "(or pass --force to write beside them)"
             )
-        return wanted
+        return wanted.new_run()
     old = Manifest.read(folder)
     problem = _difference(old, wanted)
-    if problem is None:
+    if problem is None and old.run is not None:
         return old  # the same run: resumed (with its int8 ranges)
-    if not force and written(
-        folder, old.storage
-    ):  # (a run that stopped before its first shard: nothing to lose)
+    problem = problem or "vectors written before runs were recorded"
+    if not force and present(folder, old.storage):  # (a run that stopped before its first shard: nothing to lose)
         raise FileExistsError(
             f"{folder} holds {problem}: pass --force to replace them, or choose another folder"
         )
     for item in folder.iterdir():
         if _SHARD.match(item.name) or item.name == MANIFEST:
             item.unlink()
-    return wanted
+    return wanted.new_run()
 
 
 def _difference(old: Manifest, new: Manifest) -> str | None:
@@ -272,6 +391,16 @@ def _difference(old: Manifest, new: Manifest) -> str | None:
     return None
 
 
+@dataclass
+class Written:
+    """What a run did: its manifest (complete), shards computed and kept, and why any were redone."""
+
+    manifest: Manifest
+    computed: int = 0
+    kept: int = 0
+    repaired: list[str] = field(default_factory=list)
+
+
 def embed_folder(
     encoder: SentenceEncoder,
     rows: Iterable[tuple[int, str]],
@@ -280,15 +409,15 @@ def embed_folder(
     progress: Progress,
     group=None,
     kill_after: int | None = None,
-) -> Manifest:
-    """Embeds (line number, text) rows into `folder` shard by shard, skipping shards already on disk,
-    and writes the manifest; returns it (complete: count set). Under a distributed group, rank r
-    writes shards r, r + N, ... and rank 0 the manifest once every rank is done."""
+) -> Written:
+    """Embeds (line number, text) rows into `folder` shard by shard and writes the manifest. A shard
+    already on disk is kept when it is this run's and whole (its record, header, size and line
+    numbers checked), else computed again. Under a distributed group, rank r writes shards r, r + N,
+    ... and rank 0 the manifest once every rank is done."""
     folder = Path(folder)
     world, rank = (group.size(), group.rank()) if group is not None else (1, 0)
     it, computed = iter(rows), {}
     if rank == 0:
-        folder.mkdir(exist_ok=True)
         if manifest.precision == "int8" and manifest.ranges is None:  # calibrated on the first shard
             first = list(itertools.islice(it, manifest.shard_size))
             computed[0] = vectors = _encode(encoder, [t for _, t in first], manifest.batch_size)
@@ -299,36 +428,70 @@ def embed_folder(
     _barrier(group)
     if rank != 0:
         manifest = Manifest.read(folder)  # rank 0's, int8 ranges included
-    done, count = written(folder, manifest.storage), 0
+    done, report, count = present(folder, manifest.storage), Written(manifest), 0
     for index in itertools.count():
         shard = list(itertools.islice(it, manifest.shard_size))
         if not shard:
             break
         count += len(shard)
-        if index in done or index % world != rank:
+        if index % world != rank:
             progress.skip(len(shard))
             continue
         lines = np.array([n for n, _ in shard], np.int64)
+        if index in done:
+            problem = _kept(folder, index, manifest, lines)
+            if problem is None:
+                report.kept += 1
+                progress.skip(len(shard))
+                continue
+            report.repaired.append(problem)
         vectors = computed.pop(index, None)
         if vectors is None:
             vectors = _encode(encoder, [t for _, t in shard], manifest.batch_size, progress)
         else:
             progress.update(len(shard))
         ranges = np.asarray(manifest.ranges, np.float32) if manifest.ranges is not None else None
-        write_shard(folder, index, quantize(vectors, manifest.precision, ranges), lines, manifest.storage)
+        vectors = quantize(vectors, manifest.precision, ranges)
+        write_shard(folder, index, vectors, lines, manifest.storage, manifest.run)
+        report.computed += 1
         if kill_after == index:  # test hook: die (SIGKILL, no cleanup) after this shard
             import signal
 
             os.kill(os.getpid(), signal.SIGKILL)
     progress.end()
-    _barrier(group)  # every rank's shards are on disk
+    report.computed = _sum(report.computed, group)  # every rank's shards are on disk
     manifest.count = count
-    missing = sorted(set(range(manifest.shards())) - written(folder, manifest.storage))
+    on_disk = present(folder, manifest.storage)
+    missing = sorted(set(range(manifest.shards())) - on_disk)
     if missing:
         raise OSError(f"{folder}: shards {missing[:5]} are missing (removed while this run wrote): run again")
     if rank == 0:
+        for index in sorted(i for i in on_disk if i >= manifest.shards()):  # past this input's end
+            for path in shard_files(folder, index, manifest.storage):
+                path.unlink(missing_ok=True)
         manifest.write(folder)
-    return manifest
+    return report
+
+
+def _kept(folder: Path, index: int, manifest: Manifest, lines: np.ndarray) -> str | None:
+    """None when shard `index` on disk is this run's whole shard of `lines`, else what is wrong."""
+    try:
+        _, found = read_shard(folder, index, manifest, rows=len(lines))
+    except ShardError as e:
+        return str(e).removesuffix(f": {REPAIR}")
+    if not np.array_equal(found, lines):
+        return f"{shard_files(folder, index, manifest.storage)[-1]} holds other line numbers"
+    return None
+
+
+def _sum(value: int, group) -> int:
+    """`value` summed over the ranks (a barrier too)."""
+    if group is None or group.size() == 1:
+        return value
+    import mlx.core as mx
+
+    total = mx.distributed.all_sum(mx.array(value, mx.int32), group=group)
+    return int(total.item())
 
 
 def _barrier(group) -> None:

@@ -6,6 +6,7 @@ is the empty text's), so rows never misalign."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sys
@@ -81,7 +82,6 @@ def _to_folder(args, folder: Path) -> None:
     import mlx.core as mx
 
     from .. import vectors
-    from ..runtime import Progress
     from ..sharded import broadcast_json
     from ..tasks.embed import configure
 
@@ -97,7 +97,12 @@ def _to_folder(args, folder: Path) -> None:
         pipe.model, pipe.tokenizer, pipe.defaults.get("encoder"), options.get("pooling"),
         options.get("normalize"), args.max_length,
     )  # fmt: skip
-    probe = encoder.encode([vectors.PROBE], batch_size=1)[0]
+    if options.get("prompt_name"):
+        try:
+            encoder = encoder.with_prompt(options["prompt_name"])
+        except ValueError as e:
+            raise UserError(f"--prompt-name: {e}") from None
+    probe = encoder.encode([vectors.PROBE], batch_size=1, prompt="")[0]
     wanted = vectors.Manifest(
         model=str(args.model),
         dimension=len(probe),
@@ -106,30 +111,46 @@ def _to_folder(args, folder: Path) -> None:
         storage=args.storage,
         shard_size=args.shard_size,
         batch_size=args.batch_size or args.task.batch_size,
-        options={k: options.get(k) for k in ("pooling", "normalize", "max_length")},
+        options={k: options.get(k) for k in ("pooling", "normalize", "max_length")}
+        | ({"prompt_name": options["prompt_name"]} if options.get("prompt_name") else {}),
         input=vectors.input_identity(args.file, args.texts),
     )
     group = mx.distributed.init()
-    problem = None
-    if group.rank() == 0:
-        try:
-            wanted = vectors.prepare(folder, wanted, args.force)
-        except (OSError, ValueError) as e:
-            problem = str(e)
-    problem = broadcast_json(problem, group) if group.size() > 1 else problem
-    if problem is not None:
-        raise UserError(problem)
+    with contextlib.ExitStack() as held:
+        problem = None
+        if group.rank() == 0:
+            try:
+                held.enter_context(vectors.writing(folder))  # one writer per folder: rank 0 holds it
+                resumed = vectors.prepare(folder, wanted, args.force)
+            except (OSError, ValueError) as e:
+                problem = str(e)
+        problem = broadcast_json(problem, group) if group.size() > 1 else problem
+        if problem is not None:
+            raise UserError(problem)
+        if group.rank() == 0 and resumed is not wanted:
+            state = "holds this run's vectors: checking them" if resumed.count else "resuming the run there"
+            print(f"mlx-albert embed: {folder} {state}", file=sys.stderr)
+        _embed(args, encoder, itertools.chain([first], rows), folder, resumed if group.rank() == 0 else wanted, group)
+
+
+def _embed(args, encoder, rows, folder: Path, manifest, group) -> None:
+    from .. import vectors
+    from ..runtime import Progress
+
     total = vectors.count_lines(args.file) if not args.texts else len(args.texts)
-    progress = Progress(total, options["progress"] and group.rank() == 0, "embedded lines")
+    progress = Progress(total, tasks.options(args)["progress"] and group.rank() == 0, "embedded lines")
     kill = os.environ.get("MLX_ALBERT_KILL_AFTER_SHARD")  # test hook: a kill between two shards
-    rows = itertools.chain([first], rows)
-    done = vectors.embed_folder(encoder, rows, folder, wanted, progress, group, int(kill) if kill else None)
-    if group.rank() == 0:
-        print(
-            f"wrote {done.count} embeddings of size {done.dimension} in {done.shards()} "
-            f"shard{'s' * (done.shards() != 1)} to {folder}",
-            file=sys.stderr,
-        )
+    report = vectors.embed_folder(encoder, rows, folder, manifest, progress, group, int(kill) if kill else None)
+    for problem in report.repaired:
+        print(f"mlx-albert embed: recomputed a damaged shard: {problem}", file=sys.stderr)
+    done = report.manifest
+    if group.rank() != 0:
+        return
+    where = f"{done.count} embeddings of size {done.dimension} in {done.shards()} shard{'s' * (done.shards() != 1)}"
+    if report.computed == 0:
+        print(f"mlx-albert embed: {folder} is already complete ({where}, checked): nothing to do", file=sys.stderr)
+    else:
+        print(f"wrote {where} to {folder}", file=sys.stderr)
 
 
 def _blank_kept(args):

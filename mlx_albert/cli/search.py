@@ -15,7 +15,11 @@ def add_parser(sub) -> None:
     p.add_argument("queries", nargs="+", help="query texts")
     p.add_argument("--index", required=True, help="the folder written by `mlx-albert embed --output`")
     p.add_argument(
-        "--model", required=True, help="the model that built the index (folder, repo id, pydoc-small)"
+        "--model",
+        help="the model that built the index (folder, repo id, pydoc-small; default: the one its manifest names)",
+    )
+    p.add_argument(
+        "--prompt-name", help="a prompt of the model's folder put before each query (e.g. query)"
     )
     p.add_argument("--top-k", type=int, default=10, help="results per query (default 10)")
     p.add_argument(
@@ -38,13 +42,15 @@ def run(args) -> None:
     if not index.is_dir():
         raise UserError(f"--index {args.index}: no such folder")
     manifest = Manifest.read(index)
-    options = manifest.options
+    options, model = manifest.options, args.model or manifest.model
     encoder = SentenceEncoder.from_pretrained(
-        args.model, options.get("pooling"), options.get("normalize"), dtype=args.dtype
+        model, options.get("pooling"), options.get("normalize"), dtype=args.dtype
     )
     if options.get("max_length"):
         encoder = encoder.with_length(options["max_length"])
-    found = search(index, args.queries, args.top_k, encoder, args.rescore_multiplier, str(args.model))
+    found = search(
+        index, args.queries, args.top_k, encoder, args.rescore_multiplier, str(model), args.prompt_name
+    )
     texts = _texts(manifest.input, {hit["line"] for hits in found for hit in hits})
     for query, hits in zip(args.queries, found, strict=True):
         rows = [{"rank": r, **hit, "text": texts.get(hit["line"])} for r, hit in enumerate(hits, 1)]
@@ -79,12 +85,16 @@ def _texts(identity: dict, lines: set[int]) -> dict[int, str]:
         )
         return {}
     texts = {}
-    for where, value in records.read(path, keep_blank=True):
-        number = records.line_number(where)
-        if number in lines:
-            texts[number] = value.get("text", "") if isinstance(value, dict) else str(value)
-            if len(texts) == len(lines):
-                break
+    try:  # the manifest's path is data: read as any user's input file (regular files only, bounded)
+        for where, value in records.read(path, keep_blank=True):
+            number = records.line_number(where)
+            if number in lines:
+                texts[number] = value.get("text", "") if isinstance(value, dict) else str(value)
+                if len(texts) == len(lines):
+                    break
+    except (OSError, ValueError) as e:
+        print(f"mlx-albert search: warning: {_clip(str(e))}: showing line numbers only", file=sys.stderr)
+        return {}
     return texts
 
 

@@ -97,9 +97,15 @@ class Embed(Task):
         parser.add_argument(
             "--no-normalize", action="store_true", help="keep raw lengths (default: unit L2 norm)"
         )
+        parser.add_argument(
+            "--prompt-name",
+            help="a prompt of the folder's config_sentence_transformers.json (e.g. query, document) put "
+            "before every text",
+        )
 
     def cli_options(self, args: argparse.Namespace) -> dict:
         options = {"pooling": args.pooling} if args.pooling else {}
+        options.update({"prompt_name": args.prompt_name} if args.prompt_name else {})
         return {**options, **({"normalize": False} if args.no_normalize else {})}
 
     def human(self, result, args) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ HF_NAMES: tuple[tuple[str, str], ...] = (
 # terabytes or building a graph of a billion layers: ids are int32, layers are run one by one.
 MAX_SIZE = 2**31 - 1
 MAX_LAYERS = 1024  # num_blocks * block_depth (ALBERT-xxlarge runs 12)
+MAX_LABELS = 1 << 20  # classifier rows: real label sets have at most thousands
 # transformers' PretrainedConfig keys: known, carried in `extra` without a warning.
 _HF_COMMON = {
     "bos_token_id",
@@ -151,6 +153,11 @@ class AlbertConfig:
                 raise ValueError(
                     f"AlbertConfig.{name} must be a positive integer up to {MAX_SIZE}, got {str(value)[:40]}"
                 )
+        if self.num_labels > MAX_LABELS:
+            raise ValueError(
+                f"AlbertConfig.num_labels ({self.num_labels}) is past the limit of {MAX_LABELS} labels: "
+                "check num_labels (and id2label) in config.json"
+            )
         if self.num_blocks * self.block_depth > MAX_LAYERS:
             raise ValueError(
                 f"AlbertConfig.num_blocks x block_depth = {self.num_blocks * self.block_depth} layers is "
@@ -193,6 +200,12 @@ class AlbertConfig:
             )
         if self.quantization is not None:
             _check_quantization(self.quantization)
+        _check_memory(self)
+
+    def parameter_count(self) -> int:
+        """Parameters of the largest model these sizes build (embeddings, the shared layers, a pooler
+        and the larger of the MLM and classifier heads): known before anything is allocated."""
+        return sum(_parameters(self).values())
 
     @property
     def head_dim(self) -> int:
@@ -282,6 +295,42 @@ class AlbertConfig:
             return cls.from_hf(data)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
+
+
+def _parameters(c: AlbertConfig) -> dict[str, int]:
+    """Parameter count per the option that sizes it (the largest term names what to check)."""
+    e, h, i, layers = c.embedding_size, c.hidden_size, c.intermediate_size, c.num_groups * c.block_depth
+    return {
+        "vocab_size": c.vocab_size * (e + 1) + h * e,  # token embeddings (tied decoder) and its bias
+        "max_positions": c.max_positions * e,
+        "max_token_types": c.max_token_types * e,
+        "embedding_size": 4 * e + e * h + h,
+        "hidden_size": layers * (4 * h * h + 9 * h) + h * h + h,  # attention, norms and the pooler
+        "intermediate_size": layers * (2 * h * i + i),  # the feed-forward layers
+        "num_labels": c.num_labels * (h + 1),
+    }
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_memory(config: AlbertConfig) -> None:
+    """Refuses sizes whose float32 weights alone would not fit this machine's memory (a config.json
+    could otherwise ask for terabytes, and the process die without a message when it is built)."""
+    memory, terms = _physical_memory(), _parameters(config)
+    need = 4 * sum(terms.values())
+    if memory is None or need <= memory:
+        return
+    largest = max(terms, key=terms.get)
+    raise ValueError(
+        f"AlbertConfig: these sizes make a model of {need / 4:.3g} parameters ({need / 2**30:.1f} GiB in "
+        f"float32), more than this machine's {memory / 2**30:.1f} GiB of memory; most of it from "
+        f"{largest}={getattr(config, largest)}: check it in config.json"
+    )
 
 
 def _check_quantization(quantization: dict) -> None:

@@ -63,11 +63,12 @@ class SentenceEncoder:
         from .loading import load
 
         checkpoint = Checkpoint.open(path_or_repo_id)
-        if model is None:
-            model = load(checkpoint, "base", dtype=dtype)
-        tokenizer = tokenizer or AlbertTokenizer.from_pretrained(checkpoint)
         config = checkpoint.sentence
         head = SentenceHead.from_config(config, pooling, normalize)
+        if model is None:  # a pooler the head never runs is no untrained weight worth a warning
+            quiet = () if "pooler" in head.modes else ("pooler.weight", "pooler.bias")
+            model = load(checkpoint, "base", dtype=dtype, quiet=quiet)
+        tokenizer = tokenizer or AlbertTokenizer.from_pretrained(checkpoint)
         if config is None:
             return cls(model, tokenizer, head)
         return cls(

@@ -97,4 +97,23 @@ class Checkpoint:
 
     @functools.cached_property
     def config(self) -> AlbertConfig:
+        if not (self.folder / "config.json").exists() and (self.folder / "adapter_config.json").is_file():
+            raise FileNotFoundError(
+                f"{self.source} holds LoRA adapters, not a model: load them onto their base model with "
+                f"--model BASE --adapter-path {self.source} (adapter_path= in Python), or merge them "
+                f"into a model with `mlx-albert fuse --model BASE --adapter-path {self.source} --save-path DIR`"
+                f"{_base_named(self.folder)}"
+            )
         return AlbertConfig.from_json(self.folder / "config.json")
+
+
+def _base_named(folder: Path) -> str:
+    """"; its base: NAME" from an adapter's config, when it names one."""
+    from .files import read_json
+    from .text import escape
+
+    try:
+        base = read_json(folder / "adapter_config.json", "adapter config", limit=1 << 20).get("base_model")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return f"; its base model: {escape(base)[:200]}" if isinstance(base, str) and base else ""

@@ -48,11 +48,12 @@ def load(
     """
     checkpoint = Checkpoint.open(path_or_repo_id, kwargs.pop("revision", None), kwargs.pop("cache_dir", None))
     if adapter_path is not None:
-        from .lora import adapter_config
+        from .lora import adapter_config, adapter_names
 
         adapter = adapter_config(Path(adapter_path))
         architecture = architecture or adapter["architecture"]
-        kwargs = {**_head_changes(adapter["head_config"]), **kwargs}
+        quiet = adapter_names(Path(adapter_path)) | frozenset(kwargs.pop("quiet", ()))
+        kwargs = {**head_changes(adapter["head_config"]), **kwargs, "quiet": quiet}
     model = architecture_class(checkpoint, architecture).from_pretrained(checkpoint, **kwargs)
     if adapter_path is not None:
         from .lora import load_adapters
@@ -83,7 +84,7 @@ def architecture_class(checkpoint: Checkpoint, architecture: str | None = None) 
     return cls
 
 
-def _head_changes(head: dict) -> dict:
+def head_changes(head: dict) -> dict:
     """AlbertConfig fields of a head from its transformers config keys (adapter_config.json)."""
     named = AlbertConfig.from_hf(
         {"num_labels": head.get("num_labels"), "id2label": head.get("id2label") or {}}

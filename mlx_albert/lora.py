@@ -14,6 +14,17 @@ from mlx.utils import tree_flatten
 ADAPTER_WEIGHTS, ADAPTER_CONFIG = "adapters.safetensors", "adapter_config.json"
 
 TARGETS = ("query", "key", "value", "out_proj", "ffn", "ffn_output")
+MAX_RANK = 4096  # no projection of a real ALBERT is wider (xxlarge: 4096)
+MAX_ALPHA = 1e6  # scales of real adapters are 1-64 x rank; past this the update swamps any weight
+
+
+def check_lora(rank, alpha, where: str = "LoRA") -> None:
+    """Refuses a rank that is not an integer in [1, MAX_RANK] (a bool is not) and an alpha that is
+    not a finite number in (0, MAX_ALPHA]: what an adapter config or a flag may hold."""
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= MAX_RANK:
+        raise ValueError(f"{where}: lora_rank must be an integer from 1 to {MAX_RANK}, got {str(rank)[:40]}")
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha <= MAX_ALPHA:
+        raise ValueError(f"{where}: lora_alpha must be a finite number in (0, {MAX_ALPHA:g}], got {str(alpha)[:40]}")
 
 
 class LoRALinear(nn.Module):
@@ -45,8 +56,7 @@ class LoRALinear(nn.Module):
 def apply_lora(model: nn.Module, rank: int = 8, alpha: float = 16.0, dropout: float = 0.0) -> int:
     """Freezes the backbone, wraps its shared layers' projections with LoRA and keeps the task head
     trainable. Returns the number of trainable parameters."""
-    if rank < 1:
-        raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+    check_lora(rank, alpha)
     backbone = model.backbone
     backbone.freeze()
     for group in backbone.encoder.groups:
@@ -111,13 +121,19 @@ def adapter_config(folder: Path) -> dict:
     ok = (
         isinstance(config, dict)
         and isinstance(config.get("architecture"), str)
-        and isinstance(config.get("lora_rank"), int)
-        and isinstance(config.get("lora_alpha"), int | float)
         and isinstance(config.get("head_config"), dict)
     )
     if not ok:
         raise ValueError(f"{path} is not an mlx_albert adapter config (architecture, lora_rank, lora_alpha)")
+    check_lora(config.get("lora_rank"), config.get("lora_alpha"), str(path))
     return config
+
+
+def adapter_names(folder: Path) -> frozenset[str]:
+    """The weight names adapters.safetensors holds (read from its header only)."""
+    from .weights import check_safetensors
+
+    return frozenset(k for k in check_safetensors(Path(folder) / ADAPTER_WEIGHTS) if k != "__metadata__")
 
 
 def load_adapters(model: nn.Module, folder: Path, merge: bool = True) -> nn.Module:
@@ -143,4 +159,19 @@ def load_adapters(model: nn.Module, folder: Path, merge: bool = True) -> nn.Modu
         )
     model.load_weights(list(weights.items()), strict=False)
     model.unfreeze()
-    return merge_lora(model) if merge else model
+    if new is not None:  # the weights the adapter held are trained, not new
+        model.loading_info = type(new)(tuple(k for k in new.missing_keys if k not in weights))
+    if not merge:
+        return model
+    merge_lora(model)
+    from .pretrained import check_finite
+
+    try:
+        check_finite(dict(tree_flatten(model.parameters())), str(folder))
+    except ValueError as e:
+        bad = str(e).partition("infinity (")[2].partition(")")[0]
+        raise ValueError(
+            f"{folder} merged into its base model gives NaN or infinity ({bad}): the adapter is corrupt or "
+            "overflowed; train it again"
+        ) from None
+    return model

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -103,10 +104,11 @@ def check_config(config: AlbertConfig, weights: dict[str, mx.array], source: str
 
 
 def match_weights(
-    model: nn.Module, weights: dict[str, mx.array], source: str
+    model: nn.Module, weights: dict[str, mx.array], source: str, quiet: frozenset[str] = frozenset()
 ) -> tuple[dict[str, mx.array], list[str]]:
     """Checks checkpoint weights against the model; raises listing every problem by name. Returns the
-    weights the model uses and the names of the weights it initialised anew (missing_keys)."""
+    weights the model uses and the names of the weights it initialised anew (missing_keys), of which
+    those in `quiet` (filled from elsewhere, or never used) are not worth a warning."""
     expected = dict(tree_flatten(model.parameters()))
     unused = sorted(k for k in weights if k not in expected)
     missing = sorted(k for k in expected if k not in weights)
@@ -134,12 +136,12 @@ def match_weights(
         (logger.warning if missing else logger.info)(
             "%s: weights not used by %s: %s", source, type(model).__name__, unused
         )
-    if missing:
+    if loud := [k for k in missing if k not in quiet]:
         logger.warning(
             "%s: newly initialised weights of %s (train them before use): %s",
             source,
             type(model).__name__,
-            missing,
+            loud,
         )
     return {k: v for k, v in weights.items() if k in expected}, missing
 
@@ -272,6 +274,7 @@ class PreTrainedMixin:
         cache_dir: str | os.PathLike | None = None,
         lazy: bool = False,
         allow_non_finite: bool = False,
+        quiet: Iterable[str] = (),
         **config_changes,
     ) -> M:
         """Loads a transformers or mlx_albert checkpoint folder, or a Hub repo id.
@@ -286,6 +289,8 @@ class PreTrainedMixin:
             lazy: leave weights unevaluated (memory-mapped until first use; not checked for NaN).
             allow_non_finite: load weights holding NaN or infinity (refused by default: every
                 answer of such a model would be NaN).
+            quiet: names of weights the checkpoint may lack without a warning (an adapter holds
+                them, or the caller never uses them); they are still in loading_info.missing_keys.
             **config_changes: AlbertConfig fields to override, e.g. num_labels=3.
 
         Raises:
@@ -315,7 +320,7 @@ class PreTrainedMixin:
         weights = _align_prefix(weights, "albert" in model)
         if config.quantization:
             quantize_like(model, config.quantization, weights)
-        weights, missing = match_weights(model, weights, source)
+        weights, missing = match_weights(model, weights, source, frozenset(quiet))
         # Not a list attribute: mlx.nn.Module would take a list for a child module.
         model.loading_info = LoadingInfo(missing_keys=tuple(missing))
         # the checkpoint's float dtype: its embeddings' LayerNorm (never quantized); new heads take it

@@ -246,3 +246,38 @@ def test_optimised_blas_was_preloaded_for_this_session():
     candidates = [p for pattern in blas._CANDIDATES for p in glob.glob(pattern)]
     if candidates and sys.platform.startswith("linux") and os.environ.get("MLX_ALBERT_BLAS") is None:
         assert blas.loaded in candidates
+
+
+def test_sizes_are_checked_before_anything_is_allocated(tmp_path, capsys):
+    """num_labels 10^9 (which segfaulted building the classifier) is refused in one line, from a
+    config.json and through the CLI; sizes whose float32 weights pass the machine's memory are
+    refused naming the option that makes most of them."""
+    from mlx_albert.cli import main
+    from mlx_albert.config import MAX_LABELS, _physical_memory
+
+    with pytest.raises(ValueError, match=r"num_labels \(1000000000\) is past the limit of 1048576"):
+        AlbertConfig.from_hf({"num_labels": 10**9})
+    assert AlbertConfig(num_labels=MAX_LABELS, hidden_size=64, num_attention_heads=4).num_labels == MAX_LABELS
+    memory = _physical_memory()
+    if memory is not None:  # a classifier of 2^20 labels x 2^20 wide: 4 TiB of float32
+        with pytest.raises(ValueError, match=r"more than this machine's .* most of it from num_labels=1048576"):
+            AlbertConfig(num_labels=MAX_LABELS, hidden_size=2**16, num_attention_heads=16)
+    folder = tmp_path / "huge"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "albert", "num_labels": 10**9}))
+    code = main(["classify", "--model", str(folder), "some text"])
+    err = capsys.readouterr().err
+    assert code == 1 and "num_labels (1000000000) is past the limit" in err and len(err.strip().splitlines()) == 1
+
+
+def test_parameter_count_is_the_models_own():
+    """The estimate that the memory check uses counts what the model builds: within the few
+    LayerNorm and bias vectors it rounds (under 1%) of the pre-training model's parameters."""
+    from mlx.utils import tree_flatten
+
+    from mlx_albert import AlbertForPreTraining
+
+    config = AlbertConfig(vocab_size=500, embedding_size=24, hidden_size=64, num_attention_heads=4,
+                          intermediate_size=96, num_blocks=4, num_groups=2, max_positions=64)  # fmt: skip
+    real = sum(v.size for _, v in tree_flatten(AlbertForPreTraining(config).parameters()))
+    assert abs(config.parameter_count() - real) <= 0.01 * real, (config.parameter_count(), real)

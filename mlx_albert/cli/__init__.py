@@ -12,7 +12,7 @@ import sys
 from .. import __version__
 from ..records import DataError
 from ..text import escape
-from . import convert, embed, export, info, search, serve, tasks, train
+from . import convert, embed, export, fuse, info, search, serve, tasks, train
 from .io import UserError
 
 EPILOG = """examples:
@@ -26,6 +26,8 @@ EPILOG = """examples:
   mlx-albert search --index vectors/ --model pydoc-small "how do I sort a list?"
   mlx-albert train --model albert/albert-base-v2 --task sequence_classification \\
       --train train.jsonl --eval dev.jsonl --output-dir my-classifier --epochs 3
+  mlx-albert classify --model albert/albert-base-v2 --adapter-path my-lora "a text"
+  mlx-albert fuse --model albert/albert-base-v2 --adapter-path my-lora --save-path my-model
   mlx-albert serve --model pydoc-small --port 8080
   mlx-albert export --model pydoc-small --task fill-mask --output pydoc.mlxfn
   mlx-albert info --model pydoc-small
@@ -50,7 +52,7 @@ def configure_parser() -> argparse.ArgumentParser:
     for task in TASKS:
         if task.command:
             SPECIAL.get(task.command, lambda s, t: tasks.add_parser(s, t, tasks.run))(sub, task)
-    for command in (search, train, export, serve, info):
+    for command in (search, train, fuse, export, serve, info):
         command.add_parser(sub)
     for p in sub.choices.values():
         # SUPPRESS: `-v` after the command sets it, and leaving it out there keeps a `-v` given before

@@ -47,6 +47,12 @@ def add_parser(sub) -> None:
         required=True,
         help="checkpoint, repo id or pydoc-small, or name=PATH (repeatable)",
     )
+    p.add_argument(
+        "--adapter-path",
+        action="append",
+        default=[],
+        help="LoRA adapters merged onto --model (one model), or name=PATH for the model of that name (repeatable)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
     p.add_argument(
@@ -71,7 +77,7 @@ def run(args: argparse.Namespace) -> None:
             '(or pip install ".[serve]" in a checkout)'
         ) from None
     from ..serve.app import build_app
-    from ..serve.models import load_models, parse_specs
+    from ..serve.models import load_models, parse_adapters, parse_specs
     from ..serve.server import serve
     from ..serve.settings import Settings
 
@@ -94,7 +100,8 @@ def run(args: argparse.Namespace) -> None:
     host, port = sock.getsockname()[:2]
     hosts = _loopback_hosts(port) if _loopback(args.host) else None
     settings = Settings(api_key=key, allowed_hosts=hosts, **limits)
-    models = load_models(parse_specs(args.model), args.dtype)
+    specs = parse_specs(args.model)
+    models = load_models(specs, args.dtype, parse_adapters(args.adapter_path, specs))
     app = build_app(models, settings)
     logging.getLogger("mlx_albert.serve").setLevel(logging.INFO)
     print(f"mlx-albert serve: http://{host}:{port} ({', '.join(models)})", file=sys.stderr, flush=True)

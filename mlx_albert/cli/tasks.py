@@ -17,6 +17,9 @@ def add_parser(sub, task: Task, run) -> argparse.ArgumentParser:
     summary = (task.__doc__ or task.name).strip().splitlines()[0]
     p = sub.add_parser(task.command, help=HELP.get(task.command, summary), description=HELP.get(task.command))
     p.add_argument("--model", required=True, help="checkpoint folder, Hub repo id, or pydoc-small")
+    p.add_argument(
+        "--adapter-path", help="LoRA adapters (from `train --lora-rank R`) merged onto --model, their base"
+    )
     p.add_argument("texts", nargs="*", help=TEXTS.get(task.command, "texts"))
     p.add_argument(
         "--file", help="inputs from a .txt (one per line), .jsonl or .csv (with a header) file; - for stdin"
@@ -74,7 +77,12 @@ def open_pipeline(args, **defaults):
         defaults["batch_size"] = args.batch_size
     dtype = _dtype(args.dtype)
     return pipeline(
-        args.task.name, args.model, dtype=dtype, allow_untrained_head=args.allow_untrained_head, **defaults
+        args.task.name,
+        args.model,
+        dtype=dtype,
+        allow_untrained_head=args.allow_untrained_head,
+        adapter_path=args.adapter_path,
+        **defaults,
     )
 
 

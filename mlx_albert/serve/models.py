@@ -51,7 +51,11 @@ class ServedModel:
             "object": "model",
             "owned_by": "local",
             "architecture": type(self.model).__name__,
-            "labels": [config.id_to_label.get(i, f"LABEL_{i}") for i in range(config.num_labels)],
+            "labels": (  # only where a classifier answers with them
+                [config.id_to_label.get(i, f"LABEL_{i}") for i in range(config.num_labels)]
+                if "classifier" in self.model
+                else []
+            ),
             "max_length": self.max_length,
             "dtype": str(self.model.dtype).removeprefix("mlx.core."),
             "embedding": {"pooling": "+".join(head.modes), "normalize": head.normalizes, "from": source},
@@ -73,11 +77,30 @@ def parse_specs(specs: list[str]) -> dict[str, str]:
     return out
 
 
-def load_models(specs: dict[str, str], dtype=None) -> dict[str, ServedModel]:
-    served = {}
+def parse_adapters(specs: list[str], models: dict[str, str]) -> dict[str, str]:
+    """`--adapter-path PATH` (with one --model) or `--adapter-path name=PATH` -> {model name: path}."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not (sep and name in models):  # a plain path: the one model's
+            if len(models) != 1:
+                raise ValueError(
+                    f"--adapter-path {spec!r}: name the model it goes onto (name=PATH, with a name of "
+                    f"{sorted(models)})"
+                )
+            name, path = next(iter(models)), spec
+        if name in out:
+            raise ValueError(f"--adapter-path: two adapters for the model {name!r}")
+        out[name] = path
+    return out
+
+
+def load_models(specs: dict[str, str], dtype=None, adapters: dict[str, str] | None = None) -> dict[str, ServedModel]:
+    served, adapters = {}, adapters or {}
     for name, path in specs.items():
         checkpoint = Checkpoint.open(path)  # resolved and read once: model, tokenizer, encoder
-        model, tokenizer = load(checkpoint, return_tokenizer=True, dtype=dtype)
+        adapter = adapters.get(name)
+        model, tokenizer = load(checkpoint, return_tokenizer=True, dtype=dtype, adapter_path=adapter)
         encoder = SentenceEncoder.from_pretrained(checkpoint, model=model, tokenizer=tokenizer)
         served[name] = ServedModel(name, model, tokenizer, encoder)
         logger.info("serving %s (%s) from %s", name, type(model).__name__, checkpoint.root)

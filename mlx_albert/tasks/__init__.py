@@ -87,6 +87,7 @@ def pipeline(
     model: str | os.PathLike | Checkpoint | object,
     tokenizer: AlbertTokenizer | None = None,
     allow_untrained_head: bool = False,
+    adapter_path: str | os.PathLike | None = None,
     **defaults,
 ) -> Pipeline:
     """Builds a pipeline for a task, by any of its names ("fill-mask", "text-classification" /
@@ -99,6 +100,8 @@ def pipeline(
         tokenizer: default: the checkpoint's own (a model object needs one passed).
         allow_untrained_head: run even when the checkpoint lacks the task's head (e.g. question
             answering on a masked-LM checkpoint), whose new weights give random answers.
+        adapter_path: a folder of LoRA adapters (written by `mlx-albert train --lora-rank R`) merged
+            onto `model`, its base; the adapter's head answers.
         **defaults: options for every call, e.g. top_k=3, batch_size=32; `dtype`, `revision` and
             `cache_dir` go to loading instead.
 
@@ -112,15 +115,36 @@ def pipeline(
         checkpoint = Checkpoint.open(
             model, load_options.pop("revision", None), load_options.pop("cache_dir", None)
         )
-        model = load(checkpoint, spec.architecture, **load_options)
+        if not spec.needs_head and not spec.needs_pooler(defaults):  # a pooler it never runs
+            load_options["quiet"] = POOLER
+        architecture = None if adapter_path is not None else spec.architecture  # the adapter's own
+        model = load(checkpoint, architecture, adapter_path=adapter_path, **load_options)
+        if adapter_path is not None and spec.needs_head:
+            _check_adapter_task(model, spec, adapter_path)
         tokenizer = tokenizer or AlbertTokenizer.from_pretrained(checkpoint)
         if not allow_untrained_head:
             check_trained(model, spec.name, checkpoint.source, allow_pooler=not spec.needs_pooler(defaults))
         defaults = {**spec.prepare(checkpoint, model, tokenizer), **defaults}
     elif tokenizer is None:
         raise ValueError("pass tokenizer= along with a model object (or give a checkpoint path instead)")
+    elif adapter_path is not None:
+        raise ValueError("adapter_path= needs a checkpoint path, not a model object (load it with load())")
     check_tokenizer(model, tokenizer)
     return Pipeline(spec, model, tokenizer, allow_untrained_head, **defaults)
+
+
+POOLER = frozenset({"pooler.weight", "pooler.bias", "albert.pooler.weight", "albert.pooler.bias"})
+
+
+def _check_adapter_task(model, spec: Task, adapter_path) -> None:
+    """An adapter carries its own head: it must be one this task runs."""
+    from ..heads import ARCHITECTURES
+
+    if not any(isinstance(model, ARCHITECTURES[n]) for n in (spec.architecture, *spec.accepts)):
+        raise ValueError(
+            f"the adapter {adapter_path} was trained for {type(model).__name__}, not for {spec.name}: use it "
+            "with its own task's command"
+        )
 
 
 __all__ = [

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -17,6 +18,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
 from ..files import clean_stale, read_json, staged_folder
+from ..pretrained import check_finite
 from ..text import escape
 from ..weights import read_safetensors
 
@@ -79,11 +81,29 @@ def read_state(path: Path) -> dict:
     """A checkpoint's trainer_state.json (a bounded read); ValueError naming it when unreadable."""
     try:
         state = read_json(path / DONE, "trainer state")
-        if not isinstance(state, dict) or not isinstance(state.get("step"), int):
-            raise ValueError("no step")
+        if not isinstance(state, dict):
+            raise ValueError("not an object")
+        _check_state(state, path)
     except (ValueError, OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path / DONE} is unreadable ({escape(str(e))[:120]})") from None
+        raise ValueError(f"{path / DONE} is unreadable ({escape(str(e))[:160]})") from None
     return state
+
+
+def _check_state(state: dict, path: Path) -> None:
+    """The fields resume trusts: the step is the folder's own, the best metric a finite number."""
+    m = PATTERN.match(path.name)
+    step = state.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0 or (m and step != int(m[1])):
+        raise ValueError(f"field step is {str(step)[:30]}, not the step {m[1] if m else '>= 0'} its folder names")
+    best, best_step = state.get("best_metric"), state.get("best_step")
+    if best is not None and (isinstance(best, bool) or not isinstance(best, int | float) or not math.isfinite(best)):
+        raise ValueError(f"field best_metric is {str(best)[:30]}, not a finite number")
+    if best_step is not None and (
+        isinstance(best_step, bool) or not isinstance(best_step, int) or not 0 < best_step <= step
+    ):
+        raise ValueError(f"field best_step is {str(best_step)[:30]}, not a step of this run up to {step}")
+    if not isinstance(state.get("log", []), list):
+        raise ValueError("field log is not a list")
 
 
 def load(path: Path, model: nn.Module, optimizer, state: dict | None = None) -> tuple[dict, dict]:
@@ -97,9 +117,14 @@ def load(path: Path, model: nn.Module, optimizer, state: dict | None = None) -> 
         extra = {k: v for k, v in weights.items() if k not in own}
         model.load_weights([(k, v) for k, v in weights.items() if k in own], strict=True)
         current = path / "optimizer.safetensors"
-        optimizer.state = tree_unflatten(list(read_safetensors(current).items()))
+        moments = read_safetensors(current)
     except (ValueError, RuntimeError, OSError) as e:
         raise ValueError(f"{current} is unreadable ({escape(str(e))[:120]})") from None
+    try:
+        check_finite(moments, str(current))
+    except ValueError:
+        raise ValueError(f"{current} is unreadable (it holds NaN or infinity: no state to resume from)") from None
+    optimizer.state = tree_unflatten(list(moments.items()))
     return state, extra
 
 
@@ -140,7 +165,7 @@ def resume(output_dir: Path, model: nn.Module, optimizer, now: dict) -> tuple[Pa
     return None
 
 
-def fingerprint(args, config, data) -> dict:
+def fingerprint(args, config, data, steps: dict | None = None) -> dict:
     """What a run's steps follow from besides seed and world size: a checkpoint resumes bit for
     bit only into a run with the same (check_resumable)."""
     digest = hashlib.sha256()
@@ -154,6 +179,7 @@ def fingerprint(args, config, data) -> dict:
         "grad_accumulation": args.grad_accumulation,
         "lora": [args.lora_rank, args.lora_alpha, args.lora_dropout] if args.lora_rank else None,
         "mixed_precision": args.mixed_precision,
+        **({"steps": steps} if steps else {}),
     }
 
 
@@ -180,6 +206,26 @@ _RUN_FIELDS = {  # the data last: other changes (labels, max length) change its 
     "mixed_precision": lambda v: f"--mixed-precision {v}" if v else "no --mixed-precision",
     "data": lambda v: "the same --train file, --max-length and tokenizer (its features differ)",
 }
+
+
+def schedule_change(path: Path, state: dict, now: dict) -> str | None:
+    """What a resumed run changes in the learning-rate schedule (another --epochs, --max-steps,
+    --schedule, --learning-rate or warm-up), said with the flags that would keep it; None if nothing."""
+    then, steps = (state.get("run") or {}).get("steps"), now["run"].get("steps")
+    if not isinstance(then, dict) or then == steps:
+        return None
+    try:
+        keep = (
+            f"--max-steps {int(then['total'])} --schedule {escape(str(then['schedule']))[:20]} "
+            f"--learning-rate {float(then['learning_rate'])} --warmup-steps {int(then['warmup'])}"
+        )
+    except (KeyError, TypeError, ValueError):
+        keep = "the run's own flags"
+    return (
+        f"{path} was trained on a learning-rate schedule of {escape(str(then))[:200]}; it continues on "
+        f"this run's {steps} (the rate jumps to where the new schedule is at step {state['step']}): to "
+        f"keep the old one, resume with {keep}"
+    )
 
 
 def check_resumable(path: Path, state: dict, now: dict) -> None:

@@ -71,8 +71,13 @@ class Trainer:
         warmup = (
             args.warmup_steps if args.warmup_steps is not None else int(args.warmup_ratio * self.total_steps)
         )
+        warmup = min(warmup, self.total_steps)
+        self.steps = {  # what the learning-rate schedule is built for: a resumed run must keep them
+            "total": self.total_steps, "warmup": warmup, "schedule": args.schedule,
+            "learning_rate": args.learning_rate,
+        }  # fmt: skip
         self.optimizer = adamw(
-            schedule(args.schedule, args.learning_rate, min(warmup, self.total_steps), self.total_steps),
+            schedule(args.schedule, args.learning_rate, warmup, self.total_steps),
             args.weight_decay,
             (args.adam_beta1, args.adam_beta2),
             args.adam_epsilon,
@@ -269,11 +274,19 @@ class Trainer:
                 clean_stale(out / name)
         self.dp.barrier()
         self.state["world_size"] = self.dp.world
-        self.state["run"] = run = checkpoint.fingerprint(self.args, self.model.config, self.train_data)
+        run = checkpoint.fingerprint(self.args, self.model.config, self.train_data, self.steps)
+        self.state["run"] = run
         now = {"world_size": self.dp.world, "seed": self.args.seed, "run": run}
         found = checkpoint.resume(out, self.model, self.optimizer, now) if self.args.resume else None
         if found is not None:
             last, (self.state, extra) = found
+            if (change := checkpoint.schedule_change(last, self.state, now)) is not None:
+                logger.warning(change)
+            if self.state["step"] > self.total_steps:  # (a checkpoint from before steps were recorded)
+                raise ValueError(
+                    f"{last} is at step {self.state['step']}, past this run's {self.total_steps} steps: resume "
+                    f"with --max-steps {self.state['step']} or more, or train into a new --output-dir"
+                )
             self.state["run"] = run  # a checkpoint from before runs were recorded gets this one
             if self.master is not None:
                 self._set_master(_unflatten_master(extra))

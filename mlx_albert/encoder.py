@@ -16,7 +16,7 @@ import numpy as np
 from .hub import Checkpoint
 from .pooling import SentenceHead
 from .runtime import Packed, clip_text, run_packed
-from .sentence import SentenceConfig
+from .sentence import SentenceConfig, check_widths
 from .tokenizer import AlbertTokenizer
 
 PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
@@ -64,6 +64,8 @@ class SentenceEncoder:
 
         checkpoint = Checkpoint.open(path_or_repo_id)
         config = checkpoint.sentence
+        if config is not None:
+            check_widths(config, checkpoint.config.hidden_size)
         head = SentenceHead.from_config(config, pooling, normalize)
         if model is None:  # a pooler the head never runs is no untrained weight worth a warning
             quiet = () if "pooler" in head.modes else ("pooler.weight", "pooler.bias")
@@ -131,7 +133,9 @@ class SentenceEncoder:
         if self.do_lower_case:
             texts = [t.lower() for t in texts]
         encodings, _ = self.tokenizer.encode(texts, truncation=True, max_length=limit)
-        prompt_length = len(self.tokenizer.encode([prompt])[0][0].ids) - 1 if prompt else 0
+        # as sentence-transformers measures it: the prompt tokenized alone, cut to the same length,
+        # less its [SEP] (so a prompt that fills the sequence leaves [SEP] to pool, never nothing)
+        prompt_length = len(self.tokenizer.encode([prompt], truncation=True, max_length=limit)[0][0].ids) - 1 if prompt else 0
         return [e.ids for e in encodings], [bool(e.overflowing) for e in encodings], prompt_length
 
     def _forward(self, prompt_length: int, lazy: bool = False) -> Callable[[Packed], list]:
@@ -220,13 +224,16 @@ class SentenceEncoder:
         similarity_fn_name: cosine or dot."""
         return similarity(a, b, self.similarity_fn_name)
 
-    def semantic_search(self, queries, corpus_embeddings, top_k: int = 10) -> list[list[dict]]:
+    def semantic_search(
+        self, queries, corpus_embeddings, top_k: int = 10, score_function="cosine"
+    ) -> list[list[dict]]:
         """sentence-transformers' util.semantic_search: for each query (a text, embedded here, or a
-        vector) the top_k rows of corpus_embeddings by this model's similarity, best first, as
-        [{"corpus_id": row, "score": float}]. For an index on disk see mlx_albert.search."""
+        vector) the top_k rows of float corpus_embeddings by `score_function` ("cosine", its
+        default, "dot", or a function of two (N, D) and (M, D) arrays giving (N, M) scores), best
+        first, as [{"corpus_id": row, "score": float}]. For an index on disk see mlx_albert.search."""
         if is_texts(queries):
             queries = self.encode([queries] if isinstance(queries, str) else list(queries))
-        return semantic_search(queries, corpus_embeddings, top_k, self.similarity_fn_name)
+        return semantic_search(queries, corpus_embeddings, top_k, score_function)
 
 
 def finish(
@@ -290,13 +297,24 @@ def similarity(a, b=None, kind: str = "cosine") -> np.ndarray:
 
 
 def semantic_search(
-    queries, corpus, top_k: int = 10, kind: str = "cosine", block: int = 65536
+    queries, corpus, top_k: int = 10, kind: str | Callable = "cosine", block: int = 65536
 ) -> list[list[dict]]:
-    """The top_k rows of `corpus` (N, D) for each query (Q, D) by cosine or dot, best first (ties by
-    row): corpus blocks of `block` rows scored with one mx matmul each and merged into a running
-    top-k."""
+    """The top_k rows of `corpus` (N, D) for each query (Q, D) by `kind` (cosine, dot, or a function
+    of two arrays giving their (Q, n) scores), best first (ties by row): corpus blocks of `block`
+    rows scored with one mx matmul each and merged into a running top-k. Quantized vectors are
+    refused: their integers are not the vectors (search a quantized folder with mlx_albert.search)."""
     if not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    if not (callable(kind) or kind in ("cosine", "dot")):
+        raise ValueError(f"score_function must be 'cosine', 'dot' or a function, got {kind!r}")
+    for name, given in (("queries", queries), ("corpus_embeddings", corpus)):
+        dtype = getattr(given, "dtype", None)
+        if dtype is not None and str(dtype).removeprefix("mlx.core.") in ("int8", "uint8"):
+            raise ValueError(
+                f"{name} are {str(dtype).removeprefix('mlx.core.')} (quantized: int8/uint8, or packed "
+                "binary/ubinary bits): semantic search needs the float vectors; quantize after searching, "
+                "or write a quantized folder with `embed --output DIR --precision` and search it"
+            )
     q = np.atleast_2d(np.asarray(queries, np.float32))
     corpus = np.atleast_2d(np.asarray(corpus, np.float32))
     if q.shape[1] != corpus.shape[1]:
@@ -306,7 +324,11 @@ def semantic_search(
     best = TopK(q.shape[0], top_k)
     for start in range(0, len(corpus), block):
         c = mx.array(corpus[start : start + block])
-        best.add(q @ (unit_rows(c) if kind == "cosine" else c).T, start)
+        if callable(kind):
+            scores = mx.array(np.asarray(kind(np.array(q), np.array(c)), np.float32))
+        else:
+            scores = q @ (unit_rows(c) if kind == "cosine" else c).T
+        best.add(scores, start)
     return hits(*best_first(*best.result(), top_k))
 
 

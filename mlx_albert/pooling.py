@@ -41,8 +41,8 @@ def pool(
             if pooler is None:
                 raise ValueError("this model has no pooler: use pooling='cls' or 'mean'")
             parts.append(pooler(states[:, 0]).astype(mx.float32))
-        elif mode == "max":
-            parts.append(mx.where(weights > 0, states, -mx.inf).max(axis=1))
+        elif mode == "max":  # sentence-transformers masks with -1e9 (finite when nothing is left)
+            parts.append(mx.where(weights > 0, states, -1e9).max(axis=1))
         elif mode in ("mean", "mean_sqrt_len_tokens"):
             count = mx.maximum(weights.sum(axis=1), 1e-9)
             parts.append((states * weights).sum(axis=1) / (count if mode == "mean" else mx.sqrt(count)))

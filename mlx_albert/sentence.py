@@ -85,10 +85,16 @@ def _pooling(config: dict, where: Path) -> tuple[tuple[str, ...], bool]:
         modes = tuple(m for flag, m in _LEGACY_FLAGS.items() if config.get(flag)) or ("mean",)
     else:
         modes = (mode,) if isinstance(mode, str) else tuple(mode) if isinstance(mode, list) else ()
-    unknown = [m for m in modes if m not in POOLING_MODES]
-    if not modes or unknown:
-        raise ValueError(f"{where}: pooling mode {escape(str(mode))[:80]} is not one of {POOLING_MODES}")
-    return modes, bool(config.get("include_prompt", True))
+    unknown = [m for m in modes if not isinstance(m, str) or m not in POOLING_MODES]
+    if not modes or unknown or len(set(modes)) != len(modes):
+        raise ValueError(
+            f"{where}: pooling mode {escape(str(mode))[:80]} is not one of {POOLING_MODES}, or some of them "
+            "each once"
+        )
+    include_prompt = config.get("include_prompt", True)
+    if not isinstance(include_prompt, bool):
+        raise ValueError(f"{where}: include_prompt must be true or false, got {escape(str(include_prompt))[:40]}")
+    return modes, include_prompt
 
 
 def _dense(folder: Path, where: Path) -> Dense:
@@ -103,8 +109,8 @@ def _dense(folder: Path, where: Path) -> Dense:
             f"({sorted(DENSE_ACTIVATIONS)})"
         )
     sizes = [config.get(k) for k in ("in_features", "out_features")]
-    if not all(isinstance(n, int) and 0 < n <= 1 << 20 for n in sizes):
-        raise ValueError(f"{where}: in_features and out_features must be positive integers")
+    if not all(_positive(n, 1 << 20) for n in sizes) or not isinstance(config.get("bias", True), bool):
+        raise ValueError(f"{where}: in_features and out_features must be positive integers, bias true or false")
     return Dense(folder, sizes[0], sizes[1], bool(config.get("bias", True)), DENSE_ACTIVATIONS[name])
 
 
@@ -143,20 +149,62 @@ def read_sentence_config(root: Path) -> SentenceConfig | None:
         steps.append(_dense(folder, folder / "config.json") if kind == "Dense" else "normalize")
     extra_path = root / "config_sentence_transformers.json"
     extra = read_json(extra_path, "config_sentence_transformers.json") if extra_path.is_file() else {}
-    prompts = extra.get("prompts") if isinstance(extra, dict) else None
-    prompts = {str(k): v for k, v in (prompts or {}).items() if isinstance(v, str)}
-    similarity = extra.get("similarity_fn_name") if isinstance(extra, dict) else None  # checked on use
-    length = bert_config.get("max_seq_length") if isinstance(bert_config, dict) else None
+    if not isinstance(extra, dict) or not isinstance(bert_config, dict):
+        raise ValueError(f"{extra_path} and {bert} must hold JSON objects")
+    prompts, default = _prompts(extra, extra_path)
+    similarity = extra.get("similarity_fn_name") or "cosine"
+    if similarity not in SIMILARITIES:
+        raise ValueError(
+            f"{extra_path}: similarity_fn_name {escape(str(similarity))[:40]!r} is not one mlx_albert "
+            f"implements ({', '.join(SIMILARITIES)})"
+        )
+    length, lower = bert_config.get("max_seq_length"), bert_config.get("do_lower_case", False)
+    if (length is not None and not _positive(length, 1 << 20)) or not isinstance(lower, bool):
+        raise ValueError(
+            f"{bert}: max_seq_length must be a positive integer and do_lower_case true or false, got "
+            f"{escape(str(length))[:20]} and {escape(str(lower))[:20]}"
+        )
     return SentenceConfig(
         transformer=transformer,
         pooling=modes,
         include_prompt=include_prompt,
         steps=tuple(steps),
-        max_seq_length=length if isinstance(length, int) and length > 0 else None,
-        do_lower_case=bool(bert_config.get("do_lower_case", False))
-        if isinstance(bert_config, dict)
-        else False,
+        max_seq_length=length,
+        do_lower_case=lower,
         prompts=prompts,
-        default_prompt_name=extra.get("default_prompt_name") if isinstance(extra, dict) else None,
-        similarity=similarity if isinstance(similarity, str) else "cosine",
+        default_prompt_name=default,
+        similarity=similarity,
     )
+
+
+def _positive(value, limit: int) -> bool:
+    """An integer in [1, limit] (a JSON true is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= limit
+
+
+def _prompts(extra: dict, where: Path) -> tuple[dict[str, str], str | None]:
+    """prompts ({name: text}) and default_prompt_name (one of them, or null), checked."""
+    prompts = extra.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+        raise ValueError(f"{where}: prompts must be an object of prompt names and their texts")
+    default = extra.get("default_prompt_name")
+    if default is not None and (not isinstance(default, str) or default not in prompts):
+        raise ValueError(
+            f"{where}: default_prompt_name {escape(str(default))[:40]!r} is not one of its prompts "
+            f"{escape(str(sorted(prompts)))[:200]}"
+        )
+    return {str(k): v for k, v in prompts.items()}, default
+
+
+def check_widths(config: SentenceConfig, hidden_size: int) -> None:
+    """Each Dense module takes what the step before it gives (the pooled width, then the previous
+    Dense's out_features): refused at load naming the module's config.json, not at the first encode."""
+    width, before = hidden_size * len(config.pooling), "the pooling"
+    for step in config.steps:
+        if isinstance(step, Dense):
+            if step.in_features != width:
+                raise ValueError(
+                    f"{step.folder / 'config.json'}: in_features is {step.in_features}, but {before} gives "
+                    f"{width} values: this Dense module belongs to another model"
+                )
+            width, before = step.out_features, f"{step.folder.name} before it"

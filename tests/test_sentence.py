@@ -158,3 +158,64 @@ def test_plain_checkpoints_keep_mean_pooling_and_unit_norm(tmp_path):
     vectors = SentenceEncoder.from_pretrained(sentence_folders.TINY).encode(TEXTS)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, rtol=0, atol=unit_norm_tol(64))
     _close(vectors, pipeline("embed", sentence_folders.TINY)(TEXTS))
+
+
+def test_max_pooling_of_a_prompt_that_fills_the_sequence_is_finite_as_in_sentence_transformers(tmp_path):
+    """include_prompt false and a prompt longer than max_seq_length: sentence-transformers measures
+    the prompt cut to the same length, so [SEP] is left to pool and the vector is finite (was NaN)."""
+    folder = write(tmp_path / "p", ("max",), "new", include_prompt=False, max_seq_length=8,
+                   prompts={"query": "a long prompt of many many words that fills the sequence: "})  # fmt: skip
+    ours = SentenceEncoder.from_pretrained(folder).encode(TEXTS[:2], prompt_name="query")
+    assert np.isfinite(ours).all()
+    st = pytest.importorskip("sentence_transformers")
+    _close(ours, st.SentenceTransformer(str(folder), device="cpu").encode(TEXTS[:2], prompt_name="query"))
+
+
+def _edit(path: Path, **changes) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+@pytest.mark.parametrize(
+    "file, changes, message",
+    [
+        ("config_sentence_transformers.json", {"prompts": ["query: "]}, "prompts must be an object"),
+        ("config_sentence_transformers.json", {"prompts": "query: "}, "prompts must be an object"),
+        ("config_sentence_transformers.json", {"default_prompt_name": ["query"]}, "default_prompt_name"),
+        ("config_sentence_transformers.json", {"default_prompt_name": "passage"}, "is not one of its prompts"),
+        ("config_sentence_transformers.json", {"similarity_fn_name": "hamming"}, "similarity_fn_name 'hamming'"),
+        ("sentence_bert_config.json", {"max_seq_length": True}, "max_seq_length must be a positive integer"),
+        ("1_Pooling/config.json", {"pooling_mode": ["mean"] * 1000}, "pooling mode"),
+        ("1_Pooling/config.json", {"pooling_mode": [["mean"]]}, "pooling mode"),
+        ("1_Pooling/config.json", {"include_prompt": "no"}, "include_prompt must be true or false"),
+        ("2_Dense/config.json", {"in_features": 65}, "2_Dense/config.json: in_features is 65, but the pooling gives 64"),
+    ],
+)
+def test_untrusted_folder_configs_are_refused_at_load_naming_the_file(tmp_path, file, changes, message):
+    folder = write(tmp_path / "f", ("mean",), "new", dense=16, prompts={"query": "query: "})
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64}))
+    _edit(folder / file, **changes)
+    with pytest.raises(ValueError, match=message) as error:
+        SentenceEncoder.from_pretrained(folder)
+    assert file.split("/")[0] in str(error.value)
+
+
+def test_semantic_search_scores_by_cosine_unless_told_and_refuses_quantized_corpora():
+    """sentence-transformers' default score_function is cosine whatever the folder's similarity; an
+    int8 or packed-bits corpus is refused naming its precision (it compared integers as vectors)."""
+    encoder = SentenceEncoder.from_pretrained(TINY_FOLDER)
+    encoder.similarity_fn_name = "dot"
+    corpus = encoder.encode(TEXTS[:3]) * np.array([[1.0], [3.0], [0.5]], np.float32)  # dot favours row 1
+    query = encoder.encode(TEXTS[0])
+    cosine = encoder.semantic_search(query, corpus, top_k=3)[0]
+    assert cosine[0]["corpus_id"] == 0 and abs(cosine[0]["score"] - 1.0) < 1e-5
+    dot = encoder.semantic_search(query, corpus, top_k=3, score_function="dot")[0]
+    np.testing.assert_allclose([h["score"] for h in dot], np.sort(corpus @ query)[::-1], rtol=1e-5)
+    custom = encoder.semantic_search(query, corpus, top_k=1, score_function=lambda a, b: -(a @ b.T))[0]
+    assert custom[0]["corpus_id"] == int(np.argmin(corpus @ query))
+    for precision in ("int8", "uint8", "binary", "ubinary"):
+        quantized = encoder.encode(TEXTS, precision=precision)
+        with pytest.raises(ValueError, match="corpus_embeddings are u?int8 \\(quantized"):
+            encoder.semantic_search(query, quantized)
+
+
+TINY_FOLDER = sentence_folders.TINY

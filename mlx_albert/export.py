@@ -4,6 +4,7 @@ and Python load with MLX's `import_function`, plus its tokenizer files beside it
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import mlx.core as mx
@@ -85,6 +86,22 @@ def _check_sizes(seq, batch, choices, limit: int) -> None:
     ):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
             raise ValueError(f"{name} must be an integer in [1, {top}], got {value!r}")
+
+
+def load_exported(path: str | Path) -> tuple[Callable, dict]:
+    """(function, metadata) of an .mlxfn file written by export(): the metadata read back as the
+    dict it was written from (task, architecture, inputs, outputs, dtypes, config, versions)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: pass an .mlxfn file written by `mlx-albert export`")
+    function, text = mx.import_function(str(path), return_metadata=True)
+    try:
+        metadata = json.loads(text) if text else None
+    except (json.JSONDecodeError, RecursionError):
+        metadata = None
+    if not isinstance(metadata, dict) or "task" not in metadata:
+        raise ValueError(f"{path} was not written by mlx_albert's export: its metadata is not ours")
+    return function, metadata
 
 
 def _metadata(spec, net, shape: tuple[int, ...]) -> dict:

@@ -53,11 +53,7 @@ def resolve(
         try:  # fall back to whatever the local cache holds
             folder = Path(snapshot_download(**kwargs, local_files_only=True))
         except Exception:
-            where = "the local Hugging Face cache (offline)" if offline else "the Hub or the local cache"
-            raise FileNotFoundError(
-                f"{text!r} is neither a local folder nor a repo id found in {where} "
-                f"({type(first).__name__}); check the name, or download it while online"
-            ) from None
+            raise FileNotFoundError(_not_found(text, first, offline)) from None
     if not any(folder.glob("*.safetensors")) and not offline:  # only a PyTorch checkpoint
         folder = Path(
             snapshot_download(
@@ -65,6 +61,25 @@ def resolve(
             )
         )
     return folder
+
+
+def _not_found(name: str, error: Exception, offline: bool) -> str:
+    """Why a repo id could not be had: no network (HF_HUB_OFFLINE, or the Hub unreachable) and not in
+    the cache, or the Hub does not know it."""
+    kind = type(error).__name__
+    text = str(error).lower()
+    unreachable = kind in ("LocalEntryNotFoundError", "ConnectError", "ConnectionError", "ConnectTimeout",
+                           "OfflineModeIsEnabled") or "connect" in text or "offline" in text  # fmt: skip
+    if offline or unreachable:
+        why = "HF_HUB_OFFLINE is set (offline)" if offline else "the Hub cannot be reached (no network)"
+        return (
+            f"{name!r} is not a local folder, {why} and the local Hugging Face cache does not hold it: "
+            "connect to the network once to download it, or pass a local folder"
+        )
+    return (
+        f"{name!r} is neither a local folder nor a repo id the Hub knows ({kind}); check the name (and "
+        "`hf auth login` for a gated or private repo)"
+    )
 
 
 @dataclass

@@ -188,6 +188,20 @@ def test_hub_repo_id_from_local_cache(hf_folder, reference, tmp_path, monkeypatc
         mlx_albert.load("someone/not-cached", cache_dir=tmp_path)
 
 
+def test_an_unreachable_hub_says_so_not_that_the_repo_is_unknown(tmp_path):
+    """The Hub's address set to a closed loopback port (no network, nothing downloaded): the message
+    says the Hub cannot be reached and the cache lacks the repo."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import mlx_albert\ntry:\n    mlx_albert.load('someone/x')\nexcept FileNotFoundError as e:\n    print(e)"
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(tmp_path)}
+    env.pop("HF_HUB_OFFLINE", None)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert "'someone/x' is not a local folder, the Hub cannot be reached (no network)" in done.stdout, done
+
+
 def test_quantization_flags_need_quantize_and_a_supported_width(hf_folder, tmp_path, capsys):
     assert main(["--hf-path", str(hf_folder), "--mlx-path", str(tmp_path / "o"), "--q-bits", "4"]) == 1
     assert "--q-bits without -q/--quantize would write an unquantized model" in capsys.readouterr().err

@@ -91,3 +91,19 @@ def test_defaults_follow_the_model_and_the_cli_names_its_tasks(tmp_path, capsys)
     assert metadata["task"] == "embed"
     classify = json.loads(mx.import_function(str(tmp_path / "classify.mlxfn"), return_metadata=True)[1])
     assert classify["task"] == "text-classification"
+
+
+def test_metadata_reads_back_as_a_dict(tmp_path, capsys):
+    from mlx_albert.export import load_exported
+
+    out = tmp_path / "fm.mlxfn"
+    assert main(["export", "--model", str(TINY_MODEL), "--task", "fill-mask", "--output", str(out), "--seq", "16"]) == 0
+    function, metadata = load_exported(out)
+    assert metadata["task"] == "fill-mask" and metadata["inputs"]["input_ids"] == [1, 16]
+    assert callable(function)
+    mx.export_function(str(tmp_path / "other.mlxfn"), lambda x: x + 1, mx.array([1]), metadata="not json")
+    with pytest.raises(ValueError, match="was not written by mlx_albert's export"):
+        load_exported(tmp_path / "other.mlxfn")
+
+
+TINY_MODEL = Path(__file__).parent.parent / "models" / "tiny-albert"

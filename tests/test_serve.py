@@ -143,6 +143,7 @@ def test_embeddings_formats_ids_dimensions_and_models(server):
     status, body, _ = server.call("/v1/models")
     info = {m["id"]: m for m in body["data"]}
     assert info["cls"]["labels"] == ["a", "b", "c"] and info["tiny"]["max_length"] == 128
+    assert info["tiny"]["labels"] == []  # a masked-LM checkpoint: no classifier, no labels
     assert info["tiny"]["embedding"] == {
         "pooling": "mean",
         "normalize": True,
@@ -227,7 +228,7 @@ def test_bad_requests_get_their_status_codes(server):
         ({"input": "a"}, 400, "several models are loaded"),
         ({"model": "tiny", "input": 5}, 400, "input must be"),
         ({"model": "tiny", "input": []}, 400, "no inputs"),
-        ({"model": "tiny", "input": ["a"] * 300}, 400, "over the limit of 256"),
+        ({"model": "tiny", "input": ["a"] * 2049}, 400, "2049 inputs is over the limit of 2048"),  # as OpenAI
         ({"model": "tiny", "input": [[1, 2, 10**6]]}, 400, "outside [0, 101)"),
         ({"model": "tiny", "input": "a", "dimensions": 1000}, 400, "dimensions must be"),
         ({"model": "tiny", "input": "a", "encoding_format": "hex"}, 400, "encoding_format"),

@@ -74,6 +74,13 @@ def test_work_is_counted_in_tokens_not_inputs(server):
     assert status == 400 and "context windows counted" in body["error"]["message"]
     status, body, _ = server.call("/v1/qa", {**request, "doc_stride": 1.5})
     assert status == 400 and "doc_stride must be an integer" in body["error"]["message"]
+    # within the request's budget, but one input is one piece of work: over --max-batch-tokens, other
+    # requests would wait behind it whole (a 100,000-character context took ~3 s)
+    one = {"model": "qa", "inputs": {"question": "Where?", "context": context[:1600]}, "doc_stride": 1}
+    status, body, _ = server.call("/v1/qa", one)
+    assert status == 400 and "over the 256 the server runs at once (--max-batch-tokens)" in body["error"]["message"]
+    small = {"model": "qa", "inputs": {"question": "Where?", "context": context[:200]}, "doc_stride": 1}
+    assert server.call("/v1/qa", small)[0] == 200
 
 
 def test_long_requests_run_in_pieces_that_others_interleave_with(tmp_path):

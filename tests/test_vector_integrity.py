@@ -158,3 +158,31 @@ def test_numpys_short_write_is_the_disk_full_message(tmp_path):
     with pytest.raises(OSError, match="no space left on the device while writing"):
         atomic_write(tmp_path / "shard-000000.npy", short)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_embed_and_search_take_the_folders_prompts(capsys, tmp_path):
+    """--prompt-name puts the folder's prompt before every line (embed) or query (search); the
+    manifest records it, so the same folder is resumed only with the same prompt."""
+    from sentence_folders import write
+
+    from mlx_albert import SentenceEncoder
+
+    model = write(tmp_path / "st", ("mean",), prompts={"query": "query: ", "document": "passage: "})
+    docs = _lines(tmp_path / "docs.txt", 20)
+    out = tmp_path / "vec"
+    base = ["embed", "--model", model, "--file", docs, "--output", out, "--no-progress"]
+    assert _run(capsys, *base, "--prompt-name", "document")[0] == 0
+    encoder = SentenceEncoder.from_pretrained(model)
+    texts = docs.read_text().split("\n")[:20]
+    want = encoder.encode(texts, prompt_name="document", batch_size=64)
+    vectors, _ = _folder_vectors(out)
+    np.testing.assert_allclose(vectors, want, rtol=0, atol=1e-5)
+    code, err = _run(capsys, *base)  # without the prompt: another run
+    assert code == 1 and "vectors made with options" in err
+    code, err = _run(capsys, *base, "--prompt-name", "passage")
+    assert code == 1 and "--prompt-name: prompt_name 'passage' is not one of this model's prompts" in err
+    query = encoder.encode("read a file", prompt_name="query")
+    best = int(np.argmax(vectors @ query / np.linalg.norm(vectors, axis=1)))
+    code = main(["search", "--index", str(out), "--prompt-name", "query", "--json", "read a file"])
+    rows = json.loads(capsys.readouterr().out)
+    assert code == 0 and rows[0]["corpus_id"] == best

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 class Settings:
     api_key: str | None = None
     max_body_bytes: int = 4 << 20
-    max_inputs: int = 256  # per request
+    max_inputs: int = 2048  # per request (as OpenAI's /v1/embeddings allows)
     max_input_chars: int = 100_000  # per input; longer ones are refused, long ones truncated
     max_request_tokens: int = 131_072  # tokens one request may make the model run (choices, windows)
     max_answers: int = 10_000  # answers one request may return (fill-mask: masks x top_k)

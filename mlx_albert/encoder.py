@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
@@ -18,8 +19,19 @@ from .pooling import SentenceHead
 from .runtime import Packed, clip_text, run_packed
 from .sentence import SentenceConfig, check_widths
 from .tokenizer import AlbertTokenizer
-
-PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
+from .vector_ops import (  # noqa: F401  (re-exported: mlx_albert.encoder's names before the split)
+    PRECISIONS,
+    TopK,
+    best_first,
+    dequantize,
+    finish,
+    hits,
+    is_texts,
+    quantize,
+    semantic_search,
+    similarity,
+    unit_rows,
+)
 
 
 class SentenceEncoder:
@@ -28,7 +40,7 @@ class SentenceEncoder:
     def __init__(
         self,
         model,
-        tokenizer: AlbertTokenizer,
+        tokenizer: AlbertTokenizer | None = None,
         head: SentenceHead | None = None,
         max_seq_length: int | None = None,
         prompts: dict[str, str] | None = None,
@@ -36,7 +48,24 @@ class SentenceEncoder:
         similarity_fn_name: str = "cosine",
         do_lower_case: bool = False,
         config: SentenceConfig | None = None,
+        truncate_dim: int | None = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        device: str | None = None,
     ):
+        """`SentenceEncoder("name or path")` loads as `SentenceTransformer("...")` does (see
+        from_pretrained; `device` is accepted and left to MLX, which runs on its default device);
+        the other form wraps a loaded model and its tokenizer."""
+        if isinstance(model, str | os.PathLike | Checkpoint):
+            if tokenizer is not None or head is not None:
+                raise ValueError("pass a model name alone, or a model object with its tokenizer")
+            loaded = type(self).from_pretrained(model, revision=revision, cache_dir=cache_dir)
+            self.__dict__.update(loaded.__dict__)
+            self.truncate_dim = _check_truncate_dim(truncate_dim)
+            return
+        if tokenizer is None:
+            raise ValueError("pass tokenizer= with a model object (or give a model name or path instead)")
+        self.truncate_dim = _check_truncate_dim(truncate_dim)  # encode's default, as sentence-transformers'
         self.model, self.backbone, self.tokenizer = model, model.backbone, tokenizer
         self.head = head or SentenceHead.from_config(None)
         limit = model.config.max_positions
@@ -56,13 +85,16 @@ class SentenceEncoder:
         dtype=None,
         model=None,
         tokenizer: AlbertTokenizer | None = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
     ) -> SentenceEncoder:
         """The encoder of a sentence-transformers folder or repo id (its modules decide), or of any
         ALBERT checkpoint (mean pooling, unit norm); `pooling`/`normalize` override either.
-        `model`/`tokenizer`: already loaded from the same checkpoint."""
+        `model`/`tokenizer`: already loaded from the same checkpoint; `revision`, `cache_dir`: as
+        load()'s, for a Hub repo id."""
         from .loading import load
 
-        checkpoint = Checkpoint.open(path_or_repo_id)
+        checkpoint = Checkpoint.open(path_or_repo_id, revision, cache_dir)
         config = checkpoint.sentence
         if config is not None:
             check_widths(config, checkpoint.config.hidden_size)
@@ -109,6 +141,10 @@ class SentenceEncoder:
         width = self.backbone.config.hidden_size * len(self.head.modes)
         return self.head.dense[-1].weight.shape[0] if self.head.dense else width
 
+    def get_sentence_embedding_dimension(self) -> int:
+        """The length of the vectors encode() returns (truncate_dim when set), as sentence-transformers'."""
+        return min(self.truncate_dim, self.dimension) if self.truncate_dim else self.dimension
+
     def _prompt(self, prompt_name: str | None, prompt: str | None) -> str:
         if prompt is not None:
             return prompt
@@ -135,7 +171,11 @@ class SentenceEncoder:
         encodings, _ = self.tokenizer.encode(texts, truncation=True, max_length=limit)
         # as sentence-transformers measures it: the prompt tokenized alone, cut to the same length,
         # less its [SEP] (so a prompt that fills the sequence leaves [SEP] to pool, never nothing)
-        prompt_length = len(self.tokenizer.encode([prompt], truncation=True, max_length=limit)[0][0].ids) - 1 if prompt else 0
+        prompt_length = (
+            len(self.tokenizer.encode([prompt], truncation=True, max_length=limit)[0][0].ids) - 1
+            if prompt
+            else 0
+        )
         return [e.ids for e in encodings], [bool(e.overflowing) for e in encodings], prompt_length
 
     def _forward(self, prompt_length: int, lazy: bool = False) -> Callable[[Packed], list]:
@@ -179,7 +219,7 @@ class SentenceEncoder:
 
     def encode(
         self,
-        sentences: str | Iterable[str],
+        inputs: str | Iterable[str] | None = None,
         batch_size: int = 32,
         normalize_embeddings: bool = False,
         truncate_dim: int | None = None,
@@ -188,36 +228,120 @@ class SentenceEncoder:
         show_progress_bar: bool | None = None,
         prompt_name: str | None = None,
         prompt: str | None = None,
+        *,
+        sentences: str | Iterable[str] | None = None,
+        convert_to_tensor: bool = False,
+        output_value: str | None = "sentence_embedding",
+        device: str | None = None,
     ):
         """sentence-transformers' encode: (N, D) for a list of texts, (D,) for one text.
 
         Args:
+            inputs: a text or texts (`sentences=`, the name before sentence-transformers 6, too).
             batch_size: texts per forward pass (length-sorted; results in input order).
             normalize_embeddings: scale each vector to unit length (after truncate_dim).
-            truncate_dim: keep the first truncate_dim dimensions (Matryoshka models).
+            truncate_dim: keep the first truncate_dim dimensions (Matryoshka models); default: the
+                encoder's truncate_dim attribute.
             precision: float32, float16, or quantized as sentence-transformers'
                 quantize_embeddings: int8/uint8 (255 buckets per dimension between the batch's
                 minimum and maximum), binary/ubinary (one bit per dimension, packed).
-            convert_to_numpy: a numpy array (else an mx.array).
+            convert_to_numpy: a numpy array (else an mx.array); convert_to_tensor: an mx.array.
             show_progress_bar: a progress line on stderr (default: off).
             prompt_name, prompt: a prompt put before every text (by name from the folder's
                 config_sentence_transformers.json, or as text).
+            output_value: "sentence_embedding"; "token_embeddings" (per text, its tokens' last
+                hidden states, (L, H) each); None (per text, a dict of both, its input_ids and mask).
         """
+        if sentences is not None:
+            if inputs is not None:
+                raise TypeError("encode takes inputs= or sentences= (the same thing), not both")
+            inputs = sentences
+        if inputs is None:
+            raise TypeError("encode needs the texts to embed (inputs=)")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        if truncate_dim is not None and not (isinstance(truncate_dim, int) and 0 < truncate_dim):
-            raise ValueError(f"truncate_dim must be a positive integer, got {truncate_dim!r}")
-        single = isinstance(sentences, str)
-        texts = [sentences] if single else list(sentences)
+        truncate_dim = _check_truncate_dim(self.truncate_dim if truncate_dim is None else truncate_dim)
+        if output_value not in ("sentence_embedding", "token_embeddings", None):
+            raise ValueError(
+                f"output_value must be 'sentence_embedding', 'token_embeddings' or None, got {output_value!r}"
+            )
+        single = isinstance(inputs, str)
+        texts = [inputs] if single else list(inputs)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if output_value != "sentence_embedding":
+            outputs = self._token_outputs(texts, batch_size, prompt_name, prompt, output_value)
+            return outputs[0] if single else outputs
         if not texts:
             return np.zeros((0, truncate_dim or self.dimension), np.float32)
         ids, _, prompt_length = self.tokenize(texts, self._prompt(prompt_name, prompt))
         vectors = np.stack(self.encode_ids(ids, batch_size, prompt_length, bool(show_progress_bar)))
         vectors = finish(vectors, truncate_dim, normalize_embeddings, precision)
         vectors = vectors[0] if single else vectors
-        return vectors if convert_to_numpy else mx.array(vectors)
+        return mx.array(vectors) if convert_to_tensor or not convert_to_numpy else vectors
+
+    def encode_query(self, inputs, prompt_name: str | None = None, prompt: str | None = None, **options):
+        """encode() with the folder's "query" prompt unless another is given (sentence-transformers 5+)."""
+        if prompt_name is None and prompt is None and "query" in self.prompts:
+            prompt_name = "query"
+        return self.encode(inputs, prompt_name=prompt_name, prompt=prompt, **options)
+
+    def encode_document(self, inputs, prompt_name: str | None = None, prompt: str | None = None, **options):
+        """encode() with the folder's "document" prompt unless another is given."""
+        if prompt_name is None and prompt is None:
+            prompt_name = next((n for n in ("document", "passage", "corpus") if n in self.prompts), None)
+        return self.encode(inputs, prompt_name=prompt_name, prompt=prompt, **options)
+
+    def __call__(self, inputs, **options):
+        """encode(inputs): the encoder as a function of texts."""
+        return self.encode(inputs, **options)
+
+    def _token_outputs(self, texts, batch_size, prompt_name, prompt, output_value) -> list:
+        """Per text, its tokens' last hidden states (L, H) (output_value "token_embeddings"), or a
+        dict of them with its sentence embedding, input_ids and attention mask (None)."""
+        for text in texts:
+            if not isinstance(text, str):
+                raise TypeError(f"encode takes strings, got {type(text).__name__}")
+        ids, _, prompt_length = self.tokenize(texts, self._prompt(prompt_name, prompt))
+        pad, limit = self.tokenizer.pad_token_id, self.backbone.config.max_positions
+        pooler = self.backbone.pool if "pooler" in self.backbone else None
+
+        def forward(packed: Packed) -> list:
+            states = self.backbone(**packed.batch()).last_hidden_state
+            states = states.reshape(-1, states.shape[-1])[mx.array(packed.index)]  # (N, longest, H)
+            vectors = np.array(self.head(states, mx.array(packed.mask), prompt_length, pooler))
+            states = np.array(states.astype(mx.float32))
+            lengths = packed.mask.sum(axis=1)
+            return [(s[:n], v) for s, v, n in zip(states, vectors, lengths, strict=True)]
+
+        results = run_packed(self.model, ids, forward, pad, limit, batch_size)
+        if output_value == "token_embeddings":
+            return [tokens for tokens, _ in results]
+        return [
+            {"sentence_embedding": vector, "token_embeddings": tokens, "input_ids": np.array(row, np.int64),
+             "attention_mask": np.ones(len(row), np.int64)}
+            for (tokens, vector), row in zip(results, ids, strict=True)
+        ]  # fmt: skip
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes a sentence-transformers folder (modules.json, the model at its root, Pooling,
+        Dense and Normalize modules, prompts and similarity) that SentenceTransformer(path) and
+        SentenceEncoder(path) load with the same vectors."""
+        from .sentence import save_sentence_folder
+
+        save_sentence_folder(self, Path(path))
+
+    def similarity_pairwise(self, a, b) -> np.ndarray:
+        """(N,) similarity of each row of a with the same row of b, by the folder's function."""
+        a, b = np.atleast_2d(np.asarray(a, np.float64)), np.atleast_2d(np.asarray(b, np.float64))
+        if a.shape != b.shape:
+            raise ValueError(
+                f"similarity_pairwise takes two arrays of one shape, got {a.shape} and {b.shape}"
+            )
+        if self.similarity_fn_name == "cosine":
+            a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+            b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+        return (a * b).sum(axis=1)
 
     def similarity(self, a, b=None) -> np.ndarray:
         """(N, M) similarity of every row of a with every row of b (default a), by the folder's
@@ -236,148 +360,7 @@ class SentenceEncoder:
         return semantic_search(queries, corpus_embeddings, top_k, score_function)
 
 
-def finish(
-    vectors: np.ndarray, truncate_dim=None, normalize: bool = False, precision="float32"
-) -> np.ndarray:
-    """sentence-transformers' order: truncate, then normalise, then quantize over the whole set."""
-    if truncate_dim is not None:
-        vectors = vectors[..., :truncate_dim]
-    if normalize:
-        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
-    return quantize(vectors.astype(np.float32), precision)
-
-
-def quantize(vectors: np.ndarray, precision: str, ranges: np.ndarray | None = None) -> np.ndarray:
-    """sentence-transformers' quantize_embeddings: int8/uint8 by 255 equal steps between each
-    dimension's minimum and maximum (of `ranges`, a (2, D) array, else of these vectors), binary and
-    ubinary as the packed bits of x > 0 (int8 shifted by -128, or uint8)."""
-    if precision == "float32":
-        return vectors
-    if precision == "float16":
-        return vectors.astype(np.float16)
-    if precision in ("int8", "uint8"):
-        if ranges is None:
-            if vectors.ndim == 1 or len(vectors) < 2:
-                raise ValueError(
-                    f"{precision} needs the ranges of several vectors (or ranges=) to quantize one"
-                )
-            ranges = np.vstack([vectors.min(axis=0), vectors.max(axis=0)])
-        ranges = ranges.astype(np.float32)
-        q = np.clip(np.floor((vectors - ranges[0]) / _steps(ranges)), 0, 255)
-        return q.astype(np.uint8) if precision == "uint8" else (q - 128).astype(np.int8)
-    bits = np.packbits(vectors > 0, axis=-1)
-    return (bits - 128).astype(np.int8) if precision == "binary" else bits
-
-
-def dequantize(values: np.ndarray, ranges: np.ndarray) -> np.ndarray:
-    """int8 values back to the start of their buckets (float64), as sentence-transformers' rescoring
-    reads them."""
-    ranges = np.asarray(ranges, np.float32)
-    return (values.astype(np.float64) + 128) * _steps(ranges) + ranges[0]
-
-
-def _steps(ranges: np.ndarray) -> np.ndarray:
-    """Each dimension's bucket width: 255 steps between its minimum and maximum (1 where they meet)."""
-    steps = (ranges[1] - ranges[0]) / 255
-    return np.where(steps == 0, 1, steps)
-
-
-def similarity(a, b=None, kind: str = "cosine") -> np.ndarray:
-    """Cosine (or dot) similarity of every row of `a` with every row of `b` (default: `a`): (N, M)."""
-    if kind not in ("cosine", "dot"):
-        raise ValueError(f"similarity {kind!r} is not implemented here: use 'cosine' or 'dot'")
-    a = np.atleast_2d(np.asarray(a, np.float64))
-    b = a if b is None else np.atleast_2d(np.asarray(b, np.float64))
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"embeddings of different sizes: {a.shape[1]} and {b.shape[1]}")
-    if kind == "cosine":
-        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return a @ b.T
-
-
-def semantic_search(
-    queries, corpus, top_k: int = 10, kind: str | Callable = "cosine", block: int = 65536
-) -> list[list[dict]]:
-    """The top_k rows of `corpus` (N, D) for each query (Q, D) by `kind` (cosine, dot, or a function
-    of two arrays giving their (Q, n) scores), best first (ties by row): corpus blocks of `block`
-    rows scored with one mx matmul each and merged into a running top-k. Quantized vectors are
-    refused: their integers are not the vectors (search a quantized folder with mlx_albert.search)."""
-    if not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-    if not (callable(kind) or kind in ("cosine", "dot")):
-        raise ValueError(f"score_function must be 'cosine', 'dot' or a function, got {kind!r}")
-    for name, given in (("queries", queries), ("corpus_embeddings", corpus)):
-        dtype = getattr(given, "dtype", None)
-        if dtype is not None and str(dtype).removeprefix("mlx.core.") in ("int8", "uint8"):
-            raise ValueError(
-                f"{name} are {str(dtype).removeprefix('mlx.core.')} (quantized: int8/uint8, or packed "
-                "binary/ubinary bits): semantic search needs the float vectors; quantize after searching, "
-                "or write a quantized folder with `embed --output DIR --precision` and search it"
-            )
-    q = np.atleast_2d(np.asarray(queries, np.float32))
-    corpus = np.atleast_2d(np.asarray(corpus, np.float32))
-    if q.shape[1] != corpus.shape[1]:
-        raise ValueError(f"embeddings of different sizes: {q.shape[1]} and {corpus.shape[1]}")
-    q = mx.array(q)
-    q = unit_rows(q) if kind == "cosine" else q
-    best = TopK(q.shape[0], top_k)
-    for start in range(0, len(corpus), block):
-        c = mx.array(corpus[start : start + block])
-        if callable(kind):
-            scores = mx.array(np.asarray(kind(np.array(q), np.array(c)), np.float32))
-        else:
-            scores = q @ (unit_rows(c) if kind == "cosine" else c).T
-        best.add(scores, start)
-    return hits(*best_first(*best.result(), top_k))
-
-
-def is_texts(queries) -> bool:
-    """A text or a non-empty list of texts (not vectors)."""
-    return isinstance(queries, str) or (
-        isinstance(queries, list | tuple) and len(queries) > 0 and isinstance(queries[0], str)
-    )
-
-
-def hits(scores: np.ndarray, ids: np.ndarray, lines: np.ndarray | None = None) -> list[list[dict]]:
-    """Per query, [{"corpus_id", ("line",) "score"}] of its ranked rows."""
-    return [
-        [
-            {"corpus_id": int(i), **({"line": int(lines[i])} if lines is not None else {}), "score": float(s)}
-            for s, i in zip(row_s, row_i, strict=True)
-        ]
-        for row_s, row_i in zip(scores, ids, strict=True)
-    ]
-
-
-class TopK:
-    """The k best scores per query (and their row ids) over blocks of scores added one at a time."""
-
-    def __init__(self, queries: int, k: int):
-        self.k = k
-        self.scores = mx.zeros((queries, 0))
-        self.ids = mx.zeros((queries, 0), mx.int32)
-
-    def add(self, scores: mx.array, start: int) -> None:
-        """A (queries, n) block of scores for rows start ... start + n - 1."""
-        ids = mx.broadcast_to(mx.arange(start, start + scores.shape[1], dtype=mx.int32), scores.shape)
-        self.scores = mx.concatenate([self.scores, scores.astype(mx.float32)], 1)
-        self.ids = mx.concatenate([self.ids, ids], 1)
-        if self.scores.shape[1] > self.k:
-            keep = mx.argpartition(-self.scores, self.k - 1, axis=1)[:, : self.k]
-            self.scores = mx.take_along_axis(self.scores, keep, 1)
-            self.ids = mx.take_along_axis(self.ids, keep, 1)
-        mx.eval(self.scores, self.ids)  # one block's work at a time: its buffers are freed before the next
-
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.array(self.scores, np.float64), np.array(self.ids)
-
-
-def best_first(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k best of each row, best first, ties by id (so results do not depend on block order)."""
-    order = np.lexsort((ids, -scores), axis=-1)[:, :k]
-    return np.take_along_axis(scores, order, -1), np.take_along_axis(ids, order, -1)
-
-
-def unit_rows(x: mx.array) -> mx.array:
-    return x / mx.maximum(mx.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+def _check_truncate_dim(value):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"truncate_dim must be a positive integer, got {value!r}")
+    return value

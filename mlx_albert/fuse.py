@@ -14,8 +14,8 @@ import mlx.nn as nn
 from .convert import TOKENIZER_FILES
 from .files import check_disjoint, clean_stale, staged_folder
 from .hub import Checkpoint
-from .lora import adapter_config, adapter_names, load_adapters
 from .loading import architecture_class, head_changes
+from .lora import adapter_config, adapter_names, load_adapters
 from .pretrained import quantize_like
 
 

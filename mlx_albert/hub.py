@@ -116,14 +116,15 @@ class Checkpoint:
             raise FileNotFoundError(
                 f"{self.source} holds LoRA adapters, not a model: load them onto their base model with "
                 f"--model BASE --adapter-path {self.source} (adapter_path= in Python), or merge them "
-                f"into a model with `mlx-albert fuse --model BASE --adapter-path {self.source} --save-path DIR`"
+                "into a model with `mlx-albert fuse --model BASE --adapter-path "
+                f"{self.source} --save-path DIR`"
                 f"{_base_named(self.folder)}"
             )
         return AlbertConfig.from_json(self.folder / "config.json")
 
 
 def _base_named(folder: Path) -> str:
-    """"; its base: NAME" from an adapter's config, when it names one."""
+    """ "; its base: NAME" from an adapter's config, when it names one."""
     from .files import read_json
     from .text import escape
 

@@ -24,7 +24,9 @@ def check_lora(rank, alpha, where: str = "LoRA") -> None:
     if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= MAX_RANK:
         raise ValueError(f"{where}: lora_rank must be an integer from 1 to {MAX_RANK}, got {str(rank)[:40]}")
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha <= MAX_ALPHA:
-        raise ValueError(f"{where}: lora_alpha must be a finite number in (0, {MAX_ALPHA:g}], got {str(alpha)[:40]}")
+        raise ValueError(
+            f"{where}: lora_alpha must be a finite number in (0, {MAX_ALPHA:g}], got {str(alpha)[:40]}"
+        )
 
 
 class LoRALinear(nn.Module):

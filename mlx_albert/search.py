@@ -13,7 +13,8 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from .encoder import SentenceEncoder, TopK, best_first, dequantize, hits, is_texts, quantize, unit_rows
+from .encoder import SentenceEncoder
+from .vector_ops import TopK, best_first, dequantize, hits, is_texts, quantize, unit_rows
 from .vectors import PROBE, Manifest, read_shard, shards
 
 

@@ -93,7 +93,9 @@ def _pooling(config: dict, where: Path) -> tuple[tuple[str, ...], bool]:
         )
     include_prompt = config.get("include_prompt", True)
     if not isinstance(include_prompt, bool):
-        raise ValueError(f"{where}: include_prompt must be true or false, got {escape(str(include_prompt))[:40]}")
+        raise ValueError(
+            f"{where}: include_prompt must be true or false, got {escape(str(include_prompt))[:40]}"
+        )
     return modes, include_prompt
 
 
@@ -110,7 +112,9 @@ def _dense(folder: Path, where: Path) -> Dense:
         )
     sizes = [config.get(k) for k in ("in_features", "out_features")]
     if not all(_positive(n, 1 << 20) for n in sizes) or not isinstance(config.get("bias", True), bool):
-        raise ValueError(f"{where}: in_features and out_features must be positive integers, bias true or false")
+        raise ValueError(
+            f"{where}: in_features and out_features must be positive integers, bias true or false"
+        )
     return Dense(folder, sizes[0], sizes[1], bool(config.get("bias", True)), DENSE_ACTIVATIONS[name])
 
 
@@ -208,3 +212,61 @@ def check_widths(config: SentenceConfig, hidden_size: int) -> None:
                     f"{width} values: this Dense module belongs to another model"
                 )
             width, before = step.out_features, f"{step.folder.name} before it"
+
+
+# -- writing a folder -------------------------------------------------------------------------------
+_TORCH_ACTIVATIONS = {ours: theirs for theirs, ours in DENSE_ACTIVATIONS.items()}
+
+
+def save_sentence_folder(encoder, path: Path) -> None:
+    """Writes `encoder` as a sentence-transformers folder in the layout both sentence-transformers 5
+    and 6 read (the model and tokenizer at the root, 1_Pooling with pooling_mode_* flags, then Dense
+    and Normalize modules), assembled beside `path` and moved into place whole."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from .files import staged_folder
+    from .weights import write_json
+
+    head = encoder.head
+    if "pooler" in head.modes or list(head.modes) != [m for m in POOLING_MODES if m in head.modes]:
+        raise ValueError(
+            f"pooling {'+'.join(head.modes)} has no sentence-transformers equivalent (ALBERT's pooler, or "
+            "modes out of sentence-transformers' order): choose pooling from {POOLING_MODES} in that order"
+        )
+    with staged_folder(path) as tmp:
+        encoder.backbone.save_pretrained(tmp)
+        encoder.tokenizer.save_pretrained(tmp)
+        hidden = encoder.backbone.config.hidden_size
+        pooling = {flag: mode in head.modes for flag, mode in _LEGACY_FLAGS.items()}
+        (tmp / "1_Pooling").mkdir()
+        pooling.update(word_embedding_dimension=hidden, include_prompt=head.include_prompt)
+        write_json(tmp / "1_Pooling" / "config.json", pooling)
+        modules = [("", "Transformer"), ("1_Pooling", "Pooling")]
+        layers = iter(head.dense)
+        for step in head.steps:
+            folder = tmp / f"{len(modules)}_{'Normalize' if step == 'normalize' else 'Dense'}"
+            folder.mkdir()
+            if step == "normalize":
+                modules.append((folder.name, "Normalize"))
+                continue
+            layer = next(layers)
+            out_features, in_features = layer.weight.shape
+            kind = "linear" if step == "identity" else "activation"
+            write_json(folder / "config.json", {
+                "in_features": in_features, "out_features": out_features, "bias": "bias" in layer,
+                "activation_function": f"torch.nn.modules.{kind}.{_TORCH_ACTIVATIONS[step]}",
+            })  # fmt: skip
+            weights = {f"linear.{k}": np.array(v, np.float32) for k, v in layer.parameters().items()}
+            save_file(weights, str(folder / "model.safetensors"))
+            modules.append((folder.name, "Dense"))
+        write_json(tmp / "modules.json", [
+            {"idx": i, "name": str(i), "path": p, "type": f"sentence_transformers.models.{kind}"}
+            for i, (p, kind) in enumerate(modules)
+        ])  # fmt: skip
+        bert = {"max_seq_length": encoder.max_seq_length, "do_lower_case": encoder.do_lower_case}
+        write_json(tmp / "sentence_bert_config.json", bert)
+        write_json(tmp / "config_sentence_transformers.json", {
+            "prompts": encoder.prompts, "default_prompt_name": encoder.default_prompt_name,
+            "similarity_fn_name": encoder.similarity_fn_name,
+        })  # fmt: skip

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .encoder import SentenceEncoder, quantize
+from .encoder import SentenceEncoder
 from .files import LOCK, FolderLock, atomic_write, in_use, open_regular, read_json
 from .runtime import Progress
 from .text import escape
+from .vector_ops import quantize
 
 MANIFEST = "manifest.json"
 KIND = "mlx-albert-vectors"
@@ -279,7 +280,9 @@ def _read_npy(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray
     if dt != dtype or fortran or tuple(found) != shape:
         raise ValueError(f"holds a {dt} array of shape {tuple(found)}, not {dtype} {shape}")
     if size != offset + int(np.prod(shape)) * dtype.itemsize:
-        raise ValueError(f"{size} bytes where its header promises {offset + int(np.prod(shape)) * dtype.itemsize}")
+        raise ValueError(
+            f"{size} bytes where its header promises {offset + int(np.prod(shape)) * dtype.itemsize}"
+        )
     return np.memmap(path, dtype, "r", offset, shape) if shape[0] else np.zeros(shape, dtype)
 
 
@@ -367,7 +370,9 @@ def prepare(folder: Path, wanted: Manifest, force: bool) -> Manifest:
     if problem is None and old.run is not None:
         return old  # the same run: resumed (with its int8 ranges)
     problem = problem or "vectors written before runs were recorded"
-    if not force and present(folder, old.storage):  # (a run that stopped before its first shard: nothing to lose)
+    if not force and present(
+        folder, old.storage
+    ):  # (a run that stopped before its first shard: nothing to lose)
         raise FileExistsError(
             f"{folder} holds {problem}: pass --force to replace them, or choose another folder"
         )

@@ -67,9 +67,10 @@ def test_a_resume_that_changes_the_schedule_says_so_and_how_to_keep_it(data, run
     ],
 )
 def test_flags_that_would_train_something_else_are_refused(capsys, tmp_path, flags, message):
-    argv = ["train", "--model", str(TINY), "--task", "sequence_classification", "--train", str(tmp_path / "t.jsonl")]
-    (tmp_path / "t.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n')
-    code = main([*argv, "--output-dir", str(tmp_path / "out"), *flags])
+    rows = tmp_path / "t.jsonl"
+    rows.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n')
+    task = ["--task", "sequence_classification", "--train", str(rows), "--output-dir", str(tmp_path / "out")]
+    code = main(["train", "--model", str(TINY), *task, *flags])
     err = capsys.readouterr().err
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists()

@@ -260,14 +260,20 @@ def test_sizes_are_checked_before_anything_is_allocated(tmp_path, capsys):
     assert AlbertConfig(num_labels=MAX_LABELS, hidden_size=64, num_attention_heads=4).num_labels == MAX_LABELS
     memory = _physical_memory()
     if memory is not None:  # a classifier of 2^20 labels x 2^20 wide: 4 TiB of float32
-        with pytest.raises(ValueError, match=r"more than this machine's .* most of it from num_labels=1048576"):
+        with pytest.raises(
+            ValueError, match=r"more than this machine's .* most of it from num_labels=1048576"
+        ):
             AlbertConfig(num_labels=MAX_LABELS, hidden_size=2**16, num_attention_heads=16)
     folder = tmp_path / "huge"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "albert", "num_labels": 10**9}))
     code = main(["classify", "--model", str(folder), "some text"])
     err = capsys.readouterr().err
-    assert code == 1 and "num_labels (1000000000) is past the limit" in err and len(err.strip().splitlines()) == 1
+    assert (
+        code == 1
+        and "num_labels (1000000000) is past the limit" in err
+        and len(err.strip().splitlines()) == 1
+    )
 
 
 def test_parameter_count_is_the_models_own():

@@ -195,10 +195,13 @@ def test_an_unreachable_hub_says_so_not_that_the_repo_is_unknown(tmp_path):
     import subprocess
     import sys
 
-    code = "import mlx_albert\ntry:\n    mlx_albert.load('someone/x')\nexcept FileNotFoundError as e:\n    print(e)"
+    code = "import mlx_albert\ntry:\n    mlx_albert.load('someone/x')\n"
+    code += "except FileNotFoundError as e:\n    print(e)"
     env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(tmp_path)}
     env.pop("HF_HUB_OFFLINE", None)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
+    )
     assert "'someone/x' is not a local folder, the Hub cannot be reached (no network)" in done.stdout, done
 
 

@@ -97,7 +97,12 @@ def test_metadata_reads_back_as_a_dict(tmp_path, capsys):
     from mlx_albert.export import load_exported
 
     out = tmp_path / "fm.mlxfn"
-    assert main(["export", "--model", str(TINY_MODEL), "--task", "fill-mask", "--output", str(out), "--seq", "16"]) == 0
+    assert (
+        main(
+            ["export", "--model", str(TINY_MODEL), "--task", "fill-mask", "--output", str(out), "--seq", "16"]
+        )
+        == 0
+    )
     function, metadata = load_exported(out)
     assert metadata["task"] == "fill-mask" and metadata["inputs"]["input_ids"] == [1, 16]
     assert callable(function)

@@ -62,7 +62,9 @@ def _only_clean_errors(write, load, variants, clean: bytes):
         took = time.perf_counter() - start
         write(clean)
         reference = max(before, _timed(load))
-        assert took <= SLOWER * reference, f"{len(data)} bytes took {took:.3f} s, a clean load {reference:.3f} s"
+        assert took <= SLOWER * reference, (
+            f"{len(data)} bytes took {took:.3f} s, a clean load {reference:.3f} s"
+        )
     assert outcomes["ValueError"] > 0
     return outcomes
 

@@ -60,7 +60,10 @@ def test_every_door_takes_adapter_path(adapter, capsys, caplog):
     code = main(["classify", "--model", str(only), "a text"])
     err = capsys.readouterr().err
     assert code == 1 and len(err.strip().splitlines()) == 1
-    assert f"holds LoRA adapters, not a model: load them onto their base model with --model BASE --adapter-path {only}" in err
+    assert (
+        "holds LoRA adapters, not a model: load them onto their base model with --model BASE "
+        f"--adapter-path {only}" in err
+    )
     assert f"its base model: {TINY}" in err
     code = main(["embed", "--model", str(TINY), "--adapter-path", str(only), "--json", TEXTS[0]])
     vector = json.loads(capsys.readouterr().out)
@@ -78,7 +81,9 @@ def test_fuse_writes_the_merged_model_transformers_loads(adapter, tmp_path, caps
     out = tmp_path / "fused"
     assert main(["fuse", "--model", str(TINY), "--adapter-path", str(only), "--save-path", str(out)]) == 0
     np.testing.assert_allclose(_logits(mlx_albert.load(out)), _logits(mlx_albert.load(merged)), atol=1e-6)
-    assert (out / "spiece.model").is_file() and json.loads((out / "config.json").read_text())["torch_dtype"] == "float32"
+    assert (out / "spiece.model").is_file() and json.loads((out / "config.json").read_text())[
+        "torch_dtype"
+    ] == "float32"
     code = main(["fuse", "--model", str(TINY), "--adapter-path", str(only), "--save-path", str(out)])
     assert code == 1 and "pass --force" in capsys.readouterr().err
     if HAS_TORCH:
@@ -123,7 +128,9 @@ def test_absurd_adapter_configs_are_refused_before_loading(adapter, tmp_path, fi
     bad = tmp_path / "bad"
     shutil.copytree(only, bad)
     config = json.loads((bad / "adapter_config.json").read_text())
-    (bad / "adapter_config.json").write_text(json.dumps({**config, field: value}))  # NaN/Infinity as JSON does
+    (bad / "adapter_config.json").write_text(
+        json.dumps({**config, field: value})
+    )  # NaN/Infinity as JSON does
     with pytest.raises(ValueError, match=message):
         mlx_albert.load(TINY, adapter_path=bad)
 

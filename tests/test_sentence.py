@@ -163,8 +163,8 @@ def test_plain_checkpoints_keep_mean_pooling_and_unit_norm(tmp_path):
 def test_max_pooling_of_a_prompt_that_fills_the_sequence_is_finite_as_in_sentence_transformers(tmp_path):
     """include_prompt false and a prompt longer than max_seq_length: sentence-transformers measures
     the prompt cut to the same length, so [SEP] is left to pool and the vector is finite (was NaN)."""
-    folder = write(tmp_path / "p", ("max",), "new", include_prompt=False, max_seq_length=8,
-                   prompts={"query": "a long prompt of many many words that fills the sequence: "})  # fmt: skip
+    prompts = {"query": "a long prompt of many many words that fills the sequence: "}
+    folder = write(tmp_path / "p", ("max",), "new", include_prompt=False, max_seq_length=8, prompts=prompts)
     ours = SentenceEncoder.from_pretrained(folder).encode(TEXTS[:2], prompt_name="query")
     assert np.isfinite(ours).all()
     st = pytest.importorskip("sentence_transformers")
@@ -181,13 +181,25 @@ def _edit(path: Path, **changes) -> None:
         ("config_sentence_transformers.json", {"prompts": ["query: "]}, "prompts must be an object"),
         ("config_sentence_transformers.json", {"prompts": "query: "}, "prompts must be an object"),
         ("config_sentence_transformers.json", {"default_prompt_name": ["query"]}, "default_prompt_name"),
-        ("config_sentence_transformers.json", {"default_prompt_name": "passage"}, "is not one of its prompts"),
-        ("config_sentence_transformers.json", {"similarity_fn_name": "hamming"}, "similarity_fn_name 'hamming'"),
+        (
+            "config_sentence_transformers.json",
+            {"default_prompt_name": "passage"},
+            "is not one of its prompts",
+        ),
+        (
+            "config_sentence_transformers.json",
+            {"similarity_fn_name": "hamming"},
+            "similarity_fn_name 'hamming'",
+        ),
         ("sentence_bert_config.json", {"max_seq_length": True}, "max_seq_length must be a positive integer"),
         ("1_Pooling/config.json", {"pooling_mode": ["mean"] * 1000}, "pooling mode"),
         ("1_Pooling/config.json", {"pooling_mode": [["mean"]]}, "pooling mode"),
         ("1_Pooling/config.json", {"include_prompt": "no"}, "include_prompt must be true or false"),
-        ("2_Dense/config.json", {"in_features": 65}, "2_Dense/config.json: in_features is 65, but the pooling gives 64"),
+        (
+            "2_Dense/config.json",
+            {"in_features": 65},
+            "2_Dense/config.json: in_features is 65, but the pooling gives 64",
+        ),
     ],
 )
 def test_untrusted_folder_configs_are_refused_at_load_naming_the_file(tmp_path, file, changes, message):
@@ -219,3 +231,45 @@ def test_semantic_search_scores_by_cosine_unless_told_and_refuses_quantized_corp
 
 
 TINY_FOLDER = sentence_folders.TINY
+
+
+def test_a_drop_in_for_sentence_transformer(tmp_path):
+    """Code written for SentenceTransformer runs after changing the import: construction by name,
+    encode's parameters (inputs=, sentences=, convert_to_tensor, output_value), encode_query and
+    encode_document with the folder's prompts, truncate_dim, similarity_pairwise, the dimension,
+    save() writing a folder sentence-transformers loads with the same vectors, and __call__."""
+    folder = write(tmp_path / "f", ("cls", "mean"), "new", dense=24, activation="Identity", normalize=True,
+                   prompts={"query": "query: ", "document": "passage: "})  # fmt: skip
+    model = SentenceEncoder(str(folder))
+    assert isinstance(model, SentenceEncoder) and model.get_sentence_embedding_dimension() == 24
+    vectors = model.encode(TEXTS)
+    np.testing.assert_array_equal(model.encode(inputs=TEXTS), vectors)
+    np.testing.assert_array_equal(model.encode(sentences=TEXTS), vectors)
+    np.testing.assert_array_equal(model(TEXTS), vectors)
+    tensor = model.encode(TEXTS, convert_to_tensor=True)
+    assert isinstance(tensor, mx.array) and tensor.shape == (len(TEXTS), 24)
+    np.testing.assert_array_equal(model.encode_query(TEXTS[:2]), model.encode(TEXTS[:2], prompt_name="query"))
+    np.testing.assert_array_equal(
+        model.encode_document(TEXTS[:2]), model.encode(TEXTS[:2], prompt="passage: ")
+    )
+    tokens = model.encode(TEXTS[:2], output_value="token_embeddings")
+    lengths = [len(model.tokenize([t])[0][0]) for t in TEXTS[:2]]
+    assert [t.shape for t in tokens] == [(n, 64) for n in lengths]
+    both = model.encode(TEXTS[0], output_value=None)
+    np.testing.assert_allclose(both["sentence_embedding"], vectors[0], atol=1e-6)
+    assert both["token_embeddings"].shape == (lengths[0], 64) and len(both["input_ids"]) == lengths[0]
+    pairs = model.similarity_pairwise(vectors[:2], vectors[2:4])
+    np.testing.assert_allclose(pairs, np.diag(model.similarity(vectors[:2], vectors[2:4])), atol=1e-9)
+    short = SentenceEncoder(str(folder), truncate_dim=8)
+    assert short.get_sentence_embedding_dimension() == 8
+    np.testing.assert_array_equal(short.encode(TEXTS), vectors[:, :8])
+    assert model.encode([]).shape == (0, 24)  # (sentence-transformers: an empty list)
+    with pytest.raises(ValueError, match="model object with its tokenizer"):
+        SentenceEncoder(str(folder), model.tokenizer)
+    saved = tmp_path / "saved"
+    model.save(saved)
+    _close(SentenceEncoder(str(saved)).encode(TEXTS), vectors)
+    st = pytest.importorskip("sentence_transformers")
+    theirs = st.SentenceTransformer(str(saved), device="cpu")
+    _close(theirs.encode(TEXTS), vectors)
+    _close(theirs.encode(TEXTS[:2], prompt_name="query"), model.encode_query(TEXTS[:2]))

@@ -308,7 +308,7 @@ def test_sigterm_finishes_requests_in_flight(tmp_path):
     server.proc.send_signal(signal.SIGTERM)
     for t in threads:
         t.join()
-    assert server.proc.wait(timeout=60) == 0  # an orderly stop
+    assert server.proc.wait(timeout=60) == 0, server.log[-20:]  # an orderly stop
     assert results == [200] * 8  # none lost
     assert any("POST /v1/embeddings 200" in line for line in server.log)
     time.sleep(0.2)  # the log reader thread drains the pipe

@@ -78,7 +78,10 @@ def test_work_is_counted_in_tokens_not_inputs(server):
     # requests would wait behind it whole (a 100,000-character context took ~3 s)
     one = {"model": "qa", "inputs": {"question": "Where?", "context": context[:1600]}, "doc_stride": 1}
     status, body, _ = server.call("/v1/qa", one)
-    assert status == 400 and "over the 256 the server runs at once (--max-batch-tokens)" in body["error"]["message"]
+    assert (
+        status == 400
+        and "over the 256 the server runs at once (--max-batch-tokens)" in body["error"]["message"]
+    )
     small = {"model": "qa", "inputs": {"question": "Where?", "context": context[:200]}, "doc_stride": 1}
     assert server.call("/v1/qa", small)[0] == 200
 

@@ -267,7 +267,10 @@ def _config(folder, **changes):
         ({"num_hidden_layers": 10**9}, "past the limit of 1024"),
         ({"vocab_size": 10**12}, "vocab_size must be a positive integer up to"),
         # over this machine's memory (else, on a larger one, against the weights)
-        ({"vocab_size": 2**31 - 1}, "most of it from vocab_size=2147483647|vocab_size=2147483647 but embeddings"),
+        (
+            {"vocab_size": 2**31 - 1},
+            "most of it from vocab_size=2147483647|vocab_size=2147483647 but embeddings",
+        ),
         ({"vocab_size": 10**6}, "vocab_size=1000000 but embeddings.word_embeddings.weight has"),
         ({"hidden_act": ["gelu"]}, "wrong type|activation"),
     ],

@@ -130,7 +130,14 @@ def _to_folder(args, folder: Path) -> None:
         if group.rank() == 0 and resumed is not wanted:
             state = "holds this run's vectors: checking them" if resumed.count else "resuming the run there"
             print(f"mlx-albert embed: {folder} {state}", file=sys.stderr)
-        _embed(args, encoder, itertools.chain([first], rows), folder, resumed if group.rank() == 0 else wanted, group)
+        _embed(
+            args,
+            encoder,
+            itertools.chain([first], rows),
+            folder,
+            resumed if group.rank() == 0 else wanted,
+            group,
+        )
 
 
 def _embed(args, encoder, rows, folder: Path, manifest, group) -> None:
@@ -140,15 +147,21 @@ def _embed(args, encoder, rows, folder: Path, manifest, group) -> None:
     total = vectors.count_lines(args.file) if not args.texts else len(args.texts)
     progress = Progress(total, tasks.options(args)["progress"] and group.rank() == 0, "embedded lines")
     kill = os.environ.get("MLX_ALBERT_KILL_AFTER_SHARD")  # test hook: a kill between two shards
-    report = vectors.embed_folder(encoder, rows, folder, manifest, progress, group, int(kill) if kill else None)
+    report = vectors.embed_folder(
+        encoder, rows, folder, manifest, progress, group, int(kill) if kill else None
+    )
     for problem in report.repaired:
         print(f"mlx-albert embed: recomputed a damaged shard: {problem}", file=sys.stderr)
     done = report.manifest
     if group.rank() != 0:
         return
-    where = f"{done.count} embeddings of size {done.dimension} in {done.shards()} shard{'s' * (done.shards() != 1)}"
+    shards = f"{done.shards()} shard{'s' * (done.shards() != 1)}"
+    where = f"{done.count} embeddings of size {done.dimension} in {shards}"
     if report.computed == 0:
-        print(f"mlx-albert embed: {folder} is already complete ({where}, checked): nothing to do", file=sys.stderr)
+        print(
+            f"mlx-albert embed: {folder} is already complete ({where}, checked): nothing to do",
+            file=sys.stderr,
+        )
     else:
         print(f"wrote {where} to {folder}", file=sys.stderr)
 

@@ -16,11 +16,9 @@ def add_parser(sub) -> None:
     p.add_argument("--index", required=True, help="the folder written by `mlx-albert embed --output`")
     p.add_argument(
         "--model",
-        help="the model that built the index (folder, repo id, pydoc-small; default: the one its manifest names)",
+        help="the model that built the index (folder, repo id, pydoc-small; default: its manifest's)",
     )
-    p.add_argument(
-        "--prompt-name", help="a prompt of the model's folder put before each query (e.g. query)"
-    )
+    p.add_argument("--prompt-name", help="a prompt of the model's folder put before each query (e.g. query)")
     p.add_argument("--top-k", type=int, default=10, help="results per query (default 10)")
     p.add_argument(
         "--rescore-multiplier",

@@ -51,7 +51,7 @@ def add_parser(sub) -> None:
         "--adapter-path",
         action="append",
         default=[],
-        help="LoRA adapters merged onto --model (one model), or name=PATH for the model of that name (repeatable)",
+        help="LoRA adapters merged onto --model (one model), or name=PATH onto that model (repeatable)",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")

@@ -95,7 +95,9 @@ def parse_adapters(specs: list[str], models: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def load_models(specs: dict[str, str], dtype=None, adapters: dict[str, str] | None = None) -> dict[str, ServedModel]:
+def load_models(
+    specs: dict[str, str], dtype=None, adapters: dict[str, str] | None = None
+) -> dict[str, ServedModel]:
     served, adapters = {}, adapters or {}
     for name, path in specs.items():
         checkpoint = Checkpoint.open(path)  # resolved and read once: model, tokenizer, encoder

@@ -10,10 +10,11 @@ import argparse
 
 import numpy as np
 
-from ..encoder import SentenceEncoder, similarity
+from ..encoder import SentenceEncoder
 from ..pooling import MODES
 from ..runtime import check_strings, dispatch, max_tokens
 from ..tokenizer import AlbertTokenizer
+from ..vector_ops import similarity
 from .base import Task
 
 

@@ -44,9 +44,19 @@ class TrainingArgs:
     def __post_init__(self):
         """Refuses values that would train something else than asked (0 epochs trained one step)."""
         if not (_number(self.epochs) and 0 < self.epochs <= 1e6):
-            raise ValueError(f"epochs must be a number above 0, got {self.epochs!r}: --epochs 1 trains one pass")
-        counts = {"max_steps": 1, "batch_size": 1, "eval_batch_size": 1, "grad_accumulation": 1, "log_steps": 1}
-        counts.update({"eval_steps": 1, "save_steps": 1, "save_total_limit": 1, "warmup_steps": 0, "lora_rank": 0})
+            raise ValueError(
+                f"epochs must be a number above 0, got {self.epochs!r}: --epochs 1 trains one pass"
+            )
+        counts = {
+            "max_steps": 1,
+            "batch_size": 1,
+            "eval_batch_size": 1,
+            "grad_accumulation": 1,
+            "log_steps": 1,
+        }
+        counts.update(
+            {"eval_steps": 1, "save_steps": 1, "save_total_limit": 1, "warmup_steps": 0, "lora_rank": 0}
+        )
         counts.update({"max_ngram": 1})
         for name, low in counts.items():
             value = getattr(self, name)

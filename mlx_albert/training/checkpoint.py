@@ -94,9 +94,13 @@ def _check_state(state: dict, path: Path) -> None:
     m = PATTERN.match(path.name)
     step = state.get("step")
     if isinstance(step, bool) or not isinstance(step, int) or step < 0 or (m and step != int(m[1])):
-        raise ValueError(f"field step is {str(step)[:30]}, not the step {m[1] if m else '>= 0'} its folder names")
+        raise ValueError(
+            f"field step is {str(step)[:30]}, not the step {m[1] if m else '>= 0'} its folder names"
+        )
     best, best_step = state.get("best_metric"), state.get("best_step")
-    if best is not None and (isinstance(best, bool) or not isinstance(best, int | float) or not math.isfinite(best)):
+    if best is not None and (
+        isinstance(best, bool) or not isinstance(best, int | float) or not math.isfinite(best)
+    ):
         raise ValueError(f"field best_metric is {str(best)[:30]}, not a finite number")
     if best_step is not None and (
         isinstance(best_step, bool) or not isinstance(best_step, int) or not 0 < best_step <= step
@@ -123,7 +127,9 @@ def load(path: Path, model: nn.Module, optimizer, state: dict | None = None) -> 
     try:
         check_finite(moments, str(current))
     except ValueError:
-        raise ValueError(f"{current} is unreadable (it holds NaN or infinity: no state to resume from)") from None
+        raise ValueError(
+            f"{current} is unreadable (it holds NaN or infinity: no state to resume from)"
+        ) from None
     optimizer.state = tree_unflatten(list(moments.items()))
     return state, extra
 

@@ -284,7 +284,8 @@ class Trainer:
                 logger.warning(change)
             if self.state["step"] > self.total_steps:  # (a checkpoint from before steps were recorded)
                 raise ValueError(
-                    f"{last} is at step {self.state['step']}, past this run's {self.total_steps} steps: resume "
+                    f"{last} is at step {self.state['step']}, past this run's {self.total_steps} steps: "
+                    "resume "
                     f"with --max-steps {self.state['step']} or more, or train into a new --output-dir"
                 )
             self.state["run"] = run  # a checkpoint from before runs were recorded gets this one

@@ -226,11 +226,13 @@ class ShardError(ValueError):
 
 
 def read_shard(
-    folder: Path, index: int, manifest: Manifest, rows: int | None = None
+    folder: Path, index: int, manifest: Manifest, rows: int | None = None, verify: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """(vectors, line numbers) of a shard, every part checked against the manifest before use: the
     run that wrote it, the `.npy` header and the file's size, `rows` rows (default: what a complete
-    folder's shard `index` holds), increasing line numbers. `.npy` vectors are memory-mapped."""
+    folder's shard `index` holds), increasing line numbers; with `verify`, the files' sha256 against
+    the record too (resume does; a search reads each shard once and skips it). `.npy` vectors are
+    memory-mapped."""
     files = shard_files(folder, index, manifest.storage)
     if rows is None:
         rows = manifest.rows(index)
@@ -243,7 +245,12 @@ def read_shard(
     if manifest.run is not None and record.get("run") != manifest.run:
         raise ShardError(f"{files[-1]} was written by another run than {folder}'s manifest: {REPAIR}")
     for part, path in zip(("vectors", "lines"), files[:2], strict=False):
-        if manifest.run is not None and manifest.storage == "npy" and record.get(part) != _digest(path):
+        if (
+            verify
+            and manifest.run is not None
+            and manifest.storage == "npy"
+            and record.get(part) != _digest(path)
+        ):
             raise ShardError(f"{path} is not the file its record {files[2].name} describes: {REPAIR}")
     if vectors.shape != (rows, manifest.width) or vectors.dtype != manifest.dtype or lines.shape != (rows,):
         raise ShardError(
@@ -481,7 +488,7 @@ def embed_folder(
 def _kept(folder: Path, index: int, manifest: Manifest, lines: np.ndarray) -> str | None:
     """None when shard `index` on disk is this run's whole shard of `lines`, else what is wrong."""
     try:
-        _, found = read_shard(folder, index, manifest, rows=len(lines))
+        _, found = read_shard(folder, index, manifest, rows=len(lines), verify=True)
     except ShardError as e:
         return str(e).removesuffix(f": {REPAIR}")
     if not np.array_equal(found, lines):

@@ -15,7 +15,8 @@ import numpy as np
 
 from .encoder import SentenceEncoder
 from .vector_ops import TopK, best_first, dequantize, hits, is_texts, quantize, unit_rows
-from .vectors import PROBE, Manifest, read_shard, shards
+from .vector_shards import read_shard
+from .vectors import PROBE, Manifest, shards
 
 
 def check_model(manifest: Manifest, encoder: SentenceEncoder, name: str, folder: Path) -> None:

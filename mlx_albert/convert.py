@@ -11,7 +11,7 @@ from pathlib import Path
 
 import mlx.nn as nn
 
-from .files import check_disjoint, clean_stale, staged_folder
+from .files import check_disjoint, check_replaceable, staged_folder
 from .hub import Checkpoint
 from .loading import load
 from .pretrained import DTYPES, quantizable
@@ -67,9 +67,7 @@ def convert(
     """
     q_bits, q_group_size = _check_quantization_flags(quantize, q_bits, q_group_size, q_shared_bits)
     out = Path(mlx_path)
-    clean_stale(out)  # a convert killed between its two renames put the old folder aside: restored here
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise FileExistsError(f"{out} exists and is not empty; pass --force to replace it")
+    check_replaceable(out, force)
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}")
     checkpoint = Checkpoint.open(hf_path, revision, cache_dir)
@@ -88,15 +86,20 @@ def convert(
     from_hub = not Path(hf_path).expanduser().exists()
     with staged_folder(out) as tmp:
         model.save_pretrained(tmp)
-        for name in TOKENIZER_FILES:
-            if (src / name).exists():
-                shutil.copy2(src / name, tmp / name)
+        copy_tokenizer_files(src, tmp)
         card = _model_card(hf_path, from_hub, model, stored, model.config.quantization)
         (tmp / "README.md").write_text(card, encoding="utf-8")
     logger.debug("wrote %s", out)
     if upload_repo:
         upload(out, upload_repo)
     return out
+
+
+def copy_tokenizer_files(src: Path, dest: Path) -> None:
+    """The tokenizer's files of a checkpoint folder, copied beside a model written from it."""
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file():
+            shutil.copy2(src / name, dest / name)
 
 
 def _check_quantization_flags(quantize: bool, q_bits, q_group_size, q_shared_bits) -> tuple[int, int]:

@@ -257,6 +257,15 @@ def staged_folder(dest: Path):
         raise
 
 
+def check_replaceable(out: Path, force: bool) -> None:
+    """Refuses an output that exists and is not an empty folder unless `force` (after restoring what
+    a writer killed between its two renames had moved aside)."""
+    out = Path(out)
+    clean_stale(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise FileExistsError(f"{out} exists and is not empty; pass --force to replace it")
+
+
 def check_disjoint(outputs: dict[str, Path], inputs: dict[str, Path]) -> None:
     """Refuses an output path that equals, contains or lies inside an input (writing it would replace
     or delete the input)."""

@@ -141,11 +141,17 @@ def adapter_names(folder: Path) -> frozenset[str]:
 def load_adapters(model: nn.Module, folder: Path, merge: bool = True) -> nn.Module:
     """Wraps `model` (the base, built with the adapter's architecture and head) with LoRA and loads
     adapters.safetensors onto it; merged into plain weights unless merge=False. Every adapter
-    weight must fit the model by name and shape."""
+    weight must fit the model by name and shape. A quantized base (LoRA trains float weights) is
+    merged through its dequantized layers, then quantized back as it was."""
+    from .pretrained import check_finite, dequantize, quantize_like
     from .weights import read_safetensors
 
     folder = Path(folder)
     config = adapter_config(folder)
+    quantization = model.config.quantization if merge else None
+    if quantization:
+        stored = dict.fromkeys(f"{path}.scales" for path, m in model.named_modules() if "scales" in m)
+        dequantize(model)
     apply_lora(model, config["lora_rank"], config["lora_alpha"])
     weights = read_safetensors(folder / ADAPTER_WEIGHTS)
     own = dict(tree_flatten(model.parameters()))
@@ -166,8 +172,6 @@ def load_adapters(model: nn.Module, folder: Path, merge: bool = True) -> nn.Modu
     if not merge:
         return model
     merge_lora(model)
-    from .pretrained import check_finite
-
     try:
         check_finite(dict(tree_flatten(model.parameters())), str(folder))
     except ValueError as e:
@@ -176,4 +180,6 @@ def load_adapters(model: nn.Module, folder: Path, merge: bool = True) -> nn.Modu
             f"{folder} merged into its base model gives NaN or infinity ({bad}): the adapter is corrupt or "
             "overflowed; train it again"
         ) from None
+    if quantization:
+        quantize_like(model, quantization, stored)
     return model

@@ -168,6 +168,30 @@ def quantize_like(model: nn.Module, q: dict, weights: dict[str, mx.array]) -> No
     )
 
 
+def dequantize(model: nn.Module) -> nn.Module:
+    """Replaces every quantized linear and embedding layer by its float equivalent (in place)."""
+    for _, module in model.named_modules():
+        for name, child in list(module.children().items()):
+            if isinstance(child, nn.QuantizedLinear | nn.QuantizedEmbedding):
+                setattr(module, name, _float_layer(child))
+    return model
+
+
+def _float_layer(layer: nn.Module) -> nn.Module:
+    weight = mx.dequantize(
+        layer.weight, layer.scales, layer.get("biases"), layer.group_size, layer.bits, mode=layer.mode
+    )
+    if isinstance(layer, nn.QuantizedEmbedding):
+        plain = nn.Embedding(*weight.shape)
+        plain.weight = weight
+        return plain
+    plain = nn.Linear(weight.shape[1], weight.shape[0], bias="bias" in layer)
+    plain.weight = weight
+    if "bias" in layer:
+        plain.bias = layer.bias
+    return plain
+
+
 def check_finite(weights: dict[str, mx.array], source: str) -> None:
     """Refuses float weights holding NaN or infinity (a corrupt or overflowed checkpoint), naming
     them; one pass over the weights and one host sync."""

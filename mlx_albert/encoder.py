@@ -178,7 +178,11 @@ class SentenceEncoder:
         )
         return [e.ids for e in encodings], [bool(e.overflowing) for e in encodings], prompt_length
 
-    def _forward(self, prompt_length: int, lazy: bool = False) -> Callable[[Packed], list]:
+    def _forward(
+        self, prompt_length: int, lazy: bool = False, tokens: bool = False
+    ) -> Callable[[Packed], list]:
+        """The packed forward: per sequence its vector (lazy: (batch's vectors, row)), or with
+        `tokens` (its tokens' states (L, H), its vector)."""
         pooler = self.backbone.pool if "pooler" in self.backbone else None
 
         def forward(packed: Packed):
@@ -188,6 +192,9 @@ class SentenceEncoder:
             vectors = self.head(states, mx.array(packed.mask), prompt_length, pooler)
             if lazy:
                 return [(vectors, r) for r in range(vectors.shape[0])]
+            if tokens:
+                states, lengths = np.array(states.astype(mx.float32)), packed.mask.sum(axis=1)
+                return [(s[:n], v) for s, v, n in zip(states, np.array(vectors), lengths, strict=True)]
             return list(np.array(vectors))
 
         return forward
@@ -299,21 +306,9 @@ class SentenceEncoder:
     def _token_outputs(self, texts, batch_size, prompt_name, prompt, output_value) -> list:
         """Per text, its tokens' last hidden states (L, H) (output_value "token_embeddings"), or a
         dict of them with its sentence embedding, input_ids and attention mask (None)."""
-        for text in texts:
-            if not isinstance(text, str):
-                raise TypeError(f"encode takes strings, got {type(text).__name__}")
         ids, _, prompt_length = self.tokenize(texts, self._prompt(prompt_name, prompt))
         pad, limit = self.tokenizer.pad_token_id, self.backbone.config.max_positions
-        pooler = self.backbone.pool if "pooler" in self.backbone else None
-
-        def forward(packed: Packed) -> list:
-            states = self.backbone(**packed.batch()).last_hidden_state
-            states = states.reshape(-1, states.shape[-1])[mx.array(packed.index)]  # (N, longest, H)
-            vectors = np.array(self.head(states, mx.array(packed.mask), prompt_length, pooler))
-            states = np.array(states.astype(mx.float32))
-            lengths = packed.mask.sum(axis=1)
-            return [(s[:n], v) for s, v, n in zip(states, vectors, lengths, strict=True)]
-
+        forward = self._forward(prompt_length, tokens=True)
         results = run_packed(self.model, ids, forward, pad, limit, batch_size)
         if output_value == "token_embeddings":
             return [tokens for tokens, _ in results]

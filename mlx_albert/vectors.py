@@ -267,11 +267,10 @@ def _difference(old: Manifest, new: Manifest) -> str | None:
 
 @dataclass
 class Written:
-    """What a run did: its manifest (complete), shards computed and kept, and why any were redone."""
+    """What a run did: its manifest (complete), the shards it computed, and why any were redone."""
 
     manifest: Manifest
     computed: int = 0
-    kept: int = 0
     repaired: list[str] = field(default_factory=list)
 
 
@@ -315,7 +314,6 @@ def embed_folder(
         if index in done:
             problem = _kept(folder, index, manifest, lines)
             if problem is None:
-                report.kept += 1
                 progress.skip(len(shard))
                 continue
             report.repaired.append(problem)

@@ -137,15 +137,16 @@ def _to_folder(args, folder: Path) -> None:
             folder,
             resumed if group.rank() == 0 else wanted,
             group,
+            options["progress"],
         )
 
 
-def _embed(args, encoder, rows, folder: Path, manifest, group) -> None:
+def _embed(args, encoder, rows, folder: Path, manifest, group, show_progress: bool) -> None:
     from .. import vectors
     from ..runtime import Progress
 
     total = vectors.count_lines(args.file) if not args.texts else len(args.texts)
-    progress = Progress(total, tasks.options(args)["progress"] and group.rank() == 0, "embedded lines")
+    progress = Progress(total, show_progress and group.rank() == 0, "embedded lines")
     kill = os.environ.get("MLX_ALBERT_KILL_AFTER_SHARD")  # test hook: a kill between two shards
     report = vectors.embed_folder(
         encoder, rows, folder, manifest, progress, group, int(kill) if kill else None

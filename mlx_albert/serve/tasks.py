@@ -84,10 +84,11 @@ class TaskEndpoint:
                 f"limit of {settings.max_request_tokens}: send fewer or shorter inputs",
                 "inputs",
             )
-        if max(c[0] for c in costs) > settings.max_batch_tokens:  # one input is one piece: bound it
+        largest = max(c[0] for c in costs)
+        if largest > settings.max_batch_tokens:  # one input is one piece of work: bound it
             raise ApiError(
                 400,
-                f"one input would run {max(c[0] for c in costs)} tokens (choices and context windows "
+                f"one input would run {largest} tokens (choices and context windows "
                 f"counted), over the {settings.max_batch_tokens} the server runs at once "
                 "(--max-batch-tokens): send a shorter context or fewer choices, or split the input",
                 "inputs",

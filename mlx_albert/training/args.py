@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..tasks.base import finite
+
 
 @dataclass
 class TrainingArgs:
@@ -43,7 +45,7 @@ class TrainingArgs:
 
     def __post_init__(self):
         """Refuses values that would train something else than asked (0 epochs trained one step)."""
-        if not (_number(self.epochs) and 0 < self.epochs <= 1e6):
+        if not (finite(self.epochs) and 0 < self.epochs <= 1e6):
             raise ValueError(
                 f"epochs must be a number above 0, got {self.epochs!r}: --epochs 1 trains one pass"
             )
@@ -63,25 +65,19 @@ class TrainingArgs:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         for name in ("learning_rate", "weight_decay", "adam_epsilon", "max_grad_norm"):
-            if not _number(getattr(self, name)) or (name != "max_grad_norm" and getattr(self, name) < 0):
+            if not finite(getattr(self, name)) or (name != "max_grad_norm" and getattr(self, name) < 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}")
         for name, low, high in (("adam_beta1", 0, 1), ("adam_beta2", 0, 1), ("lora_dropout", 0, 1)):
-            if not (_number(getattr(self, name)) and low <= getattr(self, name) < high):
+            if not (finite(getattr(self, name)) and low <= getattr(self, name) < high):
                 raise ValueError(f"{name} must be in [{low}, {high}), got {getattr(self, name)!r}")
-        if not (_number(self.warmup_ratio) and 0 <= self.warmup_ratio <= 1):
+        if not (finite(self.warmup_ratio) and 0 <= self.warmup_ratio <= 1):
             raise ValueError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio!r}")
-        if not (_number(self.mlm_probability) and 0 < self.mlm_probability < 1):
+        if not (finite(self.mlm_probability) and 0 < self.mlm_probability < 1):
             raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability!r}")
         if self.lora_rank:
             from ..lora import check_lora
 
             check_lora(self.lora_rank, self.lora_alpha, "--lora-rank/--lora-alpha")
-
-
-def _number(value) -> bool:
-    import math
-
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 HELP = {

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -19,6 +18,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from ..files import clean_stale, read_json, staged_folder
 from ..pretrained import check_finite
+from ..tasks.base import finite
 from ..text import escape
 from ..weights import read_safetensors
 
@@ -98,9 +98,7 @@ def _check_state(state: dict, path: Path) -> None:
             f"field step is {str(step)[:30]}, not the step {m[1] if m else '>= 0'} its folder names"
         )
     best, best_step = state.get("best_metric"), state.get("best_step")
-    if best is not None and (
-        isinstance(best, bool) or not isinstance(best, int | float) or not math.isfinite(best)
-    ):
+    if best is not None and (not finite(best)):
         raise ValueError(f"field best_metric is {str(best)[:30]}, not a finite number")
     if best_step is not None and (
         isinstance(best_step, bool) or not isinstance(best_step, int) or not 0 < best_step <= step

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..encoder import SentenceEncoder
-from ..heads import ARCHITECTURES
 from ..hub import Checkpoint
 from ..loading import load
 from ..tasks import Limits, Task
@@ -37,9 +36,7 @@ class ServedModel:
 
     def supports(self, task: Task) -> bool:
         """Whether the checkpoint's own architecture carries the task's head (embed: always)."""
-        if not task.needs_head:
-            return True
-        return any(isinstance(self.model, ARCHITECTURES[n]) for n in (task.architecture, *task.accepts))
+        return task.runs_on(self.model)
 
     def info(self) -> dict:
         config, head = self.model.config, self.encoder.head

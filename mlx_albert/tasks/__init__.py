@@ -29,6 +29,8 @@ TASKS: tuple[Task, ...] = (
     _embed.TASK,
     _pretraining.TASK,
 )
+# the pooler's weights, which a task that never runs it need not be warned are untrained
+POOLER = frozenset({"pooler.weight", "pooler.bias", "albert.pooler.weight", "albert.pooler.bias"})
 _BY_NAME: dict[str, Task] = {}
 for _task in TASKS:
     for _name in _task.names():
@@ -119,8 +121,11 @@ def pipeline(
             load_options["quiet"] = POOLER
         architecture = None if adapter_path is not None else spec.architecture  # the adapter's own
         model = load(checkpoint, architecture, adapter_path=adapter_path, **load_options)
-        if adapter_path is not None and spec.needs_head:
-            _check_adapter_task(model, spec, adapter_path)
+        if adapter_path is not None and not spec.runs_on(model):  # an adapter carries its own head
+            raise ValueError(
+                f"the adapter {adapter_path} was trained for {type(model).__name__}, not for "
+                f"{spec.name}: use it with its own task's command"
+            )
         tokenizer = tokenizer or AlbertTokenizer.from_pretrained(checkpoint)
         if not allow_untrained_head:
             check_trained(model, spec.name, checkpoint.source, allow_pooler=not spec.needs_pooler(defaults))
@@ -131,20 +136,6 @@ def pipeline(
         raise ValueError("adapter_path= needs a checkpoint path, not a model object (load it with load())")
     check_tokenizer(model, tokenizer)
     return Pipeline(spec, model, tokenizer, allow_untrained_head, **defaults)
-
-
-POOLER = frozenset({"pooler.weight", "pooler.bias", "albert.pooler.weight", "albert.pooler.bias"})
-
-
-def _check_adapter_task(model, spec: Task, adapter_path) -> None:
-    """An adapter carries its own head: it must be one this task runs."""
-    from ..heads import ARCHITECTURES
-
-    if not any(isinstance(model, ARCHITECTURES[n]) for n in (spec.architecture, *spec.accepts)):
-        raise ValueError(
-            f"the adapter {adapter_path} was trained for {type(model).__name__}, not for {spec.name}: use it "
-            "with its own task's command"
-        )
 
 
 __all__ = [

@@ -178,6 +178,14 @@ class Task:
         """Defaults a checkpoint sets for this task's calls (embed: its sentence-transformers head)."""
         return {}
 
+    def runs_on(self, model) -> bool:
+        """Whether `model` carries this task's head (or needs none): its architecture or one it accepts."""
+        from ..heads import ARCHITECTURES
+
+        if not self.needs_head:
+            return True
+        return any(isinstance(model, ARCHITECTURES[n]) for n in (self.architecture, *self.accepts))
+
     def needs_pooler(self, options: dict) -> bool:
         """Whether answering uses the pooler (a checkpoint may lack a trained one)."""
         return self.needs_head

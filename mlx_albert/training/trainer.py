@@ -282,11 +282,10 @@ class Trainer:
             last, (self.state, extra) = found
             if (change := checkpoint.schedule_change(last, self.state, now)) is not None:
                 logger.warning(change)
-            if self.state["step"] > self.total_steps:  # (a checkpoint from before steps were recorded)
+            if self.state["step"] > self.total_steps:  # a shorter run than the checkpoint's step
                 raise ValueError(
                     f"{last} is at step {self.state['step']}, past this run's {self.total_steps} steps: "
-                    "resume "
-                    f"with --max-steps {self.state['step']} or more, or train into a new --output-dir"
+                    f"resume with --max-steps {self.state['step']} or more, or train into a new --output-dir"
                 )
             self.state["run"] = run  # a checkpoint from before runs were recorded gets this one
             if self.master is not None:

@@ -82,9 +82,9 @@ def test_compiled_training_step_traces_once_per_batch_shape(tmp_path, monkeypatc
     )
     shapes = []
     for i in range(3 * trainer.batches_per_epoch):  # three epochs: every shape comes back
-        batch = trainer._micro_batch(i)
+        (batch,) = trainer._micro_batch(i)
         shapes.append(tuple(batch["input_ids"].shape))
-        trainer._step([batch])
+        trainer._step([(batch,)])
     assert len(calls) == len(set(shapes)) < len(shapes) / 2
     assert all(w % buckets.pad_multiple() == 0 or w == 64 for _, w in shapes)
 

@@ -236,7 +236,7 @@ def test_rank_gradients_sum_to_the_whole_batch(positions):
     from mlx_albert.tasks import get
     from mlx_albert.training import masked_batch, sop_dataset
 
-    scaled_loss = get("pretraining").scaled_loss
+    scaled_loss = get("pretraining").recipe.scaled_loss
 
     tok = mlx_albert.AlbertTokenizer.from_pretrained(TINY)
     model = mlx_albert.AlbertForPreTraining(mlx_albert.load(TINY).config)

@@ -189,8 +189,8 @@ def test_accumulation_equals_one_big_batch(data, tmp_path):
     tol = forward_tol(config, 64, scale=largest, passes=3)
     for k in g:  # the mean of the two halves' gradients is the full batch's gradient
         assert mx.abs((g_acc[k] + g2[k]) / 2 - g[k]).max().item() <= tol, k
-    loss_full, _ = one._step([full])
-    loss_acc, _ = two._step(halves)
+    loss_full, _ = one._step([(full,)])
+    loss_acc, _ = two._step([(h,) for h in halves])
     assert abs(loss_full - loss_acc) <= forward_tol(config, 64, scale=loss_full)
     a, b = dict(tree_flatten(one.model.parameters())), dict(tree_flatten(two.model.parameters()))
     clip = min(1.0, 1.0 / np.sqrt(sum(float((v * v).sum()) for v in g.values())))  # max_grad_norm 1
@@ -208,11 +208,11 @@ def test_compiled_step_equals_eager(data, tmp_path):
     config = eager.model.config
     grads, errors, bound = [], [], {}
     for i in range(3):
-        batch = compiled._micro_batch(i)
+        (batch,) = compiled._micro_batch(i)
         loss, g = eager._grads(batch)
         g = {k: np.array(v) for k, v in tree_flatten(g)}
         drift = sum(float((np.abs(g[k]) * bound[k]).sum()) for k in bound)  # dL from weights apart
-        assert abs(compiled._step([batch])[0] - eager._step([batch])[0]) <= (
+        assert abs(compiled._step([(batch,)])[0] - eager._step([(batch,)])[0]) <= (
             forward_tol(config, 64, scale=loss.item()) + drift
         )
         clip = min(1.0, 1.0 / np.sqrt(sum(float((v * v).sum()) for v in g.values())))
@@ -1015,6 +1015,7 @@ def test_pretraining_metrics_count_top1_top5_and_the_baseline():
     from mlx_albert.tasks import Dataset, get
 
     task = get("pretraining")
+    recipe = task.recipe
 
     logits = np.full((1, 3, 8), -10.0, np.float32)
     logits[0, 0, 2] = 5.0  # position 0: label 2 is top-1
@@ -1024,10 +1025,10 @@ def test_pretraining_metrics_count_top1_top5_and_the_baseline():
     out = SimpleNamespace(
         loss=mx.array(1.0), prediction_logits=mx.array(logits), sop_logits=mx.array([[0.0, 1.0]])
     )
-    data = Dataset("pretraining", [{"input_ids": [2, 9, 3]}])
-    stats = task.batch_stats(None, data, [0], batch, out)
+    data = Dataset(task, [{"input_ids": [2, 9, 3]}])
+    stats = recipe.batch_stats(None, data, [0], batch, out)
     assert (stats["hit"], stats["hit5"], stats["total"], stats["sop"]) == (1, 2, 2, 1)
-    metrics = task.combine(None, data, [stats])
+    metrics = recipe.combine(None, data, [stats])
     assert metrics["mlm_accuracy"] == 0.5 and metrics["mlm_top5_accuracy"] == 1.0
     logp = logits[0, :2] - np.log(np.exp(logits[0, :2].astype(np.float64)).sum(-1, keepdims=True))
     # both in float64 from the same float32 logits (|values| <= 20): the log-probabilities agree to
@@ -1140,7 +1141,7 @@ def test_pretraining_cuts_long_sentences_and_a_record_past_the_bound_names_its_l
     long.write_text(f"a cat sat.\n{sentence}\nthe end.\n")
     cut.write_text(f"a cat sat.\n{clip_text(sentence, 64)}\nthe end.\n")
     assert len(cut.read_text()) < 2000
-    read = get("pretraining").read_training
+    read = get("pretraining").recipe.read
     features = [build("pretraining", read(p), tok, 64, seed=1).features for p in (long, cut)]
     assert features[0] == features[1]
     too_big = tmp_path / "big.jsonl"

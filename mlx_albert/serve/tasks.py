@@ -53,10 +53,10 @@ class TaskEndpoint:
 
     def _parse(self, body: dict) -> tuple[ServedModel, object, dict]:
         task = self.task
-        unknown = set(body) - task.options - {"model", "inputs"}
+        unknown = set(body) - task.request_options - {"model", "inputs"}
         if unknown:
             name = sorted(unknown)[0]
-            raise ApiError(400, f"unknown field {name!r}; allowed: {sorted(task.options)}", name)
+            raise ApiError(400, f"unknown field {name!r}; allowed: {sorted(task.request_options)}", name)
         served = pick(self.models, body)
         if not served.supports(task):
             raise ApiError(
@@ -67,7 +67,7 @@ class TaskEndpoint:
             )
         if "inputs" not in body:
             raise ApiError(400, "missing field 'inputs'", "inputs")
-        return served, body["inputs"], {k: v for k, v in body.items() if k in task.options}
+        return served, body["inputs"], {k: v for k, v in body.items() if k in task.request_options}
 
     def _costs(self, served: ServedModel, items: list, options: dict) -> list[int]:
         """Each input's tokens, checked by the task; the request's tokens and answers within bounds."""

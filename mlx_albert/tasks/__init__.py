@@ -17,7 +17,8 @@ from . import pretraining as _pretraining
 from . import question_answering as _qa
 from . import text_classification as _classification
 from . import token_classification as _tokens
-from .base import Dataset, Limits, RequestError, Task
+from .base import Limits, RequestError, Task
+from .recipe import Dataset, Recipe
 
 TASKS: tuple[Task, ...] = (
     _fill_mask.TASK,
@@ -59,6 +60,18 @@ def get(name: str) -> Task:
 def trainable() -> list[str]:
     """The training spellings (`mlx-albert train --task`)."""
     return [t.training for t in TASKS if t.training]
+
+
+def option_docs() -> str:
+    """README's option tables: one per task command, generated from the declarations."""
+    from .options import table
+
+    parts = []
+    for task in TASKS:
+        if task.command and task.options:
+            where = f"`mlx-albert {task.command}`" + (f", `POST {task.route}`" if task.route else "")
+            parts.append(f"{where}, `pipeline({task.name!r})`:\n\n{table(task.options)}")
+    return "\n\n".join(parts)
 
 
 class Pipeline:
@@ -143,6 +156,7 @@ __all__ = [
     "Dataset",
     "Limits",
     "Pipeline",
+    "Recipe",
     "RequestError",
     "Task",
     "UntrainedHeadError",
@@ -151,6 +165,7 @@ __all__ = [
     "fill_mask",
     "get",
     "multiple_choice",
+    "option_docs",
     "pipeline",
     "question_answering",
     "similarity",

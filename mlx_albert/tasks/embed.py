@@ -6,8 +6,6 @@ sentence-transformers' encode), or for a plain checkpoint mean pooling and unit 
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
 from ..encoder import SentenceEncoder
@@ -16,6 +14,7 @@ from ..runtime import check_strings, dispatch, max_tokens
 from ..tokenizer import AlbertTokenizer
 from ..vector_ops import similarity
 from .base import Task
+from .options import Option, declare
 
 
 def embed(
@@ -72,6 +71,18 @@ class Embed(Task):
     needs_head = False
     outputs = ("sentence_embedding",)
     batch_size = 64
+    options = declare(
+        embed,
+        Option(
+            "pooling", str, "unset: the checkpoint's (sentence-transformers), else mean", choices=MODES,
+            server=False,
+        ),
+        Option("normalize", bool, "unit L2 norm (unset: the checkpoint's, else yes)", server=False),
+        Option(
+            "prompt_name", str, "a prompt of the folder's config_sentence_transformers.json (e.g. query, "
+            "document) put before every text", server=False,
+        ),
+    )  # fmt: skip
 
     def predict(self, model, tokenizer, inputs, **options):
         return embed(model, tokenizer, inputs, **options)
@@ -87,27 +98,6 @@ class Embed(Task):
 
     def needs_pooler(self, options: dict) -> bool:
         return options.get("pooling") == "pooler"
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--pooling",
-            default=None,
-            choices=MODES,
-            help="default: the checkpoint's (sentence-transformers), else mean",
-        )
-        parser.add_argument(
-            "--no-normalize", action="store_true", help="keep raw lengths (default: unit L2 norm)"
-        )
-        parser.add_argument(
-            "--prompt-name",
-            help="a prompt of the folder's config_sentence_transformers.json (e.g. query, document) put "
-            "before every text",
-        )
-
-    def cli_options(self, args: argparse.Namespace) -> dict:
-        options = {"pooling": args.pooling} if args.pooling else {}
-        options.update({"prompt_name": args.prompt_name} if args.prompt_name else {})
-        return {**options, **({"normalize": False} if args.no_normalize else {})}
 
     def human(self, result, args) -> str:
         return " ".join(f"{x:.6f}" for x in result)

@@ -3,7 +3,6 @@ Answered by masked-LM and pre-training checkpoints."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 
 import mlx.core as mx
@@ -12,7 +11,8 @@ import numpy as np
 from ..runtime import check_strings, clip_text, dispatch, max_tokens, run_batches, to_numpy
 from ..text import escape
 from ..tokenizer import AlbertTokenizer
-from .base import Limits, RequestError, Task, check_option, scores, softmax, text_of
+from .base import Limits, RequestError, Task, scores, softmax, text_of
+from .options import Option, declare
 
 logger = logging.getLogger(__name__)
 
@@ -148,22 +148,14 @@ class FillMask(Task):
     architecture = "for_masked_language_modeling"
     command, route = "fill-mask", "/v1/fill-mask"
     accepts = ("for_pre_training",)
-    options = frozenset({"top_k", "targets"})
+    options = declare(
+        fill_mask,
+        Option("top_k", int, "answers per mask", lo=1, hi="vocab_size"),
+        Option("targets", list, "only score these words (their first token)", single=True),
+    )
 
     def predict(self, model, tokenizer, inputs, **options):
         return fill_mask(model, tokenizer, inputs, **options)
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--top-k", type=int, default=5, help="answers per mask (default 5)")
-        parser.add_argument(
-            "--targets",
-            action="append",
-            help="only score these words, comma-separated (repeatable): --targets cat,dog",
-        )
-
-    def cli_options(self, args: argparse.Namespace) -> dict:
-        targets = [t for group in args.targets or [] for t in group.split(",") if t] or None
-        return {"top_k": args.top_k, "targets": targets}
 
     def human(self, result, args) -> str:
         lists = result if result and isinstance(result[0], list) else [result]
@@ -171,17 +163,6 @@ class FillMask(Task):
         if len(lines) == 1:
             return lines[0]
         return "\n".join(f"{'' if i == 0 else chr(9)}[MASK {i + 1}] {line}" for i, line in enumerate(lines))
-
-    def check_options(self, options: dict, limits: Limits) -> None:
-        check_option("top_k", options.get("top_k", 5), int, 1, limits.vocab_size)
-        targets = options.get("targets")
-        if targets is not None and not isinstance(targets, str):
-            if (
-                not isinstance(targets, list)
-                or not all(isinstance(t, str) for t in targets)
-                or len(targets) > 1000
-            ):
-                raise RequestError("targets must be a string or a list of at most 1000 strings", "targets")
 
     def check_request(self, item, options: dict, limits: Limits) -> tuple[int, int]:
         text_of(item, "inputs", limits)

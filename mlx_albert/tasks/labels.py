@@ -9,7 +9,7 @@ import math
 
 from ..records import DataError
 from ..text import escape
-from .base import field_of
+from .recipe import field_of
 
 logger = logging.getLogger(__name__)
 

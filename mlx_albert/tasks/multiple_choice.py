@@ -14,19 +14,8 @@ from ..records import DataError
 from ..runtime import dispatch, max_tokens, run_batches, to_numpy
 from ..text import escape
 from ..tokenizer import AlbertTokenizer
-from .base import (
-    Dataset,
-    Limits,
-    RequestError,
-    Task,
-    field_of,
-    logits_and_rows,
-    mean_loss,
-    scores,
-    softmax,
-    text_of,
-    tokens_at_most,
-)
+from .base import Limits, RequestError, Task, scores, softmax, text_of, tokens_at_most
+from .recipe import Dataset, Recipe, field_of, logits_and_rows, mean_loss
 
 
 def _example(item) -> tuple[str, list[str]]:
@@ -126,20 +115,33 @@ def featurize(records, tokenizer, max_length: int) -> Dataset:
                 "labels": label,
             }
         )
-    return Dataset(TASK.training, features)
+    return Dataset(TASK, features)
+
+
+class MultipleChoiceRecipe(Recipe):
+    name = "multiple_choice"
+
+    def featurize(self, examples, tokenizer, max_length, label_to_id, problem_type, doc_stride, seed):
+        return featurize(examples, tokenizer, max_length)
+
+    def combine(self, config, data: Dataset, stats: list[dict]) -> dict:
+        logits, rows = logits_and_rows(stats)
+        labels = np.array([data.features[i]["labels"] for i in rows])
+        return {"loss": mean_loss(stats), "accuracy": accuracy(logits.argmax(-1), labels)}
 
 
 class MultipleChoice(Task):
     name = "multiple-choice"
     architecture = "for_multiple_choice"
-    command, route, training = "multiple-choice", "/v1/multiple-choice", "multiple_choice"
+    command, route = "multiple-choice", "/v1/multiple-choice"
     fields = ("question", "choices")
     inputs_rank = 3
+    recipe = MultipleChoiceRecipe()
 
     def predict(self, model, tokenizer, inputs, **options):
         return multiple_choice(model, tokenizer, inputs, **options)
 
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+    def add_input_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--question", help="the question whose choices are the arguments")
 
     def cli_inputs(self, args, records, open_records):
@@ -166,14 +168,6 @@ class MultipleChoice(Task):
         for choice in item["choices"]:
             tokens += tokens_at_most(question + text_of(choice, "a choice", limits), limits)
         return tokens, len(item["choices"])
-
-    def featurize(self, examples, tokenizer, max_length, label_to_id, problem_type, doc_stride, seed):
-        return featurize(examples, tokenizer, max_length)
-
-    def combine(self, config, data: Dataset, stats: list[dict]) -> dict:
-        logits, rows = logits_and_rows(stats)
-        labels = np.array([data.features[i]["labels"] for i in rows])
-        return {"loss": mean_loss(stats), "accuracy": accuracy(logits.argmax(-1), labels)}
 
 
 TASK = MultipleChoice()

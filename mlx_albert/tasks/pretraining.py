@@ -16,8 +16,9 @@ from ..losses import cross_entropy
 from ..records import DataError, read_documents
 from ..runtime import clip_text, collate
 from ..tokenizer import AlbertTokenizer
-from .base import Dataset, Task, mean_loss
+from .base import Task
 from .fill_mask import fill_mask
+from .recipe import Dataset, Recipe, mean_loss
 
 
 def sop_dataset(
@@ -55,7 +56,7 @@ def sop_dataset(
                 chunk = []
     if not features:
         raise DataError("the text gave no pre-training pairs: each document needs at least two tokens")
-    return Dataset(TASK.training, features)
+    return Dataset(TASK, features)
 
 
 def mask_tokens(
@@ -164,9 +165,9 @@ def evaluate_pretraining(
     model.eval()
     try:
         data.check_ids(model.config.vocab_size, "evaluation")  # the model then runs unchecked
-        units, _ = TASK.eval_units(data, batch_size)
-        stats = TASK.eval_run(model, tokenizer, data, units, collate, seed)
-        metrics = TASK.combine(model.config, data, stats)
+        units, _ = TASK.recipe.eval_units(data, batch_size)
+        stats = TASK.recipe.eval_run(model, tokenizer, data, units, collate, seed)
+        metrics = TASK.recipe.combine(model.config, data, stats)
         metrics["masked_tokens"] = sum(s["total"] for s in stats)
         if constant_token is not None:
             metrics["baseline_accuracy"] = sum(hits) / max(metrics["masked_tokens"], 1)
@@ -175,17 +176,10 @@ def evaluate_pretraining(
         model.train(was_training)
 
 
-class Pretraining(Task):
+class PretrainingRecipe(Recipe):
     name = "pretraining"
-    architecture = "for_pre_training"
-    aliases = ("pre-training",)
-    training = "pretraining"
-    outputs = ("prediction_logits", "sop_logits")
 
-    def predict(self, model, tokenizer, inputs, **options):
-        return fill_mask(model, tokenizer, inputs, **options)
-
-    def read_training(self, path) -> list:
+    def read(self, path) -> list:
         return read_documents(path)
 
     def featurize(self, examples, tokenizer, max_length, label_to_id, problem_type, doc_stride, seed):
@@ -239,6 +233,17 @@ class Pretraining(Task):
         labels = at_positions(batch["labels"], batch.get("masked_positions"))
         mlm = cross_entropy(out.prediction_logits, labels)
         return mlm * scale[0] + cross_entropy(out.sop_logits, batch["sentence_order_label"]) * scale[1]
+
+
+class Pretraining(Task):
+    name = "pretraining"
+    architecture = "for_pre_training"
+    aliases = ("pre-training",)
+    outputs = ("prediction_logits", "sop_logits")
+    recipe = PretrainingRecipe()
+
+    def predict(self, model, tokenizer, inputs, **options):
+        return fill_mask(model, tokenizer, inputs, **options)
 
 
 TASK = Pretraining()

@@ -16,17 +16,9 @@ from ..records import MAX_RECORD, DataError
 from ..runtime import dispatch, max_tokens, run_batches, to_numpy
 from ..text import escape
 from ..tokenizer import AlbertTokenizer
-from .base import (
-    Dataset,
-    Limits,
-    RequestError,
-    Task,
-    check_option,
-    field_of,
-    softmax,
-    text_of,
-    tokens_at_most,
-)
+from .base import Limits, RequestError, Task, softmax, text_of
+from .options import Option, declare
+from .recipe import Dataset, Recipe, field_of
 
 
 def _example(item) -> tuple[str, str]:
@@ -75,15 +67,12 @@ def question_answering(
     inputs = _inputs(inputs, question, context)
     if top_k < 1 or max_answer_len < 1:
         raise ValueError(f"top_k and max_answer_len must be >= 1, got {top_k} and {max_answer_len}")
-    max_seq_len = max_tokens(model, tokenizer, max_seq_len or min(tokenizer.model_max_length, 384))
-    doc_stride = min(max_seq_len // 2, 128) if doc_stride is None else doc_stride
+    max_seq_len, doc_stride = window_sizes(
+        tokenizer.model_max_length, max_seq_len, doc_stride, lambda n: max_tokens(model, tokenizer, n)
+    )
 
     def run(items: list) -> list:
-        examples = [_example(item) for item in items]
-        questions, contexts = [q for q, _ in examples], [c for _, c in examples]
-        windows, sample = tokenizer.encode_windows(
-            questions, contexts, max_seq_len, doc_stride, names=("max_seq_len", "doc_stride")
-        )
+        windows, sample, contexts = preprocess(tokenizer, items, max_seq_len, doc_stride)
 
         def forward(batch):
             out = model(**batch)
@@ -96,6 +85,26 @@ def question_answering(
         return _answers_of(windows, logits, sample, contexts, *options)
 
     return dispatch(inputs, lambda x: isinstance(x, dict), run, batch_size)
+
+
+def window_sizes(limit: int, max_seq_len: int | None, doc_stride: int | None, clip=None) -> tuple[int, int]:
+    """(tokens per window, tokens consecutive windows share) as transformers' pipeline picks them
+    (min(limit, 384), and min(half a window, 128)); `clip` checks the window against the model. The
+    pipeline and the server's cost of a request both call this."""
+    window = max_seq_len or min(limit, 384)
+    window = clip(window) if clip else window
+    return window, min(window // 2, 128) if doc_stride is None else doc_stride
+
+
+def preprocess(tokenizer: AlbertTokenizer, items: list, window: int, stride: int):
+    """(windows, the example of each, contexts) of {"question", "context"} items: what the model
+    runs, and what a server request costs."""
+    examples = [_example(item) for item in items]
+    questions, contexts = [q for q, _ in examples], [c for _, c in examples]
+    windows, sample = tokenizer.encode_windows(
+        questions, contexts, window, stride, names=("max_seq_len", "doc_stride")
+    )
+    return windows, sample, contexts
 
 
 def _inputs(inputs, question, context):
@@ -219,37 +228,61 @@ def featurize(records, tokenizer, max_length: int, doc_stride: int) -> Dataset:
         {"question": q, "context": c, "answers": [t for t, _ in a] or [""]}
         for q, c, a in zip(questions, contexts, answers, strict=True)
     ]
-    return Dataset(TASK.training, features, examples)
+    return Dataset(TASK, features, examples)
+
+
+class QuestionAnsweringRecipe(Recipe):
+    name = "question_answering"
+
+    def featurize(self, examples, tokenizer, max_length, label_to_id, problem_type, doc_stride, seed):
+        return featurize(examples, tokenizer, max_length, doc_stride)
+
+    def default_metric(self, config) -> str:
+        return "f1"
+
+    def eval_units(self, data: Dataset, batch_size: int) -> tuple[list, int]:
+        return list(range(len(data.examples))), batch_size  # examples, answered by the pipeline
+
+    def eval_run(self, model, tokenizer, data: Dataset, units: list, collate, seed: int) -> list[dict]:
+        examples = [data.examples[i] for i in units]
+        inputs = [{"question": e["question"], "context": e["context"]} for e in examples]
+        answers = question_answering(model, tokenizer, inputs, batch_size=max(len(inputs), 1))
+        answers = answers if isinstance(answers, list) else [answers]
+        return [{"example": i, "answer": a["answer"]} for i, a in zip(units, answers, strict=True)]
+
+    def combine(self, config, data: Dataset, stats: list[dict]) -> dict:
+        stats = sorted(stats, key=lambda s: s["example"])
+        return squad_scores(
+            [s["answer"] for s in stats], [data.examples[s["example"]]["answers"] for s in stats]
+        )
 
 
 class QuestionAnswering(Task):
     name = "question-answering"
     architecture = "for_question_answering"
-    command, route, training = "qa", "/v1/qa", "question_answering"
+    command, route = "qa", "/v1/qa"
     fields = ("question", "context")
-    options = frozenset(
-        {"top_k", "doc_stride", "max_answer_len", "max_seq_len", "handle_impossible_answer", "align_to_words"}
+    options = declare(
+        question_answering,
+        Option("top_k", int, "answers per question", lo=1, hi=100),
+        Option("max_answer_len", int, "longest answer in tokens", lo=1, hi="max_length"),
+        Option("doc_stride", int, "tokens shared by consecutive context windows", lo=0, hi="max_length"),
+        Option("max_seq_len", int, "tokens per window (CLI: --max-length)", lo=3, hi="max_length", flag=None),
+        Option("handle_impossible_answer", bool, "allow the empty answer", flag="--impossible"),
+        Option("align_to_words", bool, "widen answers to whole words", flag=None),
     )
     outputs = ("start_logits", "end_logits")
+    recipe = QuestionAnsweringRecipe()
 
     def predict(self, model, tokenizer, inputs=None, **options):
         return question_answering(model, tokenizer, inputs, **options)
 
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+    def add_input_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--context", help="the context for every question")
         parser.add_argument("--context-file", help="read the context from this file")
-        parser.add_argument("--top-k", type=int, default=1, help="answers per question")
-        parser.add_argument("--max-answer-len", type=int, default=15, help="longest answer in tokens")
-        parser.add_argument(
-            "--doc-stride", type=int, default=None, help="tokens shared by consecutive context windows"
-        )
-        parser.add_argument("--impossible", action="store_true", help="allow the empty answer")
 
     def cli_options(self, args: argparse.Namespace) -> dict:
-        options = {"top_k": args.top_k, "max_answer_len": args.max_answer_len}
-        options["handle_impossible_answer"] = args.impossible
-        if args.doc_stride is not None:
-            options["doc_stride"] = args.doc_stride
+        options = super().cli_options(args)
         if args.max_length:  # the CLI's --max-length is QA's max_seq_len
             options["max_seq_len"] = args.max_length
         return options
@@ -283,50 +316,21 @@ class QuestionAnswering(Task):
             body = {**body, "inputs": {"question": body.pop("question"), "context": body.pop("context")}}
         return body
 
-    def check_options(self, options: dict, limits: Limits) -> None:
-        check_option("top_k", options.get("top_k", 1), int, 1, 100)
-        check_option("max_answer_len", options.get("max_answer_len", 15), int, 1, limits.max_length)
-        check_option("max_seq_len", options.get("max_seq_len"), int, 3, limits.max_length, optional=True)
-        check_option("doc_stride", options.get("doc_stride"), int, 0, limits.max_length, optional=True)
-        for name in ("handle_impossible_answer", "align_to_words"):
-            check_option(name, options.get(name, False), bool)
-
     def check_request(self, item, options: dict, limits: Limits) -> tuple[int, int]:
-        """A long context runs as several windows: the cost counts every window's tokens."""
+        """A long context runs as several windows: the cost counts every window's tokens, split
+        as the pipeline will split them (preprocess, on the event loop's own tokenizer)."""
         if not isinstance(item, dict) or set(item) != {"question", "context"}:
             raise RequestError("each input must be {'question': ..., 'context': ...}")
-        question = text_of(item["question"], "question", limits)
-        context = text_of(item["context"], "context", limits)
-        window = options.get("max_seq_len") or min(limits.max_length, 384)
-        stride = options.get("doc_stride")
-        stride = min(window // 2, 128) if stride is None else stride
-        room = window - tokens_at_most(question, limits) - 1  # context tokens a window holds
-        step = max(room - stride, 1)  # new context tokens per window
-        context_tokens = len(limits.front.tokenizer.encode(context, add_special_tokens=False).ids)
-        windows = 1 + -(-max(context_tokens - room, 0) // step)
-        return windows * window, options.get("top_k", 1)
-
-    def featurize(self, examples, tokenizer, max_length, label_to_id, problem_type, doc_stride, seed):
-        return featurize(examples, tokenizer, max_length, doc_stride)
-
-    def default_metric(self, config) -> str:
-        return "f1"
-
-    def eval_units(self, data: Dataset, batch_size: int) -> tuple[list, int]:
-        return list(range(len(data.examples))), batch_size  # examples, answered by the pipeline
-
-    def eval_run(self, model, tokenizer, data: Dataset, units: list, collate, seed: int) -> list[dict]:
-        examples = [data.examples[i] for i in units]
-        inputs = [{"question": e["question"], "context": e["context"]} for e in examples]
-        answers = question_answering(model, tokenizer, inputs, batch_size=max(len(inputs), 1))
-        answers = answers if isinstance(answers, list) else [answers]
-        return [{"example": i, "answer": a["answer"]} for i, a in zip(units, answers, strict=True)]
-
-    def combine(self, config, data: Dataset, stats: list[dict]) -> dict:
-        stats = sorted(stats, key=lambda s: s["example"])
-        return squad_scores(
-            [s["answer"] for s in stats], [data.examples[s["example"]]["answers"] for s in stats]
+        text_of(item["question"], "question", limits)
+        text_of(item["context"], "context", limits)
+        window, stride = window_sizes(
+            limits.max_length, options.get("max_seq_len"), options.get("doc_stride")
         )
+        try:
+            windows, _, _ = preprocess(limits.front, [item], window, stride)
+        except ValueError as e:
+            raise RequestError(str(e), "doc_stride" if "doc_stride=" in str(e) else "inputs") from None
+        return len(windows) * window, options.get("top_k", 1)
 
 
 TASK = QuestionAnswering()

@@ -4,7 +4,6 @@ or lists of names) and regression, with accuracy and macro-F1 or Pearson/Spearma
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import numpy as np
@@ -14,21 +13,10 @@ from ..pairs import encode_texts
 from ..records import DataError
 from ..runtime import dispatch, max_tokens, run_batches, to_numpy
 from ..tokenizer import AlbertTokenizer
-from .base import (
-    Dataset,
-    Limits,
-    Task,
-    check_option,
-    field_of,
-    label_name,
-    logits_and_rows,
-    mean_loss,
-    scores,
-    softmax,
-    text_of,
-    tokens_at_most,
-)
+from .base import Limits, Task, label_name, scores, softmax, text_of, tokens_at_most
 from .labels import class_set, is_vector, label_id, plan
+from .options import Option, declare
+from .recipe import Dataset, Recipe, field_of, logits_and_rows, mean_loss
 
 FUNCTIONS = {
     "softmax": softmax,
@@ -138,7 +126,7 @@ def featurize(examples, tokenizer, max_length, label_to_id, problem_type) -> Dat
     for (where, record), e in zip(examples, encodings, strict=True):
         label = _label(where, field_of(where, record, "label", object), label_to_id, problem_type)
         features.append({"input_ids": e.ids, "token_type_ids": e.type_ids, "labels": label})
-    return Dataset(TASK.training, features)
+    return Dataset(TASK, features)
 
 
 def _label(where: str, value, label_to_id: dict, problem_type: str | None):
@@ -162,50 +150,8 @@ def _label(where: str, value, label_to_id: dict, problem_type: str | None):
     return label_id(where, value, label_to_id)
 
 
-class TextClassification(Task):
-    name = "text-classification"
-    architecture = "for_sequence_classification"
-    aliases = ("sentiment-analysis",)
-    command, route, training = "classify", "/v1/classify", "sequence_classification"
-    optional_fields = ("text_pair",)
-    options = frozenset({"top_k", "function_to_apply"})
-
-    def predict(self, model, tokenizer, inputs, **options):
-        return text_classification(model, tokenizer, inputs, **options)
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--top-k", type=int, default=None, help="the k best labels (default: the best one)"
-        )
-        parser.add_argument(
-            "--function", choices=list(FUNCTIONS), help="score function (default: the config's)"
-        )
-
-    def cli_options(self, args: argparse.Namespace) -> dict:
-        options = {"top_k": args.top_k} if args.top_k is not None else {}
-        return {**options, **({"function_to_apply": args.function} if args.function else {})}
-
-    def human(self, result, args) -> str:
-        return scores(result if isinstance(result, list) else [result], "label")
-
-    def check_options(self, options: dict, limits: Limits) -> None:
-        check_option("top_k", options.get("top_k"), int, 1, None, optional=True)
-        check_option(
-            "function_to_apply", options.get("function_to_apply"), str, choices=FUNCTIONS, optional=True
-        )
-
-    def check_request(self, item, options: dict, limits: Limits) -> tuple[int, int]:
-        if isinstance(item, dict) and set(item) <= {"text", "text_pair"} and "text" in item:
-            text = text_of(item["text"], "text", limits)
-            if "text_pair" in item:
-                text += text_of(item["text_pair"], "text_pair", limits)
-        else:
-            text = text_of(item, "inputs", limits)
-        return tokens_at_most(text, limits), 1
-
-    def single_result(self, result, inputs, options: dict):
-        # as transformers: one string without top_k answers [best], a dict as it is
-        return [result] if "top_k" not in options and isinstance(inputs, str) else result
+class TextClassificationRecipe(Recipe):
+    name = "sequence_classification"
 
     def label_set(self, examples) -> tuple[str, list[str]]:
         return class_set(examples)
@@ -244,6 +190,42 @@ class TextClassification(Task):
             "accuracy": accuracy(predicted, labels),
             "macro_f1": macro_f1(predicted, labels),
         }
+
+
+class TextClassification(Task):
+    name = "text-classification"
+    architecture = "for_sequence_classification"
+    aliases = ("sentiment-analysis",)
+    command, route = "classify", "/v1/classify"
+    optional_fields = ("text_pair",)
+    options = declare(
+        text_classification,
+        Option("top_k", int, "the k best labels (unset: the best one)", lo=1),
+        Option(
+            "function_to_apply", str, "score function (unset: the config's)", choices=tuple(FUNCTIONS),
+            flag="--function",
+        ),
+    )  # fmt: skip
+    recipe = TextClassificationRecipe()
+
+    def predict(self, model, tokenizer, inputs, **options):
+        return text_classification(model, tokenizer, inputs, **options)
+
+    def human(self, result, args) -> str:
+        return scores(result if isinstance(result, list) else [result], "label")
+
+    def check_request(self, item, options: dict, limits: Limits) -> tuple[int, int]:
+        if isinstance(item, dict) and set(item) <= {"text", "text_pair"} and "text" in item:
+            text = text_of(item["text"], "text", limits)
+            if "text_pair" in item:
+                text += text_of(item["text_pair"], "text_pair", limits)
+        else:
+            text = text_of(item, "inputs", limits)
+        return tokens_at_most(text, limits), 1
+
+    def single_result(self, result, inputs, options: dict):
+        # as transformers: one string without top_k answers [best], a dict as it is
+        return [result] if "top_k" not in options and isinstance(inputs, str) else result
 
 
 TASK = TextClassification()

@@ -4,8 +4,6 @@ its tag, scored by seqeval's entity-level precision, recall and F1."""
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
 from ..metrics import accuracy, entity_scores
@@ -13,20 +11,10 @@ from ..records import DataError
 from ..runtime import check_strings, clip_text, dispatch, max_tokens, run_batches, to_numpy
 from ..text import escape
 from ..tokenizer import AlbertTokenizer
-from .base import (
-    Dataset,
-    Limits,
-    RequestError,
-    Task,
-    check_option,
-    field_of,
-    label_name,
-    mean_loss,
-    softmax,
-    text_of,
-    tokens_at_most,
-)
+from .base import Limits, Task, label_name, softmax, text_of, tokens_at_most
 from .labels import label_id, plan, tag_set
+from .options import Option, declare
+from .recipe import Dataset, Recipe, field_of, mean_loss
 
 AGGREGATIONS = ("none", "simple", "first", "average", "max")
 
@@ -248,55 +236,12 @@ def featurize(examples, tokenizer, max_length: int, label_to_id: dict) -> Datase
             previous = word
         features.append({"input_ids": e.ids, "token_type_ids": e.type_ids, "labels": labels})
         kept.append({"word_ids": e.word_ids, "tags": word_tags})
-    return Dataset(TASK.training, features, kept)
+    return Dataset(TASK, features, kept)
 
 
-class TokenClassification(Task):
-    name = "token-classification"
-    architecture = "for_token_classification"
-    aliases = ("ner",)
-    command, route, training = "ner", "/v1/ner", "token_classification"
-    options = frozenset({"aggregation_strategy", "ignore_labels", "stride"})
+class TokenClassificationRecipe(Recipe):
+    name = "token_classification"
     token_level = True
-
-    def predict(self, model, tokenizer, inputs, **options):
-        return token_classification(model, tokenizer, inputs, **options)
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--aggregation", default="simple", choices=AGGREGATIONS, help="default simple")
-        parser.add_argument(
-            "--stride", type=int, default=None, help="cover long texts in windows overlapping this much"
-        )
-
-    def cli_options(self, args: argparse.Namespace) -> dict:
-        return {"aggregation_strategy": args.aggregation, "stride": args.stride}
-
-    def human(self, result, args) -> str:
-        key = "entity" if args.aggregation == "none" else "entity_group"
-        return (
-            "  ".join(
-                f"[{escape(e['word'])}]{escape(e[key])}({e['start']}:{e['end']} {e['score']:.3f})"
-                for e in result
-            )
-            or "-"
-        )
-
-    def check_options(self, options: dict, limits: Limits) -> None:
-        strategy = options.get("aggregation_strategy", "none")
-        check_option("aggregation_strategy", strategy, str, choices=AGGREGATIONS)
-        check_option("stride", options.get("stride"), int, 0, limits.max_length, optional=True)
-        labels = options.get("ignore_labels", [])
-        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-            raise RequestError("ignore_labels must be a list of strings", "ignore_labels")
-
-    def check_request(self, item, options: dict, limits: Limits) -> tuple[int, int]:
-        """With a stride, a long text runs as windows: every character may cost a token."""
-        text = text_of(item, "inputs", limits)
-        if options.get("stride") is None:
-            return tokens_at_most(text, limits), limits.max_length
-        step = max(limits.max_length - 2 - options["stride"], 1)
-        windows = 1 + -(-max(len(text) + 2 - limits.max_length, 0) // step)
-        return windows * limits.max_length, windows * limits.max_length
 
     def label_set(self, examples) -> tuple[str, list[str]]:
         return tag_set(examples)
@@ -334,6 +279,45 @@ class TokenClassification(Task):
             **entity_scores(predicted, gold),
             "accuracy": accuracy(flat_p, flat_g),
         }
+
+
+class TokenClassification(Task):
+    name = "token-classification"
+    architecture = "for_token_classification"
+    aliases = ("ner",)
+    command, route = "ner", "/v1/ner"
+    options = declare(
+        token_classification,
+        Option(
+            "aggregation_strategy", str, "group tokens into entities", choices=AGGREGATIONS,
+            flag="--aggregation", cli_default="simple",
+        ),
+        Option("ignore_labels", list, "labels left out of the answer", flag=None),
+        Option("stride", int, "cover long texts in windows overlapping this much", lo=0, hi="max_length"),
+    )  # fmt: skip
+    recipe = TokenClassificationRecipe()
+
+    def predict(self, model, tokenizer, inputs, **options):
+        return token_classification(model, tokenizer, inputs, **options)
+
+    def human(self, result, args) -> str:
+        key = "entity" if args.aggregation == "none" else "entity_group"
+        return (
+            "  ".join(
+                f"[{escape(e['word'])}]{escape(e[key])}({e['start']}:{e['end']} {e['score']:.3f})"
+                for e in result
+            )
+            or "-"
+        )
+
+    def check_request(self, item, options: dict, limits: Limits) -> tuple[int, int]:
+        """With a stride, a long text runs as windows: every character may cost a token."""
+        text = text_of(item, "inputs", limits)
+        if options.get("stride") is None:
+            return tokens_at_most(text, limits), limits.max_length
+        step = max(limits.max_length - 2 - options["stride"], 1)
+        windows = 1 + -(-max(len(text) + 2 - limits.max_length, 0) // step)
+        return windows * limits.max_length, windows * limits.max_length
 
 
 TASK = TokenClassification()

@@ -176,7 +176,7 @@ def fingerprint(args, config, data, steps: dict | None = None) -> dict:
     for f in data.features:
         digest.update(json.dumps(f, sort_keys=True, default=_plain).encode())
     return {
-        "task": data.task,
+        "task": data.task.training,
         "data": digest.hexdigest(),
         "labels": {str(k): v for k, v in config.id_to_label.items()} or config.num_labels,
         "batch_size": args.batch_size,

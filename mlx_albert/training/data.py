@@ -24,7 +24,7 @@ from ..tokenizer import AlbertTokenizer
 
 def label_set(task: str, records: list[tuple[str, dict]]) -> tuple[str, list[str]]:
     """(problem type, sorted label names) of a classification or tagging file (tasks/labels.py)."""
-    return get(task).label_set(records)
+    return get(task).recipe.label_set(records)
 
 
 def build(
@@ -38,7 +38,7 @@ def build(
     seed: int = 0,
 ) -> Dataset:
     """Tokenises a task's records into a Dataset (see the module docstring for the fields)."""
-    return get(task).featurize(
+    return get(task).recipe.featurize(
         records, tokenizer, max_length, label_to_id or {}, problem_type, doc_stride, seed
     )
 

@@ -54,7 +54,8 @@ def finetune(
     from .distributed import DataParallel
 
     spec = get(task)
-    if not spec.training:
+    recipe = spec.recipe
+    if recipe is None:
         raise ValueError(f"task must be one of {trainable()}, got {task!r}")
     args = args or TrainingArgs()
     mx.random.seed(args.seed)  # new heads are initialised from it: runs repeat exactly
@@ -67,8 +68,8 @@ def finetune(
         )
     tokenizer = AlbertTokenizer.from_pretrained(checkpoint)
     max_length = min(max_length, checkpoint.config.max_positions)
-    examples = spec.read_training(train_file)
-    changes, label_to_id, problem_type = spec.label_plan(examples, checkpoint.config, problem_type)
+    examples = recipe.read(train_file)
+    changes, label_to_id, problem_type = recipe.label_plan(examples, checkpoint.config, problem_type)
     if from_scratch:
         net = ARCHITECTURES[spec.architecture](checkpoint.config.replace(**changes))
     else:  # float32 weights whatever the checkpoint stores (shipped models are float16): AdamW needs
@@ -77,10 +78,10 @@ def finetune(
     check_tokenizer(net, tokenizer, checkpoint.source)
 
     def features(data):
-        return spec.featurize(data, tokenizer, max_length, label_to_id, problem_type, doc_stride, args.seed)
+        return recipe.featurize(data, tokenizer, max_length, label_to_id, problem_type, doc_stride, args.seed)
 
     train = features(examples)
-    evaluation = features(spec.read_training(eval_file)) if eval_file else None
+    evaluation = features(recipe.read(eval_file)) if eval_file else None
     trainer = Trainer(net, tokenizer, args, train, evaluation, base_model=str(model))
     return trainer, trainer.train()
 

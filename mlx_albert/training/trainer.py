@@ -1,6 +1,8 @@
 """The training loop: compiled steps (value_and_grad + clipping + AdamW), gradient accumulation,
-mixed precision with float32 master weights, evaluation with each task's metrics, atomic
-checkpoints with bit-for-bit resume, best-model keeping, a JSONL log and a loss plot."""
+mixed precision with float32 master weights, evaluation, atomic checkpoints with bit-for-bit
+resume, best-model keeping, a JSONL log and a loss plot. It knows no task: the loss, the batches,
+the evaluation and how a model folder is written are callables, by default the data's task's
+recipe (tasks/recipe.py), as mlx-lm's trainer takes `loss=` and `iterate_batches=`."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from mlx.utils import tree_flatten, tree_map
 
 from ..files import FolderLock, clean_stale, in_use, staged_folder
 from ..lora import apply_lora
-from ..tasks import Dataset, get
+from ..tasks import Dataset
 from . import checkpoint
 from .args import TrainingArgs
 from .data import batch_order
@@ -33,7 +35,21 @@ class TrainingError(RuntimeError):
 
 
 class Trainer:
-    """Fine-tunes (or pre-trains) `model` on a Dataset; see `train`."""
+    """Fine-tunes (or pre-trains) `model` on a Dataset; see `train`.
+
+    Args:
+        loss: loss(model, *batch) -> the scalar to minimise, where batch is what iterate_batches
+            yields (under `mlx.launch`: this rank's contribution, summed over ranks). Default: the
+            recipe's mean loss (one process) or its share-scaled loss (several ranks).
+        iterate_batches: iterate_batches(start) -> (batch, tokens) pairs from micro-batch number
+            `start` on (epochs laid end to end; the same for the same seed, which resume relies on).
+            Default: the recipe's collated batches of train_data in length-bucketed order.
+        evaluate: evaluate(data) -> metrics (JSON-able; rank 0's are every rank's). Default: the
+            recipe's units, stats and combine, shared over ranks.
+        write: write(folder, trainer) stages a model folder (best/ and the final model). Default:
+            transformers' layout with the tokenizer (training/final.py).
+        metric: default metric when args.metric is unset (default: the recipe's).
+    """
 
     def __init__(
         self,
@@ -43,13 +59,19 @@ class Trainer:
         train_data: Dataset,
         eval_data=None,
         base_model: str | None = None,
+        *,
+        loss=None,
+        iterate_batches=None,
+        evaluate=None,
+        write=None,
+        metric: str | None = None,
     ):
         self.model, self.tokenizer, self.args = model, tokenizer, args
         self.base_model = base_model  # what LoRA adapters are loaded onto (named in adapter_config.json)
         self.train_data, self.eval_data = train_data, eval_data
-        self.task = get(train_data.task)  # features, batches, losses and metrics are the task's
+        self.recipe = getattr(train_data.task, "recipe", None)  # the defaults of every callable
         self._check(model, args, train_data, eval_data)
-        self.metric = args.metric or self.task.default_metric(model.config)
+        self.metric = args.metric or metric or self.recipe.default_metric(model.config)
         self.output_dir = Path(args.output_dir)
         self._lock = FolderLock(self.output_dir)  # one run at a time writes there; rank 0 holds it
         self.lengths = train_data.lengths()
@@ -58,6 +80,10 @@ class Trainer:
         self.steps_per_epoch = max(1, self.batches_per_epoch // args.grad_accumulation)
         self.total_steps = args.max_steps or max(1, math.ceil(args.epochs * self.steps_per_epoch))
         self.dp = DataParallel()  # one process unless launched with mlx.launch
+        self.loss = loss or (self.recipe.scaled_loss if self.dp.active else self.recipe.loss)
+        self.iterate_batches = iterate_batches or self._recipe_batches
+        self._evaluate = evaluate or self._recipe_evaluate
+        self._write = write or _write_model
         if args.batch_size % self.dp.world:
             raise ValueError(
                 f"--batch-size {args.batch_size} is the global batch: it must divide among the "
@@ -104,12 +130,13 @@ class Trainer:
             raise ValueError("batch_size and grad_accumulation must be >= 1")
         if args.adapter_only and not args.lora_rank:
             raise ValueError("adapter_only needs lora_rank > 0: without LoRA there is no adapter to save")
-        expected = ARCHITECTURES[self.task.architecture].__name__
-        if type(model).__name__ != expected:
-            raise ValueError(f"{self.task.training} data needs an {expected}, got {type(model).__name__}")
-        if eval_data is not None and get(eval_data.task) is not self.task:
+        task = train_data.task
+        expected = ARCHITECTURES.get(getattr(task, "architecture", None))
+        if expected is not None and type(model) is not expected:
+            raise ValueError(f"{task.training} data needs an {expected.__name__}, got {type(model).__name__}")
+        if eval_data is not None and eval_data.task is not task:
             raise ValueError(
-                f"evaluation data is for {eval_data.task}, training data for {self.task.training}"
+                f"evaluation data is for {_name(eval_data.task)}, training data for {_name(task)}"
             )
         for name, data in (("training", train_data), ("evaluation", eval_data)):
             if data is not None:
@@ -138,20 +165,10 @@ class Trainer:
     # -- the compiled pieces ------------------------------------------------------------------
     def _build_steps(self):
         model, optimizer, args = self.model, self.optimizer, self.args
-        if self.dp.active:  # each rank's loss scaled by its share (see distributed.py)
-            loss_and_grad = nn.value_and_grad(model, self.task.scaled_loss)
+        loss_and_grad = nn.value_and_grad(model, self.loss)
 
-            def grads(batch, scale):
-                return loss_and_grad(model, batch, scale)
-
-        else:
-            # Ids and labels were checked once (check_ids): the checks' host sync cannot be compiled
-            loss_and_grad = nn.value_and_grad(
-                model, lambda m, batch: m(**batch, check_inputs=False).loss.astype(mx.float32)
-            )
-
-            def grads(batch):
-                return loss_and_grad(model, batch)
+        def grads(*batch):
+            return loss_and_grad(model, *batch)
 
         if self.master is None:  # update the model's own (float32) weights
 
@@ -161,7 +178,7 @@ class Trainer:
                 return norm
 
             def fused(batch):
-                loss, g = grads(batch)
+                loss, g = grads(*batch)
                 return loss, update(g)
 
         else:  # mixed precision: half-precision grads update the float32 master weights
@@ -172,7 +189,7 @@ class Trainer:
                 return norm, optimizer.apply_gradients(grads, master)
 
             def fused(batch, master):
-                loss, g = grads(batch)
+                loss, g = grads(*batch)
                 return (loss, *update(g, master))
 
         if args.compile:
@@ -191,15 +208,16 @@ class Trainer:
         self.master = master
         self.model.update(tree_map(lambda p: p.astype(self.compute_dtype), master))
 
-    def _step(self, batches: list[dict]) -> tuple[float, float]:
-        """One optimiser step over grad_accumulation micro-batches: (mean loss, gradient norm)."""
+    def _step(self, batches: list[tuple]) -> tuple[float, float]:
+        """One optimiser step over grad_accumulation micro-batches (each the loss's arguments after
+        the model): (mean loss, gradient norm)."""
         master = () if self.master is None else (self.master,)
         if len(batches) == 1 and not self.dp.active:
             loss, *rest = self._fused(batches[0], *master)
         else:
             total, acc = 0.0, None
             for batch in batches:
-                loss, g = self._grads(*batch) if self.dp.active else self._grads(batch)
+                loss, g = self._grads(*batch)
                 acc = g if acc is None else tree_map(mx.add, acc, g)
                 total = total + loss
             grads, loss = tree_map(lambda g: g / len(batches), acc), total / len(batches)
@@ -222,15 +240,24 @@ class Trainer:
             self._order_epoch = epoch
         return epoch, position, self._order[position]
 
-    def _micro_batch(self, index: int) -> dict:
-        """Micro-batch number `index` of the run; deterministic in the seed."""
-        epoch, position, rows = self._rows(index)
-        features = [self.train_data.features[i] for i in rows]
-        batch = self._collate(features, rng=np.random.default_rng([self.args.seed, epoch, position]))
-        return self.dp.shard(batch, self.task) if self.dp.active else batch
+    def _recipe_batches(self, start: int):
+        """The recipe's micro-batches from number `start` on, as (loss arguments, tokens): this
+        rank's rows and their loss shares under `mlx.launch`; deterministic in the seed."""
+        index = start
+        while True:
+            epoch, position, rows = self._rows(index)
+            features = [self.train_data.features[i] for i in rows]
+            batch = self._collate(features, rng=np.random.default_rng([self.args.seed, epoch, position]))
+            args = self.dp.shard(batch, self.recipe) if self.dp.active else (batch,)
+            yield args, int(self.token_counts[rows].sum())  # tokens counted host-side
+            index += 1
+
+    def _micro_batch(self, index: int) -> tuple:
+        """The loss's arguments for micro-batch number `index`."""
+        return next(self.iterate_batches(index))[0]
 
     def _collate(self, features, rng) -> dict:
-        return self.task.collate(features, self.tokenizer, self.model.config.max_positions, rng, self.args)
+        return self.recipe.collate(features, self.tokenizer, self.model.config.max_positions, rng, self.args)
 
     # -- the loop -------------------------------------------------------------------------------
     def train(self) -> dict:
@@ -309,9 +336,13 @@ class Trainer:
         """Optimiser step `step` (1-based) over its micro-batches; a non-finite loss or memory stops
         the run with what to do."""
         args = self.args
-        indices = [(step - 1) * args.grad_accumulation + i for i in range(args.grad_accumulation)]
+        start = (step - 1) * args.grad_accumulation
+        if getattr(self, "_next_batch", None) != start:  # the first step of this call, or a resume
+            self._batches = self.iterate_batches(start)
+        pairs = [next(self._batches) for _ in range(args.grad_accumulation)]
+        self._next_batch = start + args.grad_accumulation
         try:
-            loss, self._norm = self._step([self._micro_batch(i) for i in indices])
+            loss, self._norm = self._step([batch for batch, _ in pairs])
         except (RuntimeError, MemoryError) as e:
             if isinstance(e, MemoryError) or any(w in str(e).lower() for w in ("memory", "allocate")):
                 raise TrainingError(
@@ -327,7 +358,7 @@ class Trainer:
                 + (f"the last good checkpoint is {last}" if last else "no checkpoint was written")
             )
         self._losses.append(loss)
-        self._tokens += sum(int(self.token_counts[self._rows(i)[2]].sum()) for i in indices)  # host-side
+        self._tokens += sum(tokens for _, tokens in pairs)
 
     def _log_step(self, step: int, first: int, elapsed: float) -> None:
         entry = {
@@ -378,25 +409,29 @@ class Trainer:
                     self._write_model(tmp)
 
     def _write_model(self, folder: Path) -> None:
-        write_model(folder, self.model, self.tokenizer, self.args, self.master, self.base_model)
+        self._write(folder, self)
 
     # -- evaluation -----------------------------------------------------------------------------
     def evaluate(self, data: Dataset | None = None) -> dict:
-        """The task's metrics on `data` (default: the eval set), with dropout off."""
+        """The metrics on `data` (default: the eval set), with dropout off."""
         data = data or self.eval_data
-        model = self.model
-        was_training = model.training
-        model.eval()
+        was_training = self.model.training
+        self.model.eval()
         try:
-            units, chunk = self.task.eval_units(data, self.args.eval_batch_size)
-
-            def run(part: list) -> list:
-                return self.task.eval_run(model, self.tokenizer, data, part, self._collate, self.args.seed)
-
-            stats = self.dp.map(run, units, chunk)
-            return self.dp.from_rank0(lambda: self.task.combine(model.config, data, stats))
+            return self._evaluate(data)
         finally:
-            model.train(was_training)
+            self.model.train(was_training)
+
+    def _recipe_evaluate(self, data: Dataset) -> dict:
+        """The recipe's metrics: its evaluation units shared over ranks, combined on rank 0."""
+        model, recipe = self.model, self.recipe
+        units, chunk = recipe.eval_units(data, self.args.eval_batch_size)
+
+        def run(part: list) -> list:
+            return recipe.eval_run(model, self.tokenizer, data, part, self._collate, self.args.seed)
+
+        stats = self.dp.map(run, units, chunk)
+        return self.dp.from_rank0(lambda: recipe.combine(model.config, data, stats))
 
     # -- logging --------------------------------------------------------------------------------
     def _log(self, entry: dict) -> None:
@@ -411,3 +446,11 @@ def _unflatten_master(extra: dict):
     return tree_unflatten(
         [(k.removeprefix("master."), v) for k, v in extra.items() if k.startswith("master.")]
     )
+
+
+def _write_model(folder: Path, trainer: Trainer) -> None:
+    write_model(folder, trainer.model, trainer.tokenizer, trainer.args, trainer.master, trainer.base_model)
+
+
+def _name(task) -> str:
+    return getattr(task, "training", None) or str(task)

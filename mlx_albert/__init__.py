@@ -7,7 +7,6 @@ from . import _blas  # noqa: E402  (must run before mlx.core is imported)
 _blas.preload()
 
 from .config import AlbertConfig  # noqa: E402
-from .encoder import SentenceEncoder  # noqa: E402
 from .heads import (  # noqa: E402
     ARCHITECTURES,
     AlbertForMaskedLM,
@@ -19,6 +18,7 @@ from .heads import (  # noqa: E402
 )
 from .loading import load  # noqa: E402
 from .model import AlbertModel  # noqa: E402
+from .sentence.encoder import SentenceEncoder  # noqa: E402
 from .tasks import pipeline  # noqa: E402
 from .tokenizer import AlbertTokenizer  # noqa: E402
 

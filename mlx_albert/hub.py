@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import AlbertConfig
-from .sentence import SentenceConfig, read_sentence_config
+from .sentence.folder import SentenceConfig, read_sentence_config
 
 # what a checkpoint needs from a Hub repo: configs, safetensors, the tokenizer, sentence-transformers'
 # module folders (a Dense module may hold a .bin)

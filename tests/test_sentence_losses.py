@@ -9,7 +9,7 @@ from mlx.utils import tree_flatten
 from sentence_folders import write
 
 from mlx_albert import SentenceEncoder
-from mlx_albert.sentence_losses import (
+from mlx_albert.sentence.losses import (
     CachedMultipleNegativesRankingLoss,
     CoSENTLoss,
     CosineSimilarityLoss,
@@ -119,7 +119,8 @@ def test_value_and_gradients_equal_sentence_transformers(folder, name):
 
 
 def test_the_cached_loss_is_the_uncached_one(folder):
-    """GradCache in mini-batches of 1, 2 and 5 rows: the uncached loss and gradients (float32)."""
+    """GradCache in mini-batches of 1, 2 and 5 rows, alone and inside MatryoshkaLoss: the uncached
+    loss and gradients (float32)."""
     encoder = SentenceEncoder(str(folder))
     columns = [
         {
@@ -137,6 +138,15 @@ def test_the_cached_loss_is_the_uncached_one(folder):
         assert abs(float(cached) - float(loss)) <= TOL
         for (name, a), (_, b) in zip(tree_flatten(grads), tree_flatten(cached_grads), strict=True):
             assert float(mx.abs(a - b).max()) <= TOL * max(1.0, float(mx.abs(a).max())), (size, name)
+    # MatryoshkaLoss around each: GradCache over every width gives the uncached value and gradients
+    loss, grads = MatryoshkaLoss(encoder, MultipleNegativesRankingLoss(encoder), [16, 8]).value_and_grad(
+        columns
+    )
+    inner = CachedMultipleNegativesRankingLoss(encoder, mini_batch_size=2)
+    cached, cached_grads = MatryoshkaLoss(encoder, inner, [16, 8]).value_and_grad(columns)
+    assert abs(float(cached) - float(loss)) <= TOL
+    for (name, a), (_, b) in zip(tree_flatten(grads), tree_flatten(cached_grads), strict=True):
+        assert float(mx.abs(a - b).max()) <= TOL * max(1.0, float(mx.abs(a).max())), name
 
 
 def _pad(encoder, texts):

@@ -13,8 +13,8 @@ from test_vectors import TINY, _folder_vectors, _lines, _run
 
 from mlx_albert.cli import main
 from mlx_albert.files import FolderLock, atomic_write
-from mlx_albert.search import search
-from mlx_albert.vectors import Manifest, input_identity
+from mlx_albert.sentence.search import search
+from mlx_albert.sentence.vectors import Manifest, input_identity
 
 ARGS = ["--model", TINY, "--shard-size", "16", "--batch-size", "8", "--no-progress"]
 

@@ -17,9 +17,9 @@ from tolerances import EPS32
 
 from mlx_albert import SentenceEncoder
 from mlx_albert.cli import main
-from mlx_albert.encoder import quantize, semantic_search
-from mlx_albert.search import search
-from mlx_albert.vectors import Manifest, read_shard
+from mlx_albert.sentence.encoder import quantize, semantic_search
+from mlx_albert.sentence.search import search
+from mlx_albert.sentence.vectors import Manifest, read_shard
 
 TINY = Path(__file__).parent.parent / "models" / "tiny-albert"
 HELDOUT = Path(__file__).parent / "data" / "pydoc_heldout.txt"

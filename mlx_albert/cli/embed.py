@@ -81,7 +81,7 @@ def _to_folder(args, folder: Path) -> None:
     """Embeds the input into a folder of shards (vectors.embed_folder), resuming a run there."""
     import mlx.core as mx
 
-    from .. import vectors
+    from ..sentence import vectors
     from ..sharded import broadcast_json
     from ..tasks.embed import configure
 
@@ -142,8 +142,8 @@ def _to_folder(args, folder: Path) -> None:
 
 
 def _embed(args, encoder, rows, folder: Path, manifest, group, show_progress: bool) -> None:
-    from .. import vectors
     from ..runtime import Progress
+    from ..sentence import vectors
 
     total = vectors.count_lines(args.file) if not args.texts else len(args.texts)
     progress = Progress(total, show_progress and group.rank() == 0, "embedded lines")

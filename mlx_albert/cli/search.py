@@ -32,9 +32,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> None:
-    from ..encoder import SentenceEncoder
-    from ..search import search
-    from ..vectors import Manifest
+    from ..sentence.encoder import SentenceEncoder
+    from ..sentence.search import search
+    from ..sentence.vectors import Manifest
 
     index = Path(args.index)
     if not index.is_dir():
@@ -66,7 +66,7 @@ def _texts(identity: dict, lines: set[int]) -> dict[int, str]:
     """The texts of `lines` read back from the index's input file (one streaming pass), when that
     file is still the one embedded; else none, with a warning."""
     from .. import records
-    from ..vectors import input_identity
+    from ..sentence.vectors import input_identity
 
     path = identity.get("path")
     if path in (None, "<stdin>", "<arguments>"):

@@ -7,9 +7,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..encoder import SentenceEncoder
 from ..hub import Checkpoint
 from ..loading import load
+from ..sentence.encoder import SentenceEncoder
 from ..tasks import Limits, Task
 
 logger = logging.getLogger(__name__)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..encoder import SentenceEncoder
-from ..pooling import MODES
 from ..runtime import check_strings, dispatch, max_tokens
+from ..sentence.encoder import SentenceEncoder
+from ..sentence.ops import similarity
+from ..sentence.pooling import MODES
+from ..sentence.training import SentenceRecipe
 from ..tokenizer import AlbertTokenizer
-from ..vector_ops import similarity
 from .base import Task
 from .options import Option, declare
 
@@ -71,6 +72,7 @@ class Embed(Task):
     needs_head = False
     outputs = ("sentence_embedding",)
     batch_size = 64
+    recipe = SentenceRecipe()
     options = declare(
         embed,
         Option(

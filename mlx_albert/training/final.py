@@ -50,6 +50,13 @@ def save_into_run(output_dir: Path, write) -> None:
     try:
         write(tmp)
         for name in sorted((p.name for p in tmp.iterdir()), key=lambda n: n != "model.safetensors"):
-            os.replace(tmp / name, output_dir / name)
+            target = output_dir / name
+            if (tmp / name).is_dir() and target.is_dir():  # a module folder (1_Pooling): swapped whole
+                old = temp_sibling(target, folder=True)
+                os.replace(target, old)
+                os.replace(tmp / name, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp / name, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -8,6 +8,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from ..sentence.training import LOSS_NAMES
 from ..tasks import get, trainable
 from .args import CHOICES, HELP
 from .trainer import Trainer, TrainingArgs
@@ -26,14 +27,17 @@ def finetune(
     problem_type: str | None = None,
     from_scratch: bool = False,
     force: bool = False,
+    loss: str | None = None,
+    matryoshka_dims: list[int] | None = None,
+    mini_batch_size: int = 32,
 ) -> tuple[Trainer, dict]:
     """Trains `model` (a checkpoint folder, repo id or shipped model's short name) on `task` and
     saves it to args.output_dir.
 
     Args:
         task: any name of a trainable task: "sequence_classification", "token_classification",
-            "question_answering", "multiple_choice" or "pretraining" (a plain text file, MLM +
-            sentence order), or their pipeline names.
+            "question_answering", "multiple_choice", "pretraining" (a plain text file, MLM +
+            sentence order) or "sentence-embedding" (pairs, with `loss`), or their pipeline names.
         train_file, eval_file: .jsonl or .csv (fields: see mlx_albert.training.data), or .txt for
             pre-training.
         problem_type: sequence classification only; default from the labels (numbers: regression,
@@ -41,6 +45,8 @@ def finetune(
         from_scratch: random weights of the checkpoint's config (its tokenizer kept).
         force: write into an output_dir that already holds files (a model, other runs); without it,
             only an empty or missing folder, or --resume of a run there, is accepted.
+        loss, matryoshka_dims, mini_batch_size: "sentence-embedding" only: sentence-transformers'
+            loss class name, MatryoshkaLoss dimensions, and the cached loss's mini-batch.
 
     Returns:
         (the Trainer, the final evaluation metrics).
@@ -66,8 +72,16 @@ def finetune(
         raise ValueError(
             f"--max-length {max_length} is too short: an example needs [CLS], [SEP] and text (>= 5)"
         )
-    tokenizer = AlbertTokenizer.from_pretrained(checkpoint)
     max_length = min(max_length, checkpoint.config.max_positions)
+    if hasattr(recipe, "trainer"):  # a recipe that builds its own run (sentence embeddings)
+        trainer = recipe.trainer(
+            checkpoint, str(model), train_file, eval_file, args, max_length, loss, matryoshka_dims,
+            mini_batch_size, task=spec,
+        )  # fmt: skip
+        return trainer, trainer.train()
+    if loss is not None or matryoshka_dims:
+        raise ValueError("--loss and --matryoshka-dims are for --task sentence-embedding")
+    tokenizer = AlbertTokenizer.from_pretrained(checkpoint)
     examples = recipe.read(train_file)
     changes, label_to_id, problem_type = recipe.label_plan(examples, checkpoint.config, problem_type)
     if from_scratch:
@@ -103,6 +117,23 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     )
     parser.add_argument(
         "--force", action="store_true", help="write into a non-empty --output-dir (not needed with --resume)"
+    )
+    parser.add_argument(
+        "--loss",
+        choices=LOSS_NAMES,
+        help="sentence-embedding: sentence-transformers' loss (pairs: MultipleNegativesRankingLoss, its "
+        "Cached form; scored pairs: CoSENTLoss, CosineSimilarityLoss)",
+    )
+    parser.add_argument(
+        "--matryoshka-dims",
+        type=_dims,
+        help="sentence-embedding: train every prefix of these widths too (MatryoshkaLoss), e.g. 768,256,64",
+    )
+    parser.add_argument(
+        "--mini-batch-size",
+        type=int,
+        default=32,
+        help="CachedMultipleNegativesRankingLoss: rows per forward pass (memory; default 32)",
     )
     for f in dataclasses.fields(TrainingArgs):
         flag = "--" + f.name.replace("_", "-")
@@ -140,6 +171,9 @@ def run_from_args(args: argparse.Namespace) -> dict:
         args.problem_type,
         args.from_scratch,
         args.force,
+        args.loss,
+        args.matryoshka_dims,
+        args.mini_batch_size,
     )
     if trainer.dp.rank == 0:  # the only rank that writes
         logger.info("saved to %s", training.output_dir)
@@ -149,6 +183,16 @@ def run_from_args(args: argparse.Namespace) -> dict:
         "best": trainer.state["best_metric"],
         **results,
     }
+
+
+def _dims(text: str) -> list[int]:
+    try:
+        dims = [int(d) for d in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected widths like 768,256,64, got {text!r}") from None
+    if not dims or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be positive integers, got {text!r}")
+    return dims
 
 
 def check_output(out: Path, model: Path, train: Path, allowed: bool) -> None:

@@ -70,7 +70,7 @@ class Trainer:
         self.base_model = base_model  # what LoRA adapters are loaded onto (named in adapter_config.json)
         self.train_data, self.eval_data = train_data, eval_data
         self.recipe = getattr(train_data.task, "recipe", None)  # the defaults of every callable
-        self._check(model, args, train_data, eval_data)
+        self._check(model, args, train_data, eval_data, custom=loss is not None)
         self.metric = args.metric or metric or self.recipe.default_metric(model.config)
         self.output_dir = Path(args.output_dir)
         self._lock = FolderLock(self.output_dir)  # one run at a time writes there; rank 0 holds it
@@ -119,9 +119,10 @@ class Trainer:
         self.state = {"step": 0, "seed": args.seed, "best_metric": None, "best_step": None, "log": []}
         self.progress = Progress(args.progress and self.dp.rank == 0, self.total_steps)
 
-    def _check(self, model, args: TrainingArgs, train_data: Dataset, eval_data) -> None:
-        """The run's pieces fit: sizes, the model's head, the data's task, every token id (the
-        compiled step runs without the model's input checks: each id is checked once, here)."""
+    def _check(self, model, args: TrainingArgs, train_data: Dataset, eval_data, custom: bool) -> None:
+        """The run's pieces fit: sizes, the model's head (for the recipe's loss), the data's task,
+        every token id (the compiled step runs without the model's input checks: each id is checked
+        once, here)."""
         from ..heads import ARCHITECTURES
 
         if len(train_data) == 0:
@@ -131,7 +132,7 @@ class Trainer:
         if args.adapter_only and not args.lora_rank:
             raise ValueError("adapter_only needs lora_rank > 0: without LoRA there is no adapter to save")
         task = train_data.task
-        expected = ARCHITECTURES.get(getattr(task, "architecture", None))
+        expected = None if custom else ARCHITECTURES.get(getattr(task, "architecture", None))
         if expected is not None and type(model) is not expected:
             raise ValueError(f"{task.training} data needs an {expected.__name__}, got {type(model).__name__}")
         if eval_data is not None and eval_data.task is not task:
@@ -165,7 +166,9 @@ class Trainer:
     # -- the compiled pieces ------------------------------------------------------------------
     def _build_steps(self):
         model, optimizer, args = self.model, self.optimizer, self.args
-        loss_and_grad = nn.value_and_grad(model, self.loss)
+        # a loss may bring its own value_and_grad (GradCache's two passes): it runs eagerly
+        own = getattr(self.loss, "value_and_grad", None)
+        loss_and_grad = own or nn.value_and_grad(model, self.loss)
 
         def grads(*batch):
             return loss_and_grad(model, *batch)
@@ -194,14 +197,15 @@ class Trainer:
 
         if args.compile:
             state = [model.state, optimizer.state, mx.random.state]
-            # value_and_grad swaps the model's arrays while tracing: they are outputs too.
-            grads = mx.compile(
-                grads, inputs=[model.state, mx.random.state], outputs=[model.state, mx.random.state]
-            )
             update = mx.compile(
                 update, inputs=[model.state, optimizer.state], outputs=[model.state, optimizer.state]
             )
-            fused = mx.compile(fused, inputs=state, outputs=state)
+            if own is None:
+                # value_and_grad swaps the model's arrays while tracing: they are outputs too.
+                grads = mx.compile(
+                    grads, inputs=[model.state, mx.random.state], outputs=[model.state, mx.random.state]
+                )
+                fused = mx.compile(fused, inputs=state, outputs=state)
         self._grads, self._update, self._fused = grads, update, fused
 
     def _set_master(self, master):

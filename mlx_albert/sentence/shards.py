@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .files import atomic_write, open_regular, read_json
-from .text import escape
+from ..files import atomic_write, open_regular, read_json
+from ..text import escape
 
 if TYPE_CHECKING:  # the manifest's type only: vectors.py imports this module
     from .vectors import Manifest
@@ -161,7 +161,7 @@ def _read_record(path: Path) -> dict:
 def _read_safetensors(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     from safetensors import safe_open
 
-    from .weights import check_safetensors
+    from ..weights import check_safetensors
 
     check_safetensors(path)
     with safe_open(str(path), "np") as f:

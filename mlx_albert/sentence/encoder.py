@@ -14,12 +14,11 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from .hub import Checkpoint
-from .pooling import SentenceHead
-from .runtime import Packed, clip_text, run_packed
-from .sentence import SentenceConfig, check_widths
-from .tokenizer import AlbertTokenizer
-from .vector_ops import (  # noqa: F401  (re-exported: mlx_albert.encoder's names before the split)
+from ..hub import Checkpoint
+from ..runtime import Packed, clip_text, run_packed
+from ..tokenizer import AlbertTokenizer
+from .folder import SentenceConfig, check_widths
+from .ops import (  # noqa: F401  (re-exported: mlx_albert.encoder's names before the split)
     PRECISIONS,
     TopK,
     best_first,
@@ -32,6 +31,7 @@ from .vector_ops import (  # noqa: F401  (re-exported: mlx_albert.encoder's name
     similarity,
     unit_rows,
 )
+from .pooling import SentenceHead
 
 
 class SentenceEncoder:
@@ -92,7 +92,7 @@ class SentenceEncoder:
         ALBERT checkpoint (mean pooling, unit norm); `pooling`/`normalize` override either.
         `model`/`tokenizer`: already loaded from the same checkpoint; `revision`, `cache_dir`: as
         load()'s, for a Hub repo id."""
-        from .loading import load
+        from ..loading import load
 
         checkpoint = Checkpoint.open(path_or_repo_id, revision, cache_dir)
         config = checkpoint.sentence
@@ -322,7 +322,7 @@ class SentenceEncoder:
         """Writes a sentence-transformers folder (modules.json, the model at its root, Pooling,
         Dense and Normalize modules, prompts and similarity) that SentenceTransformer(path) and
         SentenceEncoder(path) load with the same vectors."""
-        from .sentence import save_sentence_folder
+        from .folder import save_sentence_folder
 
         save_sentence_folder(self, Path(path))
 

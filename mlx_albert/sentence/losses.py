@@ -12,7 +12,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_map
 
-from .losses import cross_entropy
+from ..losses import cross_entropy
 
 
 def cos_sim(a: mx.array, b: mx.array) -> mx.array:
@@ -44,6 +44,14 @@ class Trainable(nn.Module):
     def __init__(self, encoder):
         super().__init__()
         self.model, self.head = encoder.model, encoder.head
+
+    @property
+    def backbone(self):
+        return self.model.backbone
+
+    @property
+    def config(self):
+        return self.model.config
 
 
 class SentenceLoss:
@@ -97,7 +105,10 @@ class CachedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
         rows, size = column["input_ids"].shape[0], self.mini_batch_size
         return [{k: v[i : i + size] for k, v in column.items()} for i in range(0, rows, size)]
 
-    def value_and_grad(self, columns, labels=None):
+    def value_and_grad(self, columns, labels=None, compute=None):
+        """(loss, gradients) in two passes; `compute`: the loss of the embeddings (default this
+        loss's; MatryoshkaLoss passes its own)."""
+        compute = compute or self.compute_loss_from_embeddings
         model = self.trainable
         pieces = [self._pieces(c) for c in columns]
         base = int(mx.random.randint(0, 1 << 30, ()).item())  # each piece's seed: base + its number
@@ -109,9 +120,7 @@ class CachedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
                 parts.append(mx.stop_gradient(embed(self.encoder, piece)))
                 mx.eval(parts[-1])
             embeddings.append(mx.concatenate(parts, axis=0))
-        loss, cotangents = mx.value_and_grad(lambda e: self.compute_loss_from_embeddings(e, labels))(
-            embeddings
-        )
+        loss, cotangents = mx.value_and_grad(lambda e: compute(e, labels))(embeddings)
         grads, replay = None, iter(range(base, base + sum(map(len, pieces))))
         for column, cotangent in zip(pieces, cotangents, strict=True):  # pass 2: each piece's share
             start = 0
@@ -163,14 +172,15 @@ class MatryoshkaLoss(SentenceLoss):
         self, encoder, loss: SentenceLoss, dims: Sequence[int], weights: Sequence[float] | None = None
     ):
         super().__init__(encoder)
-        if isinstance(loss, CachedMultipleNegativesRankingLoss):
-            raise ValueError(
-                "MatryoshkaLoss around the cached loss is not supported yet: use the uncached one"
-            )
         self.loss, self.dims = loss, list(dims)
         self.weights = list(weights) if weights is not None else [1.0] * len(self.dims)
         if not self.dims or len(self.weights) != len(self.dims) or any(d < 1 for d in self.dims):
             raise ValueError(f"matryoshka dims must be positive, one weight each; got {dims} and {weights}")
+
+    def value_and_grad(self, columns, labels=None):
+        if isinstance(self.loss, CachedMultipleNegativesRankingLoss):  # GradCache over every width
+            return self.loss.value_and_grad(columns, labels, self.compute_loss_from_embeddings)
+        return super().value_and_grad(columns, labels)
 
     def compute_loss_from_embeddings(self, embeddings, labels=None) -> mx.array:
         width = embeddings[0].shape[-1]

@@ -2,7 +2,7 @@
 one `.safetensors` each) written atomically one at a time, and a manifest naming the model, the
 dimension, the precision, the input and the run's identity. One run writes a folder at a time. A
 run killed at any point and started again keeps the shards on disk that are this run's and whole
-(vector_shards.py checks them) and computes the others exactly as an uninterrupted run would (a
+(shards.py checks them) and computes the others exactly as an uninterrupted run would (a
 shard's batches depend only on its own texts); under `mlx.launch` rank r writes shards r, r + N,
 ... . Read back one shard at a time (memory-mapped `.npy`), so an index never needs to fit in memory."""
 
@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import LOCK, FolderLock, atomic_write, in_use, read_json
+from ..runtime import Progress
+from ..text import escape
 from .encoder import SentenceEncoder
-from .files import LOCK, FolderLock, atomic_write, in_use, read_json
-from .runtime import Progress
-from .text import escape
-from .vector_ops import quantize
-from .vector_shards import (  # noqa: F401  (read_shard, write_shard: this module's names before the split)
+from .ops import quantize
+from .shards import (  # noqa: F401  (read_shard, write_shard: this module's names before the split)
     REPAIR,
     SHARD,
     ShardError,

@@ -14,8 +14,8 @@ import mlx.core as mx
 import numpy as np
 
 from .encoder import SentenceEncoder
-from .vector_ops import TopK, best_first, dequantize, hits, is_texts, quantize, unit_rows
-from .vector_shards import read_shard
+from .ops import TopK, best_first, dequantize, hits, is_texts, quantize, unit_rows
+from .shards import read_shard
 from .vectors import PROBE, Manifest, shards
 
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 import mlx.core as mx
 import mlx.nn as nn
 
-from .kernels import ACTIVATIONS
-from .sentence import POOLING_MODES, Dense, SentenceConfig
-from .weights import weight_files
+from ..kernels import ACTIVATIONS
+from ..weights import weight_files
+from .folder import POOLING_MODES, Dense, SentenceConfig
 
 MODES = (*POOLING_MODES, "pooler")
 

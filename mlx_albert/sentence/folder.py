@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .files import read_json
-from .text import escape
+from ..files import read_json
+from ..text import escape
 
 # Pooling modes in sentence-transformers' order (legacy flags, and the concatenation order).
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
@@ -225,8 +225,8 @@ def save_sentence_folder(encoder, path: Path) -> None:
     import numpy as np
     from safetensors.numpy import save_file
 
-    from .files import staged_folder
-    from .weights import write_json
+    from ..files import staged_folder
+    from ..weights import write_json
 
     head = encoder.head
     if "pooler" in head.modes or list(head.modes) != [m for m in POOLING_MODES if m in head.modes]:

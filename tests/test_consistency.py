@@ -154,3 +154,32 @@ def _function_of(task):
     import mlx_albert.tasks as registry
 
     return getattr(registry, task.name.replace("-", "_"))
+
+
+def test_register_adds_a_task_to_every_door(monkeypatch):
+    """A task registered from outside the package gets its pipeline name, command and route; a name
+    another task holds is refused."""
+    import mlx_albert.tasks as registry
+    from mlx_albert.tasks import Task, get, register
+
+    class Shout(Task):
+        name, command, route, help = "shout", "shout", "/v1/shout", "shout texts back"
+        needs_head = False
+
+        def predict(self, model, tokenizer, inputs, **options):
+            return [t.upper() for t in inputs]
+
+    monkeypatch.setattr(registry, "TASKS", list(registry.TASKS))
+    monkeypatch.setattr(registry, "_BY_NAME", dict(registry._BY_NAME))
+    task = register(Shout())
+    assert get("shout") is task and task in registry.TASKS
+    assert "shout" in configure_parser()._subparsers._group_actions[0].choices
+    assert pipeline("shout", mlx_albert.load(TINY), mlx_albert.AlbertTokenizer.from_pretrained(TINY))(
+        ["a"]
+    ) == ["A"]
+
+    class Clash(Shout):
+        name, command, route = "fill-mask", None, None
+
+    with pytest.raises(ValueError, match="'fill-mask' is taken"):
+        register(Clash())

@@ -257,3 +257,33 @@ def test_rank_gradients_sum_to_the_whole_batch(positions):
     scale = max(mx.abs(a).max().item() for (_, a), _ in pairs)
     tol = forward_tol(model.config, 32, scale, passes=3)  # a forward and a backward, in two halves
     assert max(mx.abs(a - b).max().item() for (_, a), (_, b) in pairs) <= tol
+
+
+def test_sentence_embedding_negatives_are_gathered_across_ranks(tmp_path):
+    """MultipleNegativesRankingLoss under 2 ranks: each embeds half the batch and the embeddings are
+    gathered before the loss, so every anchor meets the global batch's negatives: the same weights
+    as one process with the global batch (to AdamW's rounding, _adam_agrees), and the same losses.
+    Without the gathering each rank's loss would see half the negatives and the weights would part
+    by O(lr)."""
+    words = ["cat", "sea", "river", "list", "file", "sort", "read", "open"] * 4
+    rows = [
+        {"anchor": f"text number {i} about {w}", "positive": f"{w} again and {i}"}
+        for i, w in enumerate(words)
+    ]
+    write_jsonl(tmp_path / "pairs.jsonl", rows)
+    args = ["--model", str(TINY), "--task", "sentence-embedding", "--loss", "MultipleNegativesRankingLoss",
+            "--train", str(tmp_path / "pairs.jsonl"), "--batch-size", "16", "--learning-rate", "1e-3",
+            "--max-steps", "3", "--log-steps", "1"]  # fmt: skip
+    for ranks in (1, 2):
+        done = _train(tmp_path, f"r{ranks}", ranks, *args)
+        assert done.returncode == 0, done.stderr[-2000:]
+    _adam_agrees(_weight_differences(tmp_path / "r1", tmp_path / "r2"), steps=3)
+    losses = [
+        [
+            e["loss"]
+            for e in map(json.loads, (tmp_path / f"r{r}" / "log.jsonl").read_text().splitlines())
+            if "loss" in e
+        ]
+        for r in (1, 2)
+    ]
+    assert len(losses[0]) == 3 and np.allclose(losses[0], losses[1], rtol=1e-4), losses

@@ -14,13 +14,12 @@ from .io import Records, safe_json, write_lines
 
 def add_parser(sub, task: Task, run) -> argparse.ArgumentParser:
     """A command for `task`: the flags every task command has, then the task's own."""
-    summary = (task.__doc__ or task.name).strip().splitlines()[0]
-    p = sub.add_parser(task.command, help=HELP.get(task.command, summary), description=HELP.get(task.command))
+    p = sub.add_parser(task.command, help=task.help, description=task.help)
     p.add_argument("--model", required=True, help="checkpoint folder, Hub repo id, or pydoc-small")
     p.add_argument(
         "--adapter-path", help="LoRA adapters (from `train --lora-rank R`) merged onto --model, their base"
     )
-    p.add_argument("texts", nargs="*", help=TEXTS.get(task.command, "texts"))
+    p.add_argument("texts", nargs="*", help=task.texts_help)
     p.add_argument(
         "--file", help="inputs from a .txt (one per line), .jsonl or .csv (with a header) file; - for stdin"
     )
@@ -51,22 +50,6 @@ def add_parser(sub, task: Task, run) -> argparse.ArgumentParser:
     task.add_arguments(p)
     p.set_defaults(run=run, task=task)
     return p
-
-
-HELP = {
-    "fill-mask": "predict the [MASK] tokens of texts",
-    "classify": "label texts or text pairs (jsonl/csv: text, text_pair)",
-    "ner": "label tokens / find entities",
-    "qa": "answer questions from a context (jsonl/csv: question, context)",
-    "multiple-choice": "score the choices of a question (jsonl/csv: question, choices)",
-    "feature-extraction": "last hidden states per token, one JSON [1, L, H] per input",
-    "embed": "sentence embeddings (sentence-transformers' pooling when the folder has it)",
-}
-TEXTS = {
-    "fill-mask": "texts with [MASK]",
-    "qa": "questions (with --context)",
-    "multiple-choice": "choices (with --question)",
-}
 
 
 def open_pipeline(args, **defaults):

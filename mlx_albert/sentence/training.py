@@ -27,6 +27,7 @@ from .losses import (
     MultipleNegativesRankingLoss,
     SentenceLoss,
     Trainable,
+    embed,
 )
 
 logger = logging.getLogger(__name__)
@@ -141,17 +142,38 @@ def make_loss(name: str, encoder, matryoshka_dims=None, mini_batch_size: int = 3
 
 
 class Objective:
-    """The trainer's loss callable for a sentence loss: loss(model, columns[, scores]); the
-    cached loss brings its own value_and_grad (two passes, so not compiled)."""
+    """The trainer's loss callable for a sentence loss: loss(model, columns[, scores]). Under
+    `mlx.launch` each rank embeds its rows and the embeddings are gathered across ranks before the
+    loss (sentence-transformers' gather_across_devices): every anchor meets the global batch's
+    negatives. The cached loss brings its own value_and_grad (two passes, so not compiled)."""
 
-    def __init__(self, loss: SentenceLoss):
+    def __init__(self, loss: SentenceLoss, group=None):
         self.sentence_loss = loss
+        self.group = group if group is not None and group.size() > 1 else None
         inner = loss.loss if isinstance(loss, MatryoshkaLoss) else loss
         if isinstance(inner, CachedMultipleNegativesRankingLoss):
+            if self.group is not None:
+                raise ValueError(
+                    "CachedMultipleNegativesRankingLoss runs in one process: under mlx.launch use "
+                    "MultipleNegativesRankingLoss, whose negatives are gathered across the ranks"
+                )
             self.value_and_grad = lambda model, columns, scores=None: loss.value_and_grad(columns, scores)
 
     def __call__(self, model, columns, scores=None) -> mx.array:
-        return self.sentence_loss(columns, scores).astype(mx.float32)
+        if self.group is None:
+            return self.sentence_loss(columns, scores).astype(mx.float32)
+        world = self.group.size()
+
+        def gather(x):
+            return mx.distributed.all_gather(x, group=self.group)  # rank order: the global rows
+
+        encoder = self.sentence_loss.encoder
+        embeddings = [gather(embed(encoder, c)) for c in columns]
+        labels = None if scores is None else gather(scores)
+        value = self.sentence_loss.compute_loss_from_embeddings(embeddings, labels).astype(mx.float32)
+        # Every rank computes the global loss, its gradient flowing through its own rows only; the
+        # trainer sums the ranks' gradients (the whole gradient) and values: each value counts 1/world.
+        return value - (world - 1) / world * mx.stop_gradient(value)
 
 
 def pad_column(rows: list[list[int]], pad_id: int, max_positions: int) -> dict:
@@ -169,10 +191,11 @@ def pad_column(rows: list[list[int]], pad_id: int, max_positions: int) -> dict:
     }
 
 
-def batches(data, batch_size: int, seed: int, pad_id: int, max_positions: int):
+def batches(data, batch_size: int, seed: int, pad_id: int, max_positions: int, rank: int = 0, world: int = 1):
     """iterate_batches for the trainer: shuffled batches (a permutation per epoch, fixed by the seed,
     as sentence-transformers' default sampler) from micro-batch `start` on, as ((columns[,
-    scores]), tokens)."""
+    scores]), tokens). Under `mlx.launch`, this rank's share of each global batch (an epoch's last
+    batch topped up from the epoch's first rows to split evenly: the gathered shapes must agree)."""
     per_epoch = math.ceil(len(data) / batch_size)
     scored = "label" in data.features[0]
 
@@ -182,7 +205,10 @@ def batches(data, batch_size: int, seed: int, pad_id: int, max_positions: int):
             epoch, position = divmod(index, per_epoch)
             if order_epoch != epoch:
                 order, order_epoch = np.random.default_rng([seed, epoch]).permutation(len(data)), epoch
-            rows = [data.features[i] for i in order[position * batch_size : (position + 1) * batch_size]]
+            picked = order[position * batch_size : (position + 1) * batch_size]
+            if world > 1:
+                picked = np.array_split(np.concatenate([picked, order[: -len(picked) % world]]), world)[rank]
+            rows = [data.features[i] for i in picked]
             columns = [
                 pad_column([f["input_ids"][c] for f in rows], pad_id, max_positions)
                 for c in range(len(rows[0]["input_ids"]))
@@ -310,8 +336,10 @@ class SentenceRecipe(Recipe):
         encoder = SentenceEncoder.from_pretrained(checkpoint, dtype=mx.float32)
         train = featurize(read_pairs(train_file, loss), encoder, max_length, task)
         evaluation = featurize(read_pairs(eval_file, loss), encoder, max_length, task) if eval_file else None
-        objective = Objective(make_loss(loss, encoder, matryoshka_dims, mini_batch_size))
+        group = mx.distributed.init()
+        objective = Objective(make_loss(loss, encoder, matryoshka_dims, mini_batch_size), group)
         pad, limit = encoder.tokenizer.pad_token_id, encoder.backbone.config.max_positions
+        share = (group.rank(), group.size())
         return Trainer(
             trainable(encoder),
             encoder.tokenizer,
@@ -320,7 +348,7 @@ class SentenceRecipe(Recipe):
             evaluation,
             base_model,
             loss=objective,
-            iterate_batches=batches(train, args.batch_size, args.seed, pad, limit),
+            iterate_batches=batches(train, args.batch_size, args.seed, pad, limit, *share),
             evaluate=lambda data: evaluate(encoder, data, args.eval_batch_size),
             write=lambda folder, trainer: write_folder(encoder, folder, trainer),
             metric="spearman" if loss in SCORED else "ndcg@10",

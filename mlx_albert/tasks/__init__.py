@@ -20,7 +20,7 @@ from . import token_classification as _tokens
 from .base import Limits, RequestError, Task
 from .recipe import Dataset, Recipe
 
-TASKS: tuple[Task, ...] = (
+TASKS: list[Task] = [  # every door reads this list when it starts: register() appends to it
     _fill_mask.TASK,
     _classification.TASK,
     _tokens.TASK,
@@ -29,13 +29,27 @@ TASKS: tuple[Task, ...] = (
     _features.TASK,
     _embed.TASK,
     _pretraining.TASK,
-)
+]
 # the pooler's weights, which a task that never runs it need not be warned are untrained
 POOLER = frozenset({"pooler.weight", "pooler.bias", "albert.pooler.weight", "albert.pooler.bias"})
 _BY_NAME: dict[str, Task] = {}
+
+
+def register(task: Task) -> Task:
+    """Adds a task to the registry: its pipeline, command, route and training spelling (each door
+    is built from the registry when it starts). A name another task holds is refused."""
+    taken = [n for n in task.names() if _BY_NAME.get(n, task) is not task]
+    if taken:
+        raise ValueError(f"task name {taken[0]!r} is taken by {_BY_NAME[taken[0]].name!r}")
+    for name in task.names():
+        _BY_NAME[name] = task
+    if task not in TASKS:
+        TASKS.append(task)
+    return task
+
+
 for _task in TASKS:
-    for _name in _task.names():
-        assert _BY_NAME.setdefault(_name, _task) is _task, f"two tasks are named {_name!r}"
+    register(_task)
 
 # the pipeline functions, `task(model, tokenizer, inputs, **options)`
 fill_mask = _fill_mask.fill_mask
@@ -168,6 +182,7 @@ __all__ = [
     "option_docs",
     "pipeline",
     "question_answering",
+    "register",
     "similarity",
     "text_classification",
     "token_classification",

@@ -60,6 +60,8 @@ class Task:
     defaults serve a classifier over rows; task files override what differs."""
 
     name: str = ""  # the pipeline's name, the canonical one
+    help: str = ""  # the command's one-line help
+    texts_help: str = "texts"  # what the command's positional arguments are
     architecture: str = "base"  # spec name of the head it needs
     aliases: tuple[str, ...] = ()  # other pipeline names (transformers')
     command: str | None = None  # the CLI's command

@@ -67,6 +67,7 @@ def configure(
 
 class Embed(Task):
     name = "embed"
+    help = "sentence embeddings (sentence-transformers' pooling when the folder has it)"
     architecture = "base"
     command = "embed"
     needs_head = False

@@ -42,6 +42,7 @@ def feature_extraction(
 
 class FeatureExtraction(Task):
     name = "feature-extraction"
+    help = "last hidden states per token, one JSON [1, L, H] per input"
     architecture = "base"
     command = "feature-extraction"
     needs_head = False

@@ -145,6 +145,8 @@ def _answers(tokenizer, ids: np.ndarray, logits: np.ndarray, top_k: int, target_
 
 class FillMask(Task):
     name = "fill-mask"
+    help = "predict the [MASK] tokens of texts"
+    texts_help = "texts with [MASK]"
     architecture = "for_masked_language_modeling"
     command, route = "fill-mask", "/v1/fill-mask"
     accepts = ("for_pre_training",)

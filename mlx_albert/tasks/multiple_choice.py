@@ -132,6 +132,8 @@ class MultipleChoiceRecipe(Recipe):
 
 class MultipleChoice(Task):
     name = "multiple-choice"
+    help = "score the choices of a question (jsonl/csv: question, choices)"
+    texts_help = "choices (with --question)"
     architecture = "for_multiple_choice"
     command, route = "multiple-choice", "/v1/multiple-choice"
     fields = ("question", "choices")

@@ -259,6 +259,8 @@ class QuestionAnsweringRecipe(Recipe):
 
 class QuestionAnswering(Task):
     name = "question-answering"
+    help = "answer questions from a context (jsonl/csv: question, context)"
+    texts_help = "questions (with --context)"
     architecture = "for_question_answering"
     command, route = "qa", "/v1/qa"
     fields = ("question", "context")

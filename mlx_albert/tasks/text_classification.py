@@ -194,6 +194,7 @@ class TextClassificationRecipe(Recipe):
 
 class TextClassification(Task):
     name = "text-classification"
+    help = "label texts or text pairs (jsonl/csv: text, text_pair)"
     architecture = "for_sequence_classification"
     aliases = ("sentiment-analysis",)
     command, route = "classify", "/v1/classify"

@@ -283,6 +283,7 @@ class TokenClassificationRecipe(Recipe):
 
 class TokenClassification(Task):
     name = "token-classification"
+    help = "label tokens / find entities"
     architecture = "for_token_classification"
     aliases = ("ner",)
     command, route = "ner", "/v1/ner"

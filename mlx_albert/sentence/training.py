@@ -20,11 +20,9 @@ from ..runtime import padded_width
 from ..tasks.recipe import Recipe
 from ..text import escape
 from .losses import (
+    LOSSES,
     CachedMultipleNegativesRankingLoss,
-    CoSENTLoss,
-    CosineSimilarityLoss,
     MatryoshkaLoss,
-    MultipleNegativesRankingLoss,
     SentenceLoss,
     Trainable,
     embed,
@@ -33,12 +31,7 @@ from .losses import (
 logger = logging.getLogger(__name__)
 
 LABELS = ("label", "score")  # sentence-transformers' names of the label column
-LOSS_NAMES = (
-    "MultipleNegativesRankingLoss",
-    "CachedMultipleNegativesRankingLoss",
-    "CoSENTLoss",
-    "CosineSimilarityLoss",
-)
+LOSS_NAMES = tuple(LOSSES)  # sentence-transformers' class names: `--loss`
 SCORED = ("CoSENTLoss", "CosineSimilarityLoss")  # (sentence1, sentence2, score in [0, 1])
 
 
@@ -126,18 +119,12 @@ def featurize(pairs: Pairs, encoder, max_length: int, task):
 def make_loss(name: str, encoder, matryoshka_dims=None, mini_batch_size: int = 32) -> SentenceLoss:
     """sentence-transformers' loss of that class name (its defaults), in MatryoshkaLoss when dims
     are given."""
-    classes = {
-        "MultipleNegativesRankingLoss": MultipleNegativesRankingLoss,
-        "CachedMultipleNegativesRankingLoss": CachedMultipleNegativesRankingLoss,
-        "CoSENTLoss": CoSENTLoss,
-        "CosineSimilarityLoss": CosineSimilarityLoss,
-    }
-    if name not in classes:
-        raise ValueError(f"--loss must be one of {list(classes)}, got {name!r}")
+    if name not in LOSSES:
+        raise ValueError(f"--loss must be one of {list(LOSSES)}, got {name!r}")
     if name == "CachedMultipleNegativesRankingLoss":
-        loss = classes[name](encoder, mini_batch_size=mini_batch_size)
+        loss = LOSSES[name](encoder, mini_batch_size=mini_batch_size)
     else:
-        loss = classes[name](encoder)
+        loss = LOSSES[name](encoder)
     return MatryoshkaLoss(encoder, loss, matryoshka_dims) if matryoshka_dims else loss
 
 
@@ -308,9 +295,6 @@ class SentenceRecipe(Recipe):
 
     name = "sentence-embedding"
 
-    def default_metric(self, config) -> str:
-        return "ndcg@10"
-
     def trainer(
         self,
         checkpoint,
@@ -331,8 +315,6 @@ class SentenceRecipe(Recipe):
 
         if loss is None:
             raise ValueError(f"--task sentence-embedding needs --loss, one of {list(LOSS_NAMES)}")
-        if loss not in LOSS_NAMES:
-            raise ValueError(f"--loss must be one of {list(LOSS_NAMES)}, got {loss!r}")
         encoder = SentenceEncoder.from_pretrained(checkpoint, dtype=mx.float32)
         train = featurize(read_pairs(train_file, loss), encoder, max_length, task)
         evaluation = featurize(read_pairs(eval_file, loss), encoder, max_length, task) if eval_file else None

@@ -49,7 +49,7 @@ class Option:
 
     @property
     def dest(self) -> str:
-        return (self.flag or "--" + self.name.replace("_", "-")).lstrip("-").replace("-", "_")
+        return self.flag_name.lstrip("-").replace("-", "_")
 
     def bounds(self, limits) -> tuple:
         return tuple(getattr(limits, b) if isinstance(b, str) else b for b in (self.lo, self.hi))

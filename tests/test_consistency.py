@@ -2,6 +2,7 @@
 pipeline, the command line, the server and (where it applies) an exported function give the same
 answers for the same inputs."""
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -70,6 +71,7 @@ def test_every_task_answers_alike_through_every_door(folders, tmp_path, capsys):
             [[round(x, 6) for x in v] for v in want] if task.name == "embed" else want
         ), task.name
         answers[task.name] = (want, options)
+    _through_the_service(commanded, folders, answers)
     pytest.importorskip("starlette")
     from test_serve import Server
 
@@ -87,6 +89,44 @@ def test_every_task_answers_alike_through_every_door(folders, tmp_path, capsys):
         assert status == 200 and np.abs(got - np.array(answers["embed"][0])).max() <= EMBEDDING
     finally:
         server.stop()
+
+
+def _through_the_service(commanded, folders, answers):
+    """A door without HTTP: the service admits the same request bodies and answers them alike
+    (its errors typed, not HTTP statuses)."""
+    from mlx_albert.service import GONE, ModelNotFound, RequestError, Service, Settings
+    from mlx_albert.service.models import load_models
+
+    specs = {t.command: str(folders[t.name]) for t in commanded if t.route} | {"embed": str(TINY)}
+    service = Service(load_models(specs), Settings())
+
+    async def go():
+        await service.batcher.start()
+        try:
+            for task in commanded:
+                if task.route:
+                    want, options = answers[task.name]
+                    body = {"model": task.command, "inputs": INPUTS[task.name], **options}
+                    got = json.loads(json.dumps(await service.run(service.admit(task, body))))
+                    assert close_json(got, want, REORDERED), task.name
+            job = service.admit_embeddings({"model": "embed", "input": INPUTS["embed"]})
+            got = np.array((await service.run(job)).vectors)
+            assert np.abs(got - np.array(answers["embed"][0])).max() <= EMBEDDING
+
+            async def gone():
+                return True
+
+            assert await service.run(job, gone) is GONE  # a client that left gets no work done
+        finally:
+            await service.batcher.stop()
+
+    asyncio.run(go())
+    task = commanded[0]
+    with pytest.raises(ModelNotFound, match="no model 'nope'"):
+        service.admit(task, {"model": "nope", "inputs": ["a"]})
+    with pytest.raises(RequestError) as e:
+        service.admit(task, {"model": task.command, "inputs": ["a"], "colour": 1})
+    assert e.value.param == "colour"
 
 
 @pytest.mark.parametrize("name", ["text-classification", "embed"])

@@ -68,7 +68,7 @@ def test_every_door_takes_adapter_path(adapter, capsys, caplog):
     code = main(["embed", "--model", str(TINY), "--adapter-path", str(only), "--json", TEXTS[0]])
     vector = json.loads(capsys.readouterr().out)
     assert code == 0 and len(vector) == 64
-    from mlx_albert.serve.models import load_models, parse_adapters
+    from mlx_albert.service.models import load_models, parse_adapters
 
     served = load_models({"tiny": str(TINY)}, adapters=parse_adapters([str(only)], {"tiny": str(TINY)}))
     np.testing.assert_allclose(_logits(served["tiny"].model), _logits(mlx_albert.load(merged)), atol=1e-6)

@@ -322,7 +322,7 @@ def test_sigterm_finishes_requests_in_flight(tmp_path):
 def test_front_and_worker_tokenizers_are_independent():
     """The event loop tokenizes requests while the worker runs pipelines: AlbertTokenizer.encode sets
     truncation on its `tokenizers.Tokenizer`, so the two threads must not share one."""
-    from mlx_albert.serve.models import ServedModel
+    from mlx_albert.service.models import ServedModel
 
     model, tok = mlx_albert.load(TINY, return_tokenizer=True)
     served = ServedModel("tiny", model, tok)
@@ -339,7 +339,7 @@ def test_batcher_reads_deferred_batches_while_the_next_one_starts():
     job alone, so only the bad one fails."""
     import asyncio
 
-    from mlx_albert.serve.batcher import Batcher, Deferred
+    from mlx_albert.service.batcher import Batcher, Deferred
 
     events, gate = [], threading.Event()
 
@@ -389,7 +389,7 @@ def test_a_drain_answers_finished_work_and_503s_what_outlives_the_grace_period()
     ends get ShuttingDown (the server's JSON 503), never a cancellation."""
     import asyncio
 
-    from mlx_albert.serve.batcher import Batcher, ShuttingDown
+    from mlx_albert.service.batcher import Batcher, ShuttingDown
 
     gate = threading.Event()
 

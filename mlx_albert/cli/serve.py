@@ -36,7 +36,7 @@ LIMITS = {
 
 
 def add_parser(sub) -> None:
-    from ..serve.settings import Settings
+    from ..service.settings import Settings
 
     help = "a local HTTP server: OpenAI-compatible /v1/embeddings and every task (needs [serve])"
     p = sub.add_parser("serve", help=help, description=help)
@@ -77,9 +77,9 @@ def run(args: argparse.Namespace) -> None:
             '(or pip install ".[serve]" in a checkout)'
         ) from None
     from ..serve.app import build_app
-    from ..serve.models import load_models, parse_adapters, parse_specs
     from ..serve.server import serve
-    from ..serve.settings import Settings
+    from ..service.models import load_models, parse_adapters, parse_specs
+    from ..service.settings import Settings
 
     key = args.api_key or os.environ.get("MLX_ALBERT_API_KEY") or None
     if not key and not _loopback(args.host):

@@ -1,6 +1,7 @@
 """The HTTP API (Starlette): OpenAI's `/v1/embeddings` and `/v1/models`, one endpoint per task of
 the registry that has a route, `/health` and `/metrics`. Every error is OpenAI's JSON with the
-matching status (guard.py); requests are batched by `Batcher` and logged one line each."""
+matching status (guard.py); the work is the service's (mlx_albert.service), and each request is
+logged in one line."""
 
 from __future__ import annotations
 
@@ -12,15 +13,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
+from ..service import Batcher, ServedModel, Service, Settings
 from ..tasks import TASKS
-from .batcher import Batcher
-from .embeddings import Embeddings
+from .endpoints import embeddings_endpoint, task_endpoint
 from .errors import ApiError, error_response
 from .guard import Guard
 from .metrics import Metrics
-from .models import ServedModel
-from .settings import Settings
-from .tasks import TaskEndpoint
 
 
 class Info:
@@ -58,19 +56,16 @@ async def not_found(request: Request, exc):
 def build_app(models: dict[str, ServedModel], settings: Settings) -> Starlette:
     """The ASGI application serving `models`."""
     metrics = Metrics()
-    batcher = Batcher(settings.max_wait_ms, settings.max_batch_tokens, settings.max_queue, metrics.batch)
+    service = Service(models, settings, metrics.batch)
+    batcher = service.batcher
     info = Info(models, batcher, metrics)
     routes = [
-        Route("/v1/embeddings", Embeddings(models, settings, batcher).handle, methods=["POST"]),
+        Route("/v1/embeddings", embeddings_endpoint(service), methods=["POST"]),
         Route("/v1/models", info.models_list, methods=["GET"]),
         Route("/v1/models/{model:path}", info.model, methods=["GET"]),
         Route("/health", info.health, methods=["GET"]),
         Route("/metrics", info.prometheus, methods=["GET"]),
-        *(
-            Route(t.route, TaskEndpoint(t, models, settings, batcher).handle, methods=["POST"])
-            for t in TASKS
-            if t.route
-        ),
+        *(Route(t.route, task_endpoint(service, t), methods=["POST"]) for t in TASKS if t.route),
     ]
 
     @contextlib.asynccontextmanager

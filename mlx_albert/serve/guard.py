@@ -8,12 +8,10 @@ import hmac
 import logging
 import time
 
-from ..tasks import RequestError
+from ..service import Batcher, ModelNotFound, Overloaded, RequestError, Settings, ShuttingDown
 from ..text import escape
-from .batcher import Batcher, Overloaded, ShuttingDown
 from .errors import ApiError, ClientGone, ServerFault, error_response
 from .metrics import Metrics
-from .settings import Settings
 
 logger = logging.getLogger("mlx_albert.serve")
 
@@ -104,6 +102,8 @@ class Guard:
         if isinstance(error, ServerFault):
             logger.error("server fault on %s: %s", escape(path)[:200], error)
             return error_response(500, str(error), None, "server_error")
+        if isinstance(error, ModelNotFound):
+            return error_response(404, str(error), error.param, "not_found_error")
         if isinstance(error, RequestError):
             return error_response(400, str(error), error.param)
         if isinstance(error, ValueError | TypeError):  # the pipelines' own checks of one request's inputs

@@ -1,5 +1,4 @@
-"""A request's body read within its limit and parsed as one JSON object; its model named or implied;
-its inputs counted."""
+"""A request's body read within its limit and parsed as one JSON object; an answer written as JSON."""
 
 from __future__ import annotations
 
@@ -9,9 +8,8 @@ import json
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
+from ..service import Settings
 from .errors import ApiError, ClientGone, ServerFault
-from .models import ServedModel
-from .settings import Settings
 
 
 async def read_json(request: Request, settings: Settings) -> dict:
@@ -55,26 +53,3 @@ def json_response(value) -> JSONResponse:
         return JSONResponse(value)
     except ValueError:
         raise ServerFault("the answer holds NaN or infinity: the model overflowed on this input") from None
-
-
-def pick(models: dict[str, ServedModel], body: dict) -> ServedModel:
-    """The model a request names (or the only one loaded)."""
-    name = body.get("model")
-    if name is None:
-        if len(models) == 1:
-            return next(iter(models.values()))
-        raise ApiError(400, f"several models are loaded: name one of {sorted(models)}", "model")
-    if not isinstance(name, str) or name not in models:
-        raise ApiError(
-            404, f"no model {str(name)[:100]!r}; loaded: {sorted(models)}", "model", "not_found_error"
-        )
-    return models[name]
-
-
-def count(items: list, settings: Settings, param: str = "input") -> None:
-    if not items:
-        raise ApiError(400, "no inputs: pass at least one", param)
-    if len(items) > settings.max_inputs:
-        raise ApiError(
-            400, f"{len(items)} inputs is over the limit of {settings.max_inputs} per request", param
-        )

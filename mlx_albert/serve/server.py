@@ -12,9 +12,8 @@ import time
 
 import uvicorn
 
-from .batcher import Batcher
+from ..service import Batcher, Settings
 from .protocol import protocol
-from .settings import Settings
 
 
 class DrainingServer(uvicorn.Server):

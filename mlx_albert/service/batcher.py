@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
+import mlx.core as mx
+
 _arriving: contextvars.ContextVar[bool] = contextvars.ContextVar("arriving", default=False)
 
 
@@ -77,8 +79,12 @@ class Batcher:
             self._task.cancel()
         if self._finishing:
             await asyncio.gather(*self._finishing, return_exceptions=True)
-        self._worker.shutdown(wait=True)
-        self._reader.shutdown(wait=True)
+        for thread in (self._worker, self._reader):
+            # MLX streams are per thread; one left to the interpreter's exit, after a compiled
+            # function ran on it, aborts the process (mlx 0.32: "terminate called without an
+            # active exception", SIGABRT instead of exit 0)
+            thread.submit(mx.clear_streams).result()
+            thread.shutdown(wait=True)
 
     @contextlib.contextmanager
     def arriving(self):

@@ -85,9 +85,12 @@ def _damage(kind: str, path):
         path.write_bytes(path.read_bytes()[:-100])
     elif kind == "garbage":
         path.write_bytes(b"\x93NUMPY\x01\x00" + os.urandom(300))
+    elif kind == "unclosed header":  # numpy's header reader raises tokenize.TokenError on it
+        header = b"{'descr': ('<f4'".ljust(54) + b"\n"
+        path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header)
 
 
-@pytest.mark.parametrize("kind", ["empty", "float64", "short", "truncated", "garbage"])
+@pytest.mark.parametrize("kind", ["empty", "float64", "short", "truncated", "garbage", "unclosed header"])
 def test_a_damaged_shard_is_one_line_for_search_and_repaired_by_embed(capsys, straight, tmp_path, kind):
     docs, folder = _copy(straight, tmp_path)
     shard = folder / "shard-000002.npy"

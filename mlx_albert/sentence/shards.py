@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tokenize
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -130,7 +131,10 @@ def _read_npy(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray
     with open_regular(path, "vectors shard") as f:
         version = fmt.read_magic(f)
         header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-        found, fortran, dt = header(f, max_header_size=1 << 14)
+        try:
+            found, fortran, dt = header(f, max_header_size=1 << 14)
+        except tokenize.TokenError:  # numpy reads a header it cannot parse with Python's tokenizer
+            raise ValueError("its header is not a .npy header") from None
         offset, size = f.tell(), os.fstat(f.fileno()).st_size
     if dt != dtype or fortran or tuple(found) != shape:
         raise ValueError(f"holds a {dt} array of shape {tuple(found)}, not {dtype} {shape}")

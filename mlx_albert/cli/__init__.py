@@ -12,7 +12,7 @@ import sys
 from .. import __version__
 from ..records import DataError
 from ..text import escape
-from . import convert, embed, export, fuse, info, search, serve, tasks, train
+from . import convert, export, fuse, info, search, serve, tasks, train
 from .io import UserError
 
 EPILOG = """examples:
@@ -32,13 +32,11 @@ EPILOG = """examples:
   mlx-albert export --model pydoc-small --task fill-mask --output pydoc.mlxfn
   mlx-albert info --model pydoc-small
 (pydoc-small is the model shipped in the package; models/... paths are relative to the repository)"""
-# commands whose module adds more than the task command's flags
-SPECIAL = {"embed": embed.add_parser}
+# the commands, in --help's order: each module's add_parser(sub) adds its own (tasks: one per task)
+COMMANDS = (convert, tasks, search, train, fuse, export, serve, info)
 
 
 def configure_parser() -> argparse.ArgumentParser:
-    from ..tasks import TASKS
-
     parser = argparse.ArgumentParser(
         prog="mlx-albert",
         description="Convert and run ALBERT models with MLX.",
@@ -48,11 +46,7 @@ def configure_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mlx-albert {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log loading details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    convert.add_parser(sub)
-    for task in TASKS:
-        if task.command:
-            SPECIAL.get(task.command, lambda s, t: tasks.add_parser(s, t, tasks.run))(sub, task)
-    for command in (search, train, fuse, export, serve, info):
+    for command in COMMANDS:
         command.add_parser(sub)
     for p in sub.choices.values():
         # SUPPRESS: `-v` after the command sets it, and leaving it out there keeps a `-v` given before

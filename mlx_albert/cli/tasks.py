@@ -9,11 +9,22 @@ import sys
 
 from ..records import FORMATS
 from ..tasks import Task
+from . import vectors
 from .io import Records, safe_json, write_lines
 
 
-def add_parser(sub, task: Task, run) -> argparse.ArgumentParser:
-    """A command for `task`: the flags every task command has, then the task's own."""
+def add_parser(sub) -> None:
+    """One command per task of the registry that has one."""
+    from ..tasks import TASKS
+
+    for task in TASKS:
+        if task.command:
+            add_task_parser(sub, task)
+
+
+def add_task_parser(sub, task: Task) -> argparse.ArgumentParser:
+    """A command for `task`: the flags every task command has, then the task's own (and a vector
+    output's, for a task whose answers are vectors)."""
     p = sub.add_parser(task.command, help=task.help, description=task.help)
     p.add_argument("--model", required=True, help="checkpoint folder, Hub repo id, or pydoc-small")
     p.add_argument(
@@ -48,7 +59,9 @@ def add_parser(sub, task: Task, run) -> argparse.ArgumentParser:
         help="run even if the checkpoint has no trained weights for this task's head (random answers)",
     )
     task.add_arguments(p)
-    p.set_defaults(run=run, task=task)
+    if task.vectors:
+        vectors.add_arguments(p)
+    p.set_defaults(run=vectors.run if task.vectors else run, task=task)
     return p
 
 

@@ -1,8 +1,8 @@
-"""`mlx-albert embed`: the embed task's command. Vectors are printed, or written to `--output`: a
-`.npy` file (one (N, D) float32 matrix), or a folder of shards (vectors.py) for large inputs: flat
-memory, progress with rate and time left, resumed after a kill by running the same command again,
-shared between ranks under `mlx.launch`. One row per input line, blank lines included (their vector
-is the empty text's), so rows never misalign."""
+"""The output of a task command whose answers are vectors (`Task.vectors`: `mlx-albert embed`):
+printed, or written to `--output`: a `.npy` file (one (N, D) float32 matrix), or a folder of shards
+(sentence/vectors.py) for large inputs: flat memory, progress with rate and time left, resumed after
+a kill by running the same command again, shared between ranks under `mlx.launch`. One row per input
+line, blank lines included (their vector is the empty text's), so rows never misalign."""
 
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ import os
 import sys
 from pathlib import Path
 
-from . import tasks
 from .io import UserError, write_lines
 
 
-def add_parser(sub, task) -> None:
-    p = tasks.add_parser(sub, task, run)
+def add_arguments(p) -> None:
+    """The flags of a vector output."""
     p.add_argument(
         "--output",
         help="a .npy file (an (N, D) float32 matrix), or a folder of shards for large inputs (resumable)",
@@ -38,6 +37,9 @@ def add_parser(sub, task) -> None:
 
 
 def run(args) -> None:
+    """The command: its records in, vectors printed or written to --output."""
+    from . import tasks
+
     output = Path(args.output) if args.output else None
     if output is not None and output.suffix.lower() != ".npy":
         return _to_folder(args, output)
@@ -84,6 +86,7 @@ def _to_folder(args, folder: Path) -> None:
     from ..sentence import vectors
     from ..sharded import broadcast_json
     from ..tasks.embed import configure
+    from . import tasks
 
     if not 0 < args.shard_size <= vectors.MAX_SHARD:
         raise UserError(f"--shard-size must be between 1 and {vectors.MAX_SHARD}, got {args.shard_size}")
@@ -168,6 +171,8 @@ def _embed(args, encoder, rows, folder: Path, manifest, group, show_progress: bo
 
 
 def _blank_kept(args):
+    from . import tasks
+
     opener = tasks.records_opener(args)
 
     def open_records(required, optional=()):

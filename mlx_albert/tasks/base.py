@@ -74,6 +74,7 @@ class Task:
     options: tuple[Option, ...] = ()  # declared once (options.py): flags, server checks, docs
     outputs: tuple[str, ...] = ("logits",)  # the exported function's outputs
     inputs_rank: int = 2  # (batch, seq); 3: (batch, choices, seq)
+    vectors: bool = False  # one vector per input: the command writes them to .npy or shard folders
     batch_size: int = 8  # the pipeline's default
 
     @property

@@ -72,6 +72,7 @@ class Embed(Task):
     command = "embed"
     needs_head = False
     outputs = ("sentence_embedding",)
+    vectors = True
     batch_size = 64
     recipe = SentenceRecipe()
     options = declare(

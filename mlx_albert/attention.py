@@ -48,7 +48,8 @@ class AlbertAttention(nn.Module):
         q, k, v = (p(x).reshape(B, L, self.num_heads, -1).transpose(0, 2, 1, 3) for p in projections)
         return q, k, v
 
-    def __call__(self, x: mx.array, bias: mx.array | None, return_weights: bool = False):
+    def __call__(self, x: mx.array, bias: mx.array | None, return_weights: bool = False, plain: bool = False):
+        """plain: kernels that mx.export_function can serialise (kernels.softmax)."""
         B, L, H = x.shape
         q, k, v = self._qkv(x)  # (B, nh, L, hd)
         # The fused kernel serves GPUs (Metal, CUDA); on the CPU backend it falls back to unfused ops
@@ -56,7 +57,7 @@ class AlbertAttention(nn.Module):
         explicit = return_weights or (self.training and self.attention_dropout_rate > 0)
         weights = None
         if mx.default_device() == mx.cpu and not (explicit or self.training):
-            context = self._attend_deferred(q, k, v, bias)
+            context = self._attend_deferred(q, k, v, bias, plain)
         elif explicit or mx.default_device() == mx.cpu:
             # Queries in chunks whose scores stay under SCORES_BUDGET bytes (one chunk for usual
             # sizes), so long batches never hold (B, nh, L, L) at once; weights need it whole.
@@ -67,7 +68,7 @@ class AlbertAttention(nn.Module):
                 scores = (q[:, :, start : start + step] * self.scale) @ k_t  # (B, nh, step, L)
                 if bias is not None:
                     scores = scores + _bias_rows(bias, start, step)
-                weights = softmax(scores).astype(v.dtype)
+                weights = softmax(scores, plain).astype(v.dtype)
                 parts.append(self.attention_dropout(weights) @ v)
             context = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=2)
             context = context.transpose(0, 2, 1, 3).reshape(B, L, H)
@@ -80,7 +81,9 @@ class AlbertAttention(nn.Module):
     def _step(self, B: int, L: int) -> int:
         return max(1, self.SCORES_BUDGET // (B * self.num_heads * L * 4))
 
-    def _attend_deferred(self, q: mx.array, k: mx.array, v: mx.array, bias: mx.array | None) -> mx.array:
+    def _attend_deferred(
+        self, q: mx.array, k: mx.array, v: mx.array, bias: mx.array | None, plain: bool = False
+    ) -> mx.array:
         """Inference on the CPU backend: softmax(scale q k^T + bias) v with each row divided by its
         sum after `@ v`, where it is head_dim wide instead of L; the sums come out of the same
         matmul, as a column of ones appended to v, and the scale is applied inside the exp. Saves
@@ -94,7 +97,7 @@ class AlbertAttention(nn.Module):
             scores = q[:, :, start : start + step] @ k_t  # (B, nh, step, L), not yet scaled
             if bias is not None:  # scaled after the bias: masked scores stay far below the rest
                 scores = scores + _bias_rows(bias, start, step)
-            out = (softmax_numerator(scores, self.scale).astype(v.dtype) @ v1).transpose(0, 2, 1, 3)
+            out = (softmax_numerator(scores, self.scale, plain).astype(v.dtype) @ v1).transpose(0, 2, 1, 3)
             parts.append(out[..., :hd] * (1.0 / out[..., hd:]))  # (B, step, nh, hd)
         context = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=1)
         return context.reshape(B, L, nh * hd)

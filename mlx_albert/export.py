@@ -12,7 +12,6 @@ import mlx.core as mx
 from . import __version__
 from .files import atomic_write, check_disjoint
 from .hub import Checkpoint
-from .kernels import plain_ops
 from .loading import check_trained, load
 from .tasks import get
 
@@ -69,10 +68,9 @@ def export(
     tokenizer_dir = out.with_suffix(".tokenizer")
     if tokenizer_dir.exists() and not force:
         raise FileExistsError(f"{tokenizer_dir} exists; pass --force to replace it")
-    with plain_ops():
-        atomic_write(
-            out, lambda tmp: mx.export_function(str(tmp), forward, *example, metadata=json.dumps(metadata))
-        )
+    atomic_write(
+        out, lambda tmp: mx.export_function(str(tmp), forward, *example, metadata=json.dumps(metadata))
+    )
     tokenizer_dir.mkdir(exist_ok=True)
     tokenizer.save_pretrained(tokenizer_dir)
     return out

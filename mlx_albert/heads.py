@@ -31,8 +31,8 @@ class AlbertMLMHead(nn.Module):
         self.bias = mx.zeros((config.vocab_size,))
         self.activation = ACTIVATIONS[config.activation]
 
-    def __call__(self, x: mx.array, word_embeddings: nn.Embedding) -> mx.array:
-        x = self.norm(self.activation(self.dense(x)))
+    def __call__(self, x: mx.array, word_embeddings: nn.Embedding, plain: bool = False) -> mx.array:
+        x = self.norm(self.activation(self.dense(x), plain))
         return word_embeddings.as_linear(x) + self.bias  # (B, L, vocab_size)
 
 
@@ -45,46 +45,32 @@ def at_positions(x: mx.array, positions: mx.array | None) -> mx.array:
 
 
 class _AlbertHeadModel(nn.Module, PreTrainedMixin):
-    """Shared plumbing: the backbone under `albert`, training mode off, output flags."""
+    """Shared plumbing: the backbone under `albert` (of `backbone`'s class, AlbertModel by default),
+    its initialisation, and the backbone's inputs passed through: a head's `__call__` takes its
+    labels by name and everything else as AlbertModel does (input_ids, attention_mask,
+    token_type_ids, position_ids, output_hidden_states, output_attentions, check_inputs,
+    activation_budget, exportable)."""
 
     add_pooling_layer = True
 
-    def __init__(self, config: AlbertConfig):
+    def __init__(self, config: AlbertConfig, backbone: type[nn.Module] = AlbertModel):
         super().__init__()
         self.config = config
-        self.albert = AlbertModel(config, add_pooling_layer=self.add_pooling_layer)
+        self.albert = backbone(config, add_pooling_layer=self.add_pooling_layer)
 
     def _init_head(self):
         for name, child in self.children().items():
             if name != "albert":
                 init_weights(child, self.config.initializer_scale)
 
-    def _backbone(
-        self,
-        input_ids,
-        attention_mask,
-        token_type_ids,
-        position_ids,
-        output_hidden_states,
-        output_attentions,
-        check_inputs,
-    ):
-        return self.albert(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            position_ids,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
-            check_inputs=check_inputs,
-        )
-
     def _masked_lm(
-        self, hidden: mx.array, masked_positions, labels, check: bool
+        self, hidden: mx.array, masked_positions, labels, check: bool, plain: bool = False
     ) -> tuple[mx.array, mx.array | None]:
         """(logits, labels) of the MLM heads (`predictions`): at masked_positions when given."""
         positions = self._positions(masked_positions, hidden.shape[1], check)
-        logits = self.predictions(at_positions(hidden, positions), self.albert.embeddings.word_embeddings)
+        logits = self.predictions(
+            at_positions(hidden, positions), self.albert.embeddings.word_embeddings, plain
+        )
         if labels is not None:
             labels = at_positions(self._labels("labels", labels, self.config.vocab_size, check), positions)
         return logits, labels
@@ -121,31 +107,15 @@ class AlbertForMaskedLM(_AlbertHeadModel):
         self.predictions = AlbertMLMHead(config)
         self._init_head()
 
-    def __call__(
-        self,
-        input_ids,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        labels=None,
-        output_hidden_states=None,
-        output_attentions=None,
-        masked_positions=None,
-        check_inputs: bool = True,
-    ) -> MaskedLMOutput:
+    def __call__(self, *inputs, labels=None, masked_positions=None, **backbone) -> MaskedLMOutput:
         """masked_positions (B, K), as the original ALBERT's masked_lm_positions: logits (B, K,
         vocab_size) there only, labels (B, L) read there (pad K with an unlabelled position). Training
         then skips the vocabulary projection of the tokens nothing is predicted for."""
-        out = self._backbone(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            position_ids,
-            output_hidden_states,
-            output_attentions,
-            check_inputs,
+        out = self.albert(*inputs, **backbone)
+        check_inputs = backbone.get("check_inputs", True)
+        logits, labels = self._masked_lm(
+            out.last_hidden_state, masked_positions, labels, check_inputs, backbone.get("exportable", False)
         )
-        logits, labels = self._masked_lm(out.last_hidden_state, masked_positions, labels, check_inputs)
         loss = None if labels is None else cross_entropy(logits, labels)
         return MaskedLMOutput(loss, logits, out.hidden_states, out.attentions)
 
@@ -167,26 +137,9 @@ class AlbertForSequenceClassification(_AlbertHeadModel):
             return "single_label_classification"
         return "multi_label_classification"
 
-    def __call__(
-        self,
-        input_ids,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        labels=None,
-        output_hidden_states=None,
-        output_attentions=None,
-        check_inputs: bool = True,
-    ) -> SequenceClassifierOutput:
-        out = self._backbone(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            position_ids,
-            output_hidden_states,
-            output_attentions,
-            check_inputs,
-        )
+    def __call__(self, *inputs, labels=None, **backbone) -> SequenceClassifierOutput:
+        out = self.albert(*inputs, **backbone)
+        check_inputs = backbone.get("check_inputs", True)
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
         loss = None
         if labels is not None:
@@ -221,26 +174,9 @@ class AlbertForTokenClassification(_AlbertHeadModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self._init_head()
 
-    def __call__(
-        self,
-        input_ids,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        labels=None,
-        output_hidden_states=None,
-        output_attentions=None,
-        check_inputs: bool = True,
-    ) -> TokenClassifierOutput:
-        out = self._backbone(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            position_ids,
-            output_hidden_states,
-            output_attentions,
-            check_inputs,
-        )
+    def __call__(self, *inputs, labels=None, **backbone) -> TokenClassifierOutput:
+        out = self.albert(*inputs, **backbone)
+        check_inputs = backbone.get("check_inputs", True)
         logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, L, num_labels)
         loss = None
         if labels is not None:
@@ -259,26 +195,9 @@ class AlbertForQuestionAnswering(_AlbertHeadModel):
         self._init_head()
 
     def __call__(
-        self,
-        input_ids,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        start_positions=None,
-        end_positions=None,
-        output_hidden_states=None,
-        output_attentions=None,
-        check_inputs: bool = True,
+        self, *inputs, start_positions=None, end_positions=None, **backbone
     ) -> QuestionAnsweringModelOutput:
-        out = self._backbone(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            position_ids,
-            output_hidden_states,
-            output_attentions,
-            check_inputs,
-        )
+        out = self.albert(*inputs, **backbone)
         logits = self.qa_outputs(out.last_hidden_state)  # (B, L, 2)
         start_logits, end_logits = logits[..., 0], logits[..., 1]
         loss = None
@@ -304,10 +223,9 @@ class AlbertForMultipleChoice(_AlbertHeadModel):
         attention_mask=None,
         token_type_ids=None,
         position_ids=None,
+        *,
         labels=None,
-        output_hidden_states=None,
-        output_attentions=None,
-        check_inputs: bool = True,
+        **backbone,
     ) -> MultipleChoiceModelOutput:
         input_ids = as_array("input_ids", input_ids)
         if input_ids.ndim != 3:
@@ -325,15 +243,14 @@ class AlbertForMultipleChoice(_AlbertHeadModel):
                 raise ValueError(f"{name} has shape {tuple(value.shape)} but input_ids has {(B, C, L)}")
             return value.reshape(B * C, L)
 
-        out = self._backbone(
+        out = self.albert(
             input_ids.reshape(B * C, L),
             flat("attention_mask", attention_mask),
             flat("token_type_ids", token_type_ids),
             flat("position_ids", position_ids),
-            output_hidden_states,
-            output_attentions,
-            check_inputs,
+            **backbone,
         )
+        check_inputs = backbone.get("check_inputs", True)
         logits = self.classifier(self.dropout(out.pooler_output)).reshape(B, C)
         loss = None
         if labels is not None:
@@ -359,31 +276,18 @@ class AlbertForPreTraining(_AlbertHeadModel):
         self._init_head()
 
     def __call__(
-        self,
-        input_ids,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        labels=None,
-        sentence_order_label=None,
-        output_hidden_states=None,
-        output_attentions=None,
-        masked_positions=None,
-        check_inputs: bool = True,
+        self, *inputs, labels=None, sentence_order_label=None, masked_positions=None, **backbone
     ) -> AlbertForPreTrainingOutput:
         """masked_positions: as AlbertForMaskedLM's (prediction_logits (B, K, vocab_size))."""
-        out = self._backbone(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            position_ids,
-            output_hidden_states,
-            output_attentions,
-            check_inputs,
-        )
+        out = self.albert(*inputs, **backbone)
+        check_inputs = backbone.get("check_inputs", True)
         both = labels is not None and sentence_order_label is not None  # as transformers: both or none
         prediction_logits, labels = self._masked_lm(
-            out.last_hidden_state, masked_positions, labels if both else None, check_inputs
+            out.last_hidden_state,
+            masked_positions,
+            labels if both else None,
+            check_inputs,
+            backbone.get("exportable", False),
         )
         sop_logits = self.sop_classifier(out.pooler_output)
         loss = None

@@ -7,7 +7,6 @@ evaluator, compiled into two kernels per activation on every backend (`_staged`)
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
 import math
 from collections.abc import Callable
@@ -102,25 +101,11 @@ def _exp_below_max(x: mx.array, scale: float = 1.0) -> mx.array:
     return _shifted_exp(scale)(x, mx.max(x, axis=-1, keepdims=True))
 
 
-_plain = False  # True inside plain_ops()
-
-
-@contextlib.contextmanager
-def plain_ops():
-    """Activations and softmax as plain, uncompiled ops while the block runs: what
-    `mx.export_function` can serialise (it cannot store custom gradients or compiled kernels)."""
-    global _plain
-    before, _plain = _plain, True
-    try:
-        yield
-    finally:
-        _plain = before
-
-
-def softmax(x: mx.array) -> mx.array:
+def softmax(x: mx.array, plain: bool = False) -> mx.array:
     """Softmax over the last axis in float32; on the CPU backend ~2.5x faster than mx.softmax,
-    whose exp dominates attention there. Within 2e-6 of the exact softmax."""
-    if _plain:
+    whose exp dominates attention there. Within 2e-6 of the exact softmax. `plain`: mx.softmax,
+    which `mx.export_function` can serialise (it stores no custom gradients or compiled kernels)."""
+    if plain:
         return mx.softmax(x.astype(mx.float32), axis=-1, precise=True)
     return _softmax(x)
 
@@ -139,12 +124,13 @@ def _softmax_vjp(primals, cotangent, output):
     return (p * (g - (g * p).sum(axis=-1, keepdims=True))).astype(x.dtype)
 
 
-def softmax_numerator(x: mx.array, scale: float = 1.0) -> mx.array:
+def softmax_numerator(x: mx.array, scale: float = 1.0, plain: bool = False) -> mx.array:
     """exp(scale * (x - max(x))) over the last axis, in float32: softmax(scale * x) before the
     division by its sum, for callers that divide where it is cheaper (attention divides its
     (.., L, head_dim) output instead of the (.., L, L) weights). Only ratios of these values are
-    meaningful, and the gradient is exact for them (not for the values alone)."""
-    if _plain:
+    meaningful, and the gradient is exact for them (not for the values alone). `plain`: as
+    softmax's."""
+    if plain:
         x = x.astype(mx.float32)
         return mx.exp((x - mx.max(x, axis=-1, keepdims=True)) * scale)
     return _numerator(scale)(x)
@@ -284,8 +270,8 @@ def _fused(f: Callable, df: Callable | None = None, shapeless_grad: bool = True)
         def fused_vjp(x, cotangent, output):
             return backward(x, cotangent)
 
-    def activation(x: mx.array) -> mx.array:
-        return f(x) if _plain else fused(x)
+    def activation(x: mx.array, plain: bool = False) -> mx.array:
+        return f(x) if plain else fused(x)  # plain: ops that mx.export_function can serialise
 
     activation.__doc__ = f.__doc__
     return activation
@@ -296,7 +282,7 @@ _gelu_new = _fused(gelu_new, functools.partial(_tanh_gelu_grad, math.sqrt(2.0 / 
 _gelu_fast = _fused(gelu_fast, functools.partial(_tanh_gelu_grad, 0.7978845608))
 _silu = _fused(silu)
 # transformers' hidden_act names (and Bumblebee's) -> function.
-ACTIVATIONS: dict[str, Callable[[mx.array], mx.array]] = {
+ACTIVATIONS: dict[str, Callable[..., mx.array]] = {  # (x, plain=False)
     "gelu": _gelu,
     "gelu_new": _gelu_new,
     "gelu_pytorch_tanh": _gelu_new,

@@ -45,9 +45,9 @@ class AlbertLayer(nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
         self.activation = ACTIVATIONS[config.activation]
 
-    def __call__(self, x: mx.array, bias: mx.array | None, return_weights: bool = False):
-        x, weights = self.attention(x, bias, return_weights)
-        return self.norm(x + self.ffn_output(self.activation(self.ffn(x)))), weights
+    def __call__(self, x: mx.array, bias: mx.array | None, return_weights: bool = False, plain: bool = False):
+        x, weights = self.attention(x, bias, return_weights, plain)
+        return self.norm(x + self.ffn_output(self.activation(self.ffn(x), plain))), weights
 
 
 class AlbertLayerGroup(nn.Module):
@@ -61,7 +61,7 @@ class AlbertLayerGroup(nn.Module):
 class AlbertEncoder(nn.Module):
     """The embedding projection and the shared-layer loop: block i runs the layers of group
     i // (num_blocks / num_groups). Inference runs the batch in slices under an activation budget
-    (memory.py; `activation_budget` in bytes overrides the backend's default)."""
+    (memory.py; a call's `activation_budget` in bytes overrides the backend's default)."""
 
     def __init__(self, config: AlbertConfig):
         super().__init__()
@@ -70,12 +70,10 @@ class AlbertEncoder(nn.Module):
         self.intermediate_size = config.intermediate_size
         self.embedding_projection = nn.Linear(config.embedding_size, config.hidden_size)
         self.groups = [AlbertLayerGroup(config) for _ in range(config.num_groups)]
-        self.activation_budget: int | None = None  # bytes; None: the backend's default
 
-    def slice_size(self, batch: int, seq: int, itemsize: int) -> int:
-        return memory.slice_size(
-            batch, seq, itemsize, self.num_heads, self.intermediate_size, self.activation_budget
-        )
+    def slice_size(self, batch: int, seq: int, itemsize: int, budget: int | None = None) -> int:
+        """Sequences run at once under `budget` bytes of activations (None: the backend's default)."""
+        return memory.slice_size(batch, seq, itemsize, self.num_heads, self.intermediate_size, budget)
 
     def __call__(
         self,
@@ -83,13 +81,15 @@ class AlbertEncoder(nn.Module):
         bias: mx.array | None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        activation_budget: int | None = None,
+        plain: bool = False,
     ):
         """bias: the additive (B, 1, 1, L) attention bias, or None when no position is padding."""
         B, L, _ = x.shape
         size = (
             B
             if self.training or output_hidden_states or output_attentions
-            else self.slice_size(B, L, x.dtype.size)
+            else self.slice_size(B, L, x.dtype.size, activation_budget)
         )
         if size < B:
             parts = []
@@ -98,11 +98,18 @@ class AlbertEncoder(nn.Module):
                 if parts:  # still lazy, but a slice starts only once the previous one is done
                     piece = mx.depends(piece, parts[-1])
                 part_bias = None if bias is None else bias[i : i + size]
-                parts.append(self._run(piece, part_bias, False, False)[0])
+                parts.append(self._run(piece, part_bias, False, False, plain)[0])
             return mx.concatenate(parts), None, None
-        return self._run(x, bias, output_hidden_states, output_attentions)
+        return self._run(x, bias, output_hidden_states, output_attentions, plain)
 
-    def _run(self, x: mx.array, bias: mx.array | None, output_hidden_states: bool, output_attentions: bool):
+    def _run(
+        self,
+        x: mx.array,
+        bias: mx.array | None,
+        output_hidden_states: bool,
+        output_attentions: bool,
+        plain: bool,
+    ):
         x = self.embedding_projection(x)  # (B, L, E) -> (B, L, H)
         hidden_states = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
@@ -110,7 +117,7 @@ class AlbertEncoder(nn.Module):
         # The shared-parameter loop: block i runs the layers of group i // (num_blocks / num_groups).
         for i in range(self.num_blocks):
             for layer in self.groups[i // blocks_per_group].layers:
-                x, weights = layer(x, bias, output_attentions)
+                x, weights = layer(x, bias, output_attentions, plain)
                 if output_hidden_states:
                     hidden_states.append(x)
                 if output_attentions:
@@ -152,9 +159,12 @@ class AlbertModel(nn.Module, PreTrainedMixin):
         attention_mask=None,
         token_type_ids=None,
         position_ids=None,
+        *,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         check_inputs: bool = True,
+        activation_budget: int | None = None,
+        exportable: bool = False,
     ) -> BaseModelOutputWithPooling:
         """Runs the encoder.
 
@@ -168,6 +178,10 @@ class AlbertModel(nn.Module, PreTrainedMixin):
             output_hidden_states / output_attentions: override the config's defaults.
             check_inputs: range-check the ids (one host sync); callers that checked them on the
                 host already (the runtime's batching, the trainer, export) pass False.
+            activation_budget: bytes of activations inference may hold at once (the batch runs
+                in slices under it); default: the backend's (memory.py).
+            exportable: plain ops only (no compiled kernels or custom gradients), which
+                `mx.export_function` can serialise.
 
         Raises:
             ValueError/TypeError: on wrong shapes, dtypes or out-of-range ids.
@@ -183,7 +197,9 @@ class AlbertModel(nn.Module, PreTrainedMixin):
             output_attentions = config.output_attentions
         x = self.embeddings(input_ids, token_type_ids, position_ids)
         bias = None if attention_mask is None else attention_bias(attention_mask, x.dtype)
-        x, hidden_states, attentions = self.encoder(x, bias, output_hidden_states, output_attentions)
+        x, hidden_states, attentions = self.encoder(
+            x, bias, output_hidden_states, output_attentions, activation_budget, exportable
+        )
         pooled = self.pool(x[:, 0]) if "pooler" in self else None
         return BaseModelOutputWithPooling(
             last_hidden_state=x,

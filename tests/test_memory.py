@@ -14,17 +14,16 @@ def test_sliced_forward_equals_one_pass_and_uses_less_memory():
     model.eval()
     ids = mx.random.randint(5, 50, (12, 64))
     mask = mx.array((np.arange(64) < np.array([[64], [40]] * 6)).astype(np.int32))
-    model.encoder.activation_budget = 1 << 40  # one pass
-    assert model.encoder.slice_size(12, 64, 4) == 12
-    mx.eval(model(ids, attention_mask=mask).last_hidden_state)
+    one_pass = 1 << 40  # bytes: one pass
+    assert model.encoder.slice_size(12, 64, 4, one_pass) == 12
+    mx.eval(model(ids, attention_mask=mask, activation_budget=one_pass).last_hidden_state)
     mx.reset_peak_memory()
-    whole = model(ids, attention_mask=mask)
+    whole = model(ids, attention_mask=mask, activation_budget=one_pass)
     mx.eval(whole.last_hidden_state, whole.pooler_output)
     peak_whole = mx.get_peak_memory()
-    model.encoder.activation_budget = 1  # one sequence at a time
-    assert model.encoder.slice_size(12, 64, 4) == 1
+    assert model.encoder.slice_size(12, 64, 4, 1) == 1  # one sequence at a time
     mx.reset_peak_memory()
-    sliced = model(ids, attention_mask=mask)
+    sliced = model(ids, attention_mask=mask, activation_budget=1)
     mx.eval(sliced.last_hidden_state, sliced.pooler_output)
     assert mx.get_peak_memory() < peak_whole
     # batches of another size: the same sums, blocked differently by the BLAS
@@ -33,11 +32,11 @@ def test_sliced_forward_equals_one_pass_and_uses_less_memory():
         tol = forward_tol(model.config, 64, scale=mx.abs(ref).max().item())
         assert mx.abs(getattr(sliced, field) - ref).max().item() <= tol, field
     # hidden states / attentions and training keep one pass (they need every layer of every row)
-    out = model(ids, attention_mask=mask, output_hidden_states=True)
+    out = model(ids, attention_mask=mask, output_hidden_states=True, activation_budget=1)
     assert len(out.hidden_states) == 4 and out.hidden_states[-1].shape == (12, 64, 64)
     model.train()
-    assert model.encoder.slice_size(12, 64, 4) == 1  # the size rule itself is mode-free
-    loss = lambda m: (m(ids, attention_mask=mask).last_hidden_state ** 2).mean()  # noqa: E731
+    assert model.encoder.slice_size(12, 64, 4, 1) == 1  # the size rule itself is mode-free
+    loss = lambda m: (m(ids, attention_mask=mask, activation_budget=1).last_hidden_state ** 2).mean()  # noqa: E731
     import mlx.nn as nn
 
     value, grads = nn.value_and_grad(model, loss)(model)
@@ -69,6 +68,5 @@ def test_default_budget_per_backend(monkeypatch):
     assert model_module.default_budget() == (10 << 30) // 16  # Metal: the recommended working set
     device_info({"architecture": "unknown"})
     assert model_module.default_budget() is None and encoder.slice_size(100_000, 128, 2) == 100_000
-    encoder.activation_budget = 1  # an explicit budget wins everywhere
-    assert encoder.slice_size(100_000, 128, 2) == 1
+    assert encoder.slice_size(100_000, 128, 2, 1) == 1  # an explicit budget wins everywhere
     model_module._device_memory.cache_clear()

@@ -108,8 +108,8 @@ class Task:
     def export_outputs(self, model, prepared: dict, inputs: dict) -> tuple:
         """The exported function's outputs (`outputs`, in order) for the traced inputs
         (input_ids, attention_mask, token_type_ids; not range-checked: a host sync cannot be
-        traced). `prepared`: what prepare() gave."""
-        result = model(**inputs, check_inputs=False)
+        traced; `exportable`: the plain ops export can serialise). `prepared`: what prepare() gave."""
+        result = model(**inputs, check_inputs=False, exportable=True)
         return tuple(getattr(result, f) for f in self.outputs)
 
     @property

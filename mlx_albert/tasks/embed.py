@@ -96,7 +96,7 @@ class Embed(Task):
 
     def export_outputs(self, model, prepared: dict, inputs: dict) -> tuple:
         encoder = prepared["encoder"]  # the checkpoint's own head: sentence-transformers' vectors
-        states = model.backbone(**inputs, check_inputs=False).last_hidden_state
+        states = model.backbone(**inputs, check_inputs=False, exportable=True).last_hidden_state
         pooler = model.backbone.pool if "pooler" in model.backbone else None
         return (encoder.head(states, inputs["attention_mask"], 0, pooler),)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .checks import integer_in
 from .files import read_json
 from .kernels import ACTIVATIONS
 from .text import escape
@@ -149,7 +150,7 @@ class AlbertConfig:
             self.label_to_id = {v: k for k, v in self.id_to_label.items()}
         for name in SIZES:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIZE:
+            if not integer_in(value, 1, MAX_SIZE):
                 raise ValueError(
                     f"AlbertConfig.{name} must be a positive integer up to {MAX_SIZE}, got {str(value)[:40]}"
                 )

@@ -10,6 +10,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from . import __version__
+from .checks import integer_in
 from .files import atomic_write, check_disjoint
 from .hub import Checkpoint
 from .loading import check_trained, load
@@ -82,7 +83,7 @@ def _check_sizes(seq, batch, choices, limit: int) -> None:
         ("--batch", batch, 1 << 16),
         ("--choices", choices, 1 << 10),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+        if not integer_in(value, 1, top):
             raise ValueError(f"{name} must be an integer in [1, {top}], got {value!r}")
 
 

@@ -93,24 +93,40 @@ def _ids(config: AlbertConfig, input_ids, default_positions: bool) -> mx.array:
     return input_ids
 
 
+# what indexes which embedding table: the config field that sizes it, and how a message names it
+TABLES = {
+    "input_ids": ("vocab_size", "token id", "vocabulary"),
+    "token_type_ids": ("max_token_types", "token type", "token types"),
+    "position_ids": ("max_positions", "position", "positions"),
+}
+
+
+def check_bounds(config, name: str, lo: int, hi: int, where: str | None = None, error=ValueError) -> None:
+    """The one check that ids index their embedding table: values in [lo, hi] within [0, limit)
+    of the config's field, else `error` naming them, the table and the fix (`where`: which
+    example or input, for data read from files or requests)."""
+    field, what, table = TABLES[name]
+    limit = getattr(config, field)
+    if 0 <= lo and hi < limit:
+        return
+    if where:  # one example or input: its first bad value
+        problem = (
+            f"{where} holds {what} {hi if hi >= limit else lo} outside the model's {table} "
+            f"({name} outside [0, {limit}), {field}={limit})"
+        )
+    else:
+        problem = f"{name} must be in [0, {limit}) ({field}={limit}), found values in [{lo}, {hi}]"
+    raise error(f"{problem}; use the tokenizer that belongs to this checkpoint")
+
+
 def _check_ranges(config: AlbertConfig, arrays: dict[str, mx.array]) -> None:
     """Ids, token types and positions within their tables, with one host sync for all of them."""
-    limits = {
-        "input_ids": ("vocab_size", config.vocab_size),
-        "token_type_ids": ("max_token_types", config.max_token_types),
-        "position_ids": ("max_positions", config.max_positions),
-    }
-    names = [n for n in limits if n in arrays and arrays[n].size]
+    names = [n for n in TABLES if n in arrays and arrays[n].size]
     if not names:
         return
     bounds = mx.stack([mx.stack([arrays[n].min(), arrays[n].max()]).astype(mx.int64) for n in names]).tolist()
     for n, (lo, hi) in zip(names, bounds, strict=True):
-        field, limit = limits[n]
-        if lo < 0 or hi >= limit:
-            raise ValueError(
-                f"{n} must be in [0, {limit}) ({field}={limit}), found values in [{lo}, {hi}]; "
-                "check the tokenizer matches this checkpoint"
-            )
+        check_bounds(config, n, lo, hi)
 
 
 def attention_bias(attention_mask: mx.array, dtype: mx.Dtype) -> mx.array:

@@ -11,6 +11,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from .checks import finite, integer_in
+
 ADAPTER_WEIGHTS, ADAPTER_CONFIG = "adapters.safetensors", "adapter_config.json"
 
 TARGETS = ("query", "key", "value", "out_proj", "ffn", "ffn_output")
@@ -21,9 +23,9 @@ MAX_ALPHA = 1e6  # scales of real adapters are 1-64 x rank; past this the update
 def check_lora(rank, alpha, where: str = "LoRA") -> None:
     """Refuses a rank that is not an integer in [1, MAX_RANK] (a bool is not) and an alpha that is
     not a finite number in (0, MAX_ALPHA]: what an adapter config or a flag may hold."""
-    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= MAX_RANK:
+    if not integer_in(rank, 1, MAX_RANK):
         raise ValueError(f"{where}: lora_rank must be an integer from 1 to {MAX_RANK}, got {str(rank)[:40]}")
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha <= MAX_ALPHA:
+    if not (finite(alpha) and 0 < alpha <= MAX_ALPHA):
         raise ValueError(
             f"{where}: lora_alpha must be a finite number in (0, {MAX_ALPHA:g}], got {str(alpha)[:40]}"
         )

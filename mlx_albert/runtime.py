@@ -17,6 +17,9 @@ import mlx.core as mx
 import numpy as np
 from tokenizers import Encoding
 
+from .checks import integer_in
+from .inputs import check_bounds
+
 CHUNK_BATCHES = 64  # inputs are sorted within chunks of batch_size * CHUNK_BATCHES (bounds memory on streams)
 CPU_MULTIPLE = 8
 GPU_MULTIPLE = 32
@@ -37,7 +40,7 @@ def max_tokens(model, tokenizer, max_length: int | None = None) -> int:
     max_length when given; it may not pass the model's position table)."""
     limit = model.config.max_positions
     if max_length is not None:
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or not 3 <= max_length <= limit:
+        if not integer_in(max_length, 3, limit):
             raise ValueError(
                 f"max_length must be an integer in [3, {limit}] (the model's max_positions), "
                 f"got {max_length!r}"
@@ -290,16 +293,10 @@ def run_packed(
 def check_ranges(config, arrays: dict[str, np.ndarray]) -> None:
     """Host-side range check of a batch's ids and token types, so the model can run without its own
     (`check_inputs=False`)."""
-    for name, limit, field in (
-        ("input_ids", config.vocab_size, "vocab_size"),
-        ("token_type_ids", config.max_token_types, "max_token_types"),
-    ):
+    for name in ("input_ids", "token_type_ids"):
         values = arrays[name]
-        if values.size and (values.max() >= limit or values.min() < 0):
-            raise ValueError(
-                f"{name} reach {int(values.max())} but the model's {field} is {limit}: "
-                "use the tokenizer that belongs to this model"
-            )
+        if values.size:
+            check_bounds(config, name, int(values.min()), int(values.max()))
 
 
 def collate(features: list[dict], pad_id: int, max_positions: int | None = None) -> dict[str, mx.array]:

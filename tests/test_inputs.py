@@ -132,3 +132,29 @@ def test_pairwise_mask_packs_sequences(model):
     assert np.abs(np.array(chunked)[0] - packed).max() <= forward_tol(model.config, 9, np.abs(packed).max())
     with pytest.raises(ValueError, match=r"or \(1, 9, 9\) for a query-by-key mask"):
         model(ids, attention_mask=mask[None, :4])
+
+
+def test_every_door_checks_token_ids_alike(model):
+    """One check (inputs.check_bounds), one message: the model, the pipelines' host check, training
+    data and a server request's token id lists."""
+    from types import SimpleNamespace
+
+    from mlx_albert.records import DataError
+    from mlx_albert.runtime import check_ranges
+    from mlx_albert.service import RequestError, Settings
+    from mlx_albert.service.embeddings import inputs
+    from mlx_albert.tasks import Dataset
+
+    want = r"input_ids must be in \[0, 50\) \(vocab_size=50\), found values in \[2, 77\]"
+    ids = np.array([[2, 77, 3]])
+    with pytest.raises(ValueError, match=want):
+        model(ids)
+    with pytest.raises(ValueError, match=want):
+        check_ranges(model.config, {"input_ids": ids, "token_type_ids": np.zeros_like(ids)})
+    one = r"holds token id 77 outside the model's vocabulary \(input_ids outside \[0, 50\), vocab_size=50\)"
+    with pytest.raises(DataError, match="training example 1 " + one):
+        Dataset(None, [{"input_ids": [2, 3]}, {"input_ids": ids[0].tolist()}]).check_ids(model.config)
+    served = SimpleNamespace(encoder=SimpleNamespace(max_seq_length=16), model=model)
+    with pytest.raises(RequestError, match="input 0 " + one) as e:
+        inputs([ids[0].tolist()], served, Settings())
+    assert e.value.param == "input"

@@ -14,6 +14,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from ..checks import integer_in
 from ..hub import Checkpoint
 from ..runtime import Packed, clip_text, run_packed
 from ..tokenizer import AlbertTokenizer
@@ -356,6 +357,6 @@ class SentenceEncoder:
 
 
 def _check_truncate_dim(value):
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+    if value is not None and not integer_in(value, 1):
         raise ValueError(f"truncate_dim must be a positive integer, got {value!r}")
     return value

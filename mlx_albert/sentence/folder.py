@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..checks import integer_in
 from ..files import read_json
 from ..text import escape
 
@@ -111,7 +112,7 @@ def _dense(folder: Path, where: Path) -> Dense:
             f"({sorted(DENSE_ACTIVATIONS)})"
         )
     sizes = [config.get(k) for k in ("in_features", "out_features")]
-    if not all(_positive(n, 1 << 20) for n in sizes) or not isinstance(config.get("bias", True), bool):
+    if not all(integer_in(n, 1, 1 << 20) for n in sizes) or not isinstance(config.get("bias", True), bool):
         raise ValueError(
             f"{where}: in_features and out_features must be positive integers, bias true or false"
         )
@@ -163,7 +164,7 @@ def read_sentence_config(root: Path) -> SentenceConfig | None:
             f"implements ({', '.join(SIMILARITIES)})"
         )
     length, lower = bert_config.get("max_seq_length"), bert_config.get("do_lower_case", False)
-    if (length is not None and not _positive(length, 1 << 20)) or not isinstance(lower, bool):
+    if (length is not None and not integer_in(length, 1, 1 << 20)) or not isinstance(lower, bool):
         raise ValueError(
             f"{bert}: max_seq_length must be a positive integer and do_lower_case true or false, got "
             f"{escape(str(length))[:20]} and {escape(str(lower))[:20]}"
@@ -179,11 +180,6 @@ def read_sentence_config(root: Path) -> SentenceConfig | None:
         default_prompt_name=default,
         similarity=similarity,
     )
-
-
-def _positive(value, limit: int) -> bool:
-    """An integer in [1, limit] (a JSON true is not one)."""
-    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= limit
 
 
 def _prompts(extra: dict, where: Path) -> tuple[dict[str, str], str | None]:

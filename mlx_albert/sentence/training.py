@@ -14,6 +14,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from ..checks import finite
 from ..metrics import pearson, spearman
 from ..records import DataError, read_records
 from ..runtime import padded_width
@@ -93,7 +94,7 @@ def _score(where: str, name: str, value) -> float:
             value = float(value)
         except ValueError:
             pass
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not finite(value):
         raise DataError(f"{where}: {name} must be a number in [0, 1], got {escape(repr(value))[:60]}")
     if not 0.0 <= value <= 1.0:
         raise DataError(f"{where}: {name} {value} is outside [0, 1]: scale the scores to [0, 1]")

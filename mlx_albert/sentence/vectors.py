@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checks import integer_in
 from ..files import LOCK, FolderLock, atomic_write, in_use, read_json
 from ..runtime import Progress
 from ..text import escape
@@ -46,10 +47,6 @@ MAX_DIMENSION = 1 << 16
 MAX_SHARD = 1 << 22
 MAX_COUNT = 1 << 40
 _RUN = re.compile(r"^[0-9a-f]{64}$")
-
-
-def _integer(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
@@ -94,9 +91,9 @@ class Manifest:
         return manifest
 
     def check(self) -> None:
-        if not (_integer(self.dimension) and 0 < self.dimension <= MAX_DIMENSION):
+        if not (integer_in(self.dimension, 1, MAX_DIMENSION)):
             raise ValueError(f"dimension {self.dimension!r}")
-        if not (_integer(self.shard_size) and 0 < self.shard_size <= MAX_SHARD):
+        if not (integer_in(self.shard_size, 1, MAX_SHARD)):
             raise ValueError(f"shard_size {self.shard_size!r}")
         if self.precision not in PRECISIONS or self.storage not in STORAGES:
             raise ValueError(f"precision {self.precision!r} or storage {self.storage!r}")
@@ -108,15 +105,15 @@ class Manifest:
             raise ValueError("options or input")
         if self.precision == "int8" and np.asarray(self.ranges, np.float64).shape != (2, self.dimension):
             raise ValueError("int8 ranges")
-        if self.count is not None and not (_integer(self.count) and 0 <= self.count <= MAX_COUNT):
+        if self.count is not None and not (integer_in(self.count, 0, MAX_COUNT)):
             raise ValueError(f"count {self.count!r}")
-        if not (_integer(self.batch_size) and 0 < self.batch_size <= MAX_SHARD):
+        if not (integer_in(self.batch_size, 1, MAX_SHARD)):
             raise ValueError(f"batch_size {self.batch_size!r}")
         if self.run is not None and not (isinstance(self.run, str) and _RUN.match(self.run)):
             raise ValueError("run identity")
         path = self.input.get("path")
         if not (isinstance(path, str) and len(path) <= 4096) or not all(
-            _integer(self.input[k]) for k in ("size", "mtime_ns") if k in self.input
+            integer_in(self.input[k]) for k in ("size", "mtime_ns") if k in self.input
         ):
             raise ValueError("input")
 

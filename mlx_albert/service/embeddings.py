@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..checks import integer_in
+from ..inputs import check_bounds
 from ..runtime import clip_text
 from ..tasks import RequestError
 from .admission import Job, count, pick
@@ -41,7 +43,7 @@ def admit_embeddings(
     texts, ids, truncated = inputs(body.get("input"), served, settings)
     width = served.encoder.dimension
     dims = body.get("dimensions")
-    if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= width):
+    if dims is not None and not integer_in(dims, 1, width):
         raise RequestError(f"dimensions must be an integer in [1, {width}]", "dimensions")
     items = texts if texts else [(x, False) for x in ids]
     estimate = sum(len(x) // 4 + 2 for x in texts) + sum(map(len, ids))  # for the batch token limit
@@ -87,7 +89,7 @@ def inputs(value, served: ServedModel, settings: Settings):
     -> (texts cut after their first 2 x max_length words, or token ids per input cut to the model,
     and how many of those were cut). Token ids are the model's input as given (include [CLS] and
     [SEP], as the tokenizer returns them). Texts are tokenised later, batched."""
-    limit, vocab = served.encoder.max_seq_length, served.model.config.vocab_size
+    limit, config = served.encoder.max_seq_length, served.model.config
 
     def is_ids(x):
         return isinstance(x, list) and x and all(isinstance(t, int) and not isinstance(t, bool) for t in x)
@@ -106,8 +108,10 @@ def inputs(value, served: ServedModel, settings: Settings):
                 )
             texts.append(clip_text(item, limit))
         elif is_ids(item):
-            if min(item) < 0 or max(item) >= vocab:
-                raise RequestError(f"input {i} holds token ids outside [0, {vocab})", "input")
+            try:
+                check_bounds(config, "input_ids", min(item), max(item), f"input {i}")
+            except ValueError as e:
+                raise RequestError(str(e), "input") from None
             truncated += len(item) > limit
             ids.append(item[:limit])
         else:

@@ -6,7 +6,6 @@ declares one; the registry (tasks/__init__.py) finds them by any name."""
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,7 +162,3 @@ class Task:
     def single_result(self, result, inputs, options: dict):
         """The answer to a request whose `inputs` was one item, not a list."""
         return result
-
-
-def finite(value: float) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -8,6 +8,7 @@ import logging
 import mlx.core as mx
 import numpy as np
 
+from ..checks import integer_in
 from ..runtime import check_strings, clip_text, dispatch, max_tokens, run_batches, to_numpy
 from ..text import escape
 from ..tokenizer import AlbertTokenizer
@@ -41,7 +42,7 @@ def fill_mask(
     Raises:
         ValueError: a text without the mask token (after truncation), an empty list.
     """
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+    if not integer_in(top_k, 1):
         raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
     mask_id = tokenizer.mask_token_id
     target_ids = _target_ids(tokenizer, targets)

@@ -164,7 +164,7 @@ def evaluate_pretraining(
     was_training = model.training
     model.eval()
     try:
-        data.check_ids(model.config.vocab_size, "evaluation")  # the model then runs unchecked
+        data.check_ids(model.config, "evaluation")  # the model then runs unchecked
         units, _ = TASK.recipe.eval_units(data, batch_size)
         stats = TASK.recipe.eval_run(model, tokenizer, data, units, collate, seed)
         metrics = TASK.recipe.combine(model.config, data, stats)

@@ -10,6 +10,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from ..inputs import check_bounds
 from ..records import DataError, read_records
 from ..runtime import collate
 from ..text import escape
@@ -27,18 +28,15 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.features)
 
-    def check_ids(self, vocab_size: int, name: str = "training") -> None:
-        """Raises when a token id falls outside [0, vocab_size): it would read past the embedding table."""
+    def check_ids(self, config, name: str = "training") -> None:
+        """Raises when a token id falls outside the model's vocabulary (it would read past the
+        embedding table): the tokenizer is not the checkpoint's."""
         for i, f in enumerate(self.features):
             ids = f["input_ids"]
-            for row in ids if ids and isinstance(ids[0], list) else [ids]:
-                if row and (max(row) >= vocab_size or min(row) < 0):
-                    bad = max(row) if max(row) >= vocab_size else min(row)
-                    raise DataError(
-                        f"{name} example {i} holds token id {bad} outside the model's vocabulary "
-                        f"[0, {vocab_size}): the tokenizer does not belong to this model; use the "
-                        "checkpoint's own tokenizer"
-                    )
+            rows = [r for r in (ids if ids and isinstance(ids[0], list) else [ids]) if r]
+            if rows:
+                lo, hi = min(map(min, rows)), max(map(max, rows))
+                check_bounds(config, "input_ids", lo, hi, f"{name} example {i}", DataError)
 
     def lengths(self) -> np.ndarray:
         """The longest sequence of each example (for length bucketing)."""

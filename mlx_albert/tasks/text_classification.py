@@ -4,10 +4,9 @@ or lists of names) and regression, with accuracy and macro-F1 or Pearson/Spearma
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from ..checks import finite
 from ..metrics import accuracy, macro_f1, pearson, spearman
 from ..pairs import encode_texts
 from ..records import DataError
@@ -131,7 +130,7 @@ def featurize(examples, tokenizer, max_length, label_to_id, problem_type) -> Dat
 
 def _label(where: str, value, label_to_id: dict, problem_type: str | None):
     if problem_type == "regression":
-        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        if not finite(value):
             raise DataError(f"{where}: a regression label must be a finite number, got {value!r}")
         return float(value)
     if problem_type == "multi_label_classification" and isinstance(value, list) and is_vector([value]):

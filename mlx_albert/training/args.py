@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..tasks.base import finite
+from ..checks import finite, integer_in
 
 
 @dataclass
@@ -62,7 +62,7 @@ class TrainingArgs:
         counts.update({"max_ngram": 1})
         for name, low in counts.items():
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            if value is not None and not integer_in(value, low):
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         for name in ("learning_rate", "weight_decay", "adam_epsilon", "max_grad_norm"):
             if not finite(getattr(self, name)) or (name != "max_grad_norm" and getattr(self, name) < 0):

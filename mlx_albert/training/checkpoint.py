@@ -16,9 +16,9 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
+from ..checks import finite, integer_in
 from ..files import clean_stale, read_json, staged_folder
 from ..pretrained import check_finite
-from ..tasks.base import finite
 from ..text import escape
 from ..weights import read_safetensors
 
@@ -93,16 +93,14 @@ def _check_state(state: dict, path: Path) -> None:
     """The fields resume trusts: the step is the folder's own, the best metric a finite number."""
     m = PATTERN.match(path.name)
     step = state.get("step")
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0 or (m and step != int(m[1])):
+    if not integer_in(step, 0) or (m and step != int(m[1])):
         raise ValueError(
             f"field step is {str(step)[:30]}, not the step {m[1] if m else '>= 0'} its folder names"
         )
     best, best_step = state.get("best_metric"), state.get("best_step")
     if best is not None and (not finite(best)):
         raise ValueError(f"field best_metric is {str(best)[:30]}, not a finite number")
-    if best_step is not None and (
-        isinstance(best_step, bool) or not isinstance(best_step, int) or not 0 < best_step <= step
-    ):
+    if best_step is not None and (not integer_in(best_step, 1, step)):
         raise ValueError(f"field best_step is {str(best_step)[:30]}, not a step of this run up to {step}")
     if not isinstance(state.get("log", []), list):
         raise ValueError("field log is not a list")

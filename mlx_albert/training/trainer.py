@@ -141,7 +141,7 @@ class Trainer:
             )
         for name, data in (("training", train_data), ("evaluation", eval_data)):
             if data is not None:
-                data.check_ids(model.config.vocab_size, name)
+                data.check_ids(model.config, name)
 
     @staticmethod
     def _compute_dtype(model, args: TrainingArgs):

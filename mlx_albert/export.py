@@ -59,10 +59,10 @@ def export(
     prepared = spec.prepare(checkpoint, net, tokenizer)
     seq = net.config.max_positions if seq is None else seq
     _check_sizes(seq, batch, choices, net.config.max_positions)
-    shape = (batch, choices, seq) if spec.inputs_rank == 3 else (batch, seq)
+    shape = (batch, choices, seq) if spec.export.inputs_rank == 3 else (batch, seq)
 
     def forward(*arrays):
-        return spec.export_outputs(net, prepared, dict(zip(INPUTS, arrays, strict=True)))
+        return spec.export.run(net, prepared, dict(zip(INPUTS, arrays, strict=True)))
 
     example = [mx.zeros(shape, mx.int32), mx.ones(shape, mx.int32), mx.zeros(shape, mx.int32)]
     metadata = _metadata(spec, net, shape)
@@ -109,7 +109,7 @@ def _metadata(spec, net, shape: tuple[int, ...]) -> dict:
         "task": spec.name,
         "architecture": type(net).__name__,
         "inputs": {k: list(shape) for k in INPUTS},
-        "outputs": list(spec.outputs),
+        "outputs": list(spec.export.outputs),
         "dtype": "int32",
         "weights_dtype": str(net.dtype).removeprefix("mlx.core."),
         "config": net.config.to_hf(),

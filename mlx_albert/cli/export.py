@@ -11,7 +11,7 @@ def add_parser(sub) -> None:
     help = "write a task's forward as an .mlxfn file for Swift/C++/Python apps (mx.export_function)"
     p = sub.add_parser("export", help=help, description=help)
     p.add_argument("--model", required=True, help="checkpoint folder, Hub repo id, or pydoc-small")
-    names = sorted(n for t in TASKS if t.outputs for n in t.names())
+    names = sorted(n for t in TASKS if t.export for n in t.names())
     p.add_argument("--task", required=True, choices=names, help="which head's outputs to export")
     p.add_argument("--output", required=True, help="the .mlxfn file; tokenizer files go to OUTPUT.tokenizer/")
     p.add_argument(

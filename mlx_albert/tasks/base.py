@@ -1,6 +1,7 @@
 """What a task is: one object holding every name it goes by (pipeline, CLI command, HTTP route,
-training spelling), the head it needs, how it answers texts, its exported outputs and how a server
-request for it is checked; how it trains is its optional recipe (recipe.py). Each task file
+training spelling), the head it needs, how it answers texts and how a server request for it is
+checked; how it trains is its optional recipe (recipe.py), how it is exported its optional Export
+(exported.py). Each task file
 declares one; the registry (tasks/__init__.py) finds them by any name."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..text import escape
+from .exported import Export
 from .options import Option, RequestError
 from .recipe import Recipe
 
@@ -71,8 +73,7 @@ class Task:
     fields: tuple[str, ...] = ("text",)  # what an input record holds (CLI files)
     optional_fields: tuple[str, ...] = ()
     options: tuple[Option, ...] = ()  # declared once (options.py): flags, server checks, docs
-    outputs: tuple[str, ...] = ("logits",)  # the exported function's outputs
-    inputs_rank: int = 2  # (batch, seq); 3: (batch, choices, seq)
+    export: Export | None = Export()  # how its forward is exported (None: it is not)
     vectors: bool = False  # one vector per input: the command writes them to .npy or shard folders
     batch_size: int = 8  # the pipeline's default
 
@@ -103,13 +104,6 @@ class Task:
     def needs_pooler(self, options: dict) -> bool:
         """Whether answering uses the pooler (a checkpoint may lack a trained one)."""
         return self.needs_head
-
-    def export_outputs(self, model, prepared: dict, inputs: dict) -> tuple:
-        """The exported function's outputs (`outputs`, in order) for the traced inputs
-        (input_ids, attention_mask, token_type_ids; not range-checked: a host sync cannot be
-        traced; `exportable`: the plain ops export can serialise). `prepared`: what prepare() gave."""
-        result = model(**inputs, check_inputs=False, exportable=True)
-        return tuple(getattr(result, f) for f in self.outputs)
 
     @property
     def request_options(self) -> frozenset[str]:

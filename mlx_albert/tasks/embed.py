@@ -15,6 +15,7 @@ from ..sentence.pooling import MODES
 from ..sentence.training import SentenceRecipe
 from ..tokenizer import AlbertTokenizer
 from .base import Task
+from .exported import Export
 from .options import Option, declare
 
 
@@ -65,13 +66,23 @@ def configure(
     return encoder.with_length(limit) if max_length is not None else encoder
 
 
+class SentenceExport(Export):
+    """The checkpoint's own sentence-transformers head over the backbone: its vectors."""
+
+    def run(self, model, prepared: dict, inputs: dict) -> tuple:
+        encoder = prepared["encoder"]
+        states = model.backbone(**inputs, check_inputs=False, exportable=True).last_hidden_state
+        pooler = model.backbone.pool if "pooler" in model.backbone else None
+        return (encoder.head(states, inputs["attention_mask"], 0, pooler),)
+
+
 class Embed(Task):
     name = "embed"
     help = "sentence embeddings (sentence-transformers' pooling when the folder has it)"
     architecture = "base"
     command = "embed"
     needs_head = False
-    outputs = ("sentence_embedding",)
+    export = SentenceExport(("sentence_embedding",))
     vectors = True
     batch_size = 64
     recipe = SentenceRecipe()
@@ -93,12 +104,6 @@ class Embed(Task):
 
     def prepare(self, checkpoint, model, tokenizer) -> dict:
         return {"encoder": SentenceEncoder.from_pretrained(checkpoint, model=model, tokenizer=tokenizer)}
-
-    def export_outputs(self, model, prepared: dict, inputs: dict) -> tuple:
-        encoder = prepared["encoder"]  # the checkpoint's own head: sentence-transformers' vectors
-        states = model.backbone(**inputs, check_inputs=False, exportable=True).last_hidden_state
-        pooler = model.backbone.pool if "pooler" in model.backbone else None
-        return (encoder.head(states, inputs["attention_mask"], 0, pooler),)
 
     def needs_pooler(self, options: dict) -> bool:
         return options.get("pooling") == "pooler"

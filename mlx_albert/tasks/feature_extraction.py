@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..runtime import check_strings, clip_text, dispatch, max_tokens, run_batches, to_numpy
 from ..tokenizer import AlbertTokenizer
 from .base import Task
+from .exported import Export
 
 
 def feature_extraction(
@@ -46,7 +47,7 @@ class FeatureExtraction(Task):
     architecture = "base"
     command = "feature-extraction"
     needs_head = False
-    outputs = ("last_hidden_state",)
+    export = Export(("last_hidden_state",))
     json_only = True  # nested lists [1, L, H]: one JSON line each
 
     def predict(self, model, tokenizer, inputs, **options):

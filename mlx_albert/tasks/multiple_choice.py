@@ -15,6 +15,7 @@ from ..runtime import dispatch, max_tokens, run_batches, to_numpy
 from ..text import escape
 from ..tokenizer import AlbertTokenizer
 from .base import Limits, RequestError, Task, scores, softmax, text_of, tokens_at_most
+from .exported import Export
 from .recipe import Dataset, Recipe, field_of, logits_and_rows, mean_loss
 
 
@@ -137,7 +138,7 @@ class MultipleChoice(Task):
     architecture = "for_multiple_choice"
     command, route = "multiple-choice", "/v1/multiple-choice"
     fields = ("question", "choices")
-    inputs_rank = 3
+    export = Export(inputs_rank=3)
     recipe = MultipleChoiceRecipe()
 
     def predict(self, model, tokenizer, inputs, **options):

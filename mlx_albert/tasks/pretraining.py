@@ -17,6 +17,7 @@ from ..records import DataError, read_documents
 from ..runtime import clip_text, collate
 from ..tokenizer import AlbertTokenizer
 from .base import Task
+from .exported import Export
 from .fill_mask import fill_mask
 from .recipe import Dataset, Recipe, mean_loss
 
@@ -239,7 +240,7 @@ class Pretraining(Task):
     name = "pretraining"
     architecture = "for_pre_training"
     aliases = ("pre-training",)
-    outputs = ("prediction_logits", "sop_logits")
+    export = Export(("prediction_logits", "sop_logits"))
     recipe = PretrainingRecipe()
 
     def predict(self, model, tokenizer, inputs, **options):

@@ -17,6 +17,7 @@ from ..runtime import dispatch, max_tokens, run_batches, to_numpy
 from ..text import escape
 from ..tokenizer import AlbertTokenizer
 from .base import Limits, RequestError, Task, softmax, text_of
+from .exported import Export
 from .options import Option, declare
 from .recipe import Dataset, Recipe, field_of
 
@@ -273,7 +274,7 @@ class QuestionAnswering(Task):
         Option("handle_impossible_answer", bool, "allow the empty answer", flag="--impossible"),
         Option("align_to_words", bool, "widen answers to whole words", flag=None),
     )
-    outputs = ("start_logits", "end_logits")
+    export = Export(("start_logits", "end_logits"))
     recipe = QuestionAnsweringRecipe()
 
     def predict(self, model, tokenizer, inputs=None, **options):

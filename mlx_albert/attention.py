@@ -1,6 +1,6 @@
 """ALBERT's self-attention: q/k/v projections, scaled dot-product attention with an additive mask
 bias, output projection, residual and post-LayerNorm. GPUs take MLX's fused kernel; the CPU backend
-an explicit softmax (see kernels), at inference dividing by the softmax sums after `@ v`."""
+an explicit softmax (see activations.py), at inference dividing by the softmax sums after `@ v`."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 
+from .activations import softmax, softmax_numerator
 from .config import AlbertConfig
-from .kernels import softmax, softmax_numerator
 
 
 class AlbertAttention(nn.Module):
@@ -49,7 +49,7 @@ class AlbertAttention(nn.Module):
         return q, k, v
 
     def __call__(self, x: mx.array, bias: mx.array | None, return_weights: bool = False, plain: bool = False):
-        """plain: kernels that mx.export_function can serialise (kernels.softmax)."""
+        """plain: kernels that mx.export_function can serialise (activations.softmax)."""
         B, L, H = x.shape
         q, k, v = self._qkv(x)  # (B, nh, L, hd)
         # The fused kernel serves GPUs (Metal, CUDA); on the CPU backend it falls back to unfused ops

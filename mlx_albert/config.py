@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .activations import ACTIVATIONS
 from .checks import integer_in
 from .files import read_json
-from .kernels import ACTIVATIONS
 from .text import escape
 
 logger = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class AlbertConfig:
     block_depth: int = 1  # transformer layers inside each block
     num_attention_heads: int = 12
     intermediate_size: int = 16384  # FFN width
-    activation: str = "gelu"  # FFN and MLM-head activation (see kernels.ACTIVATIONS)
+    activation: str = "gelu"  # FFN and MLM-head activation (see activations.ACTIVATIONS)
     dropout_rate: float = 0.0  # embeddings and encoder
     attention_dropout_rate: float = 0.0  # attention probabilities
     classifier_dropout_rate: float | None = None  # task heads; None -> dropout_rate

@@ -5,9 +5,9 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from .activations import ACTIVATIONS
 from .config import AlbertConfig
 from .inputs import as_array
-from .kernels import ACTIVATIONS
 from .losses import binary_cross_entropy_with_logits, check_labels, cross_entropy, mse
 from .model import AlbertModel, init_weights
 from .outputs import (

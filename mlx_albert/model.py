@@ -7,10 +7,10 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from . import _blas, memory
+from .activations import ACTIVATIONS, tanh
 from .attention import AlbertAttention
 from .config import AlbertConfig
 from .inputs import attention_bias, prepare_inputs
-from .kernels import ACTIVATIONS, tanh
 from .outputs import BaseModelOutputWithPooling
 from .pretrained import PreTrainedMixin
 
@@ -177,7 +177,7 @@ class AlbertModel(nn.Module, PreTrainedMixin):
             position_ids: (batch, seq) positions; default 0..seq-1.
             output_hidden_states / output_attentions: override the config's defaults.
             check_inputs: range-check the ids (one host sync); callers that checked them on the
-                host already (the runtime's batching, the trainer, export) pass False.
+                host already (batching.py, the trainer, export) pass False.
             activation_budget: bytes of activations inference may hold at once (the batch runs
                 in slices under it); default: the backend's (memory.py).
             exportable: plain ops only (no compiled kernels or custom gradients), which

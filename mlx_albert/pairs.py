@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .runtime import clip_pair, clip_text
+from .batching import clip_pair, clip_text
 from .spiece import panic_guard
 from .tokenizer import check_unicode
 

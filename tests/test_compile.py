@@ -14,8 +14,8 @@ from oracle import ARCHITECTURES
 from tolerances import PARITY, U, forward_tol
 
 import mlx_albert
-from mlx_albert import kernels as activations
-from mlx_albert import runtime as buckets
+from mlx_albert import activations as activations
+from mlx_albert import batching as buckets
 from mlx_albert.model import AlbertModel
 from mlx_albert.training import Trainer, TrainingArgs, build, read_records
 

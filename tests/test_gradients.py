@@ -27,7 +27,7 @@ SOFTMAX_ERR = EXP_REL / np.e * (1 + 20) + 16 * EPS32
 @pytest.mark.parametrize("name", ["factorised", "grouped_deep", "relu_groups"])
 def test_softmax_and_activation_gradients_match_exact_ops(name):
     x = mx.linspace(-10, 10, 84).reshape(3, 4, 7)
-    from mlx_albert import kernels as A
+    from mlx_albert import activations as A
 
     g = mx.arange(7)
     ours = mx.grad(lambda v: (A.softmax(v) * g).sum())(x)
@@ -53,7 +53,7 @@ def test_exp_and_softmax_accuracy():
     """The bit-built exp (round-to-nearest reduction, Cephes' 2^f on [-0.5, 0.5]) against float64
     over its whole range: relative error < 4e-6 (most of it from rounding x * log2(e) in float32),
     and softmax over masked-like scores within SOFTMAX_ERR of float64 with exact-enough zeros."""
-    from mlx_albert import kernels as A
+    from mlx_albert import activations as A
 
     x = mx.linspace(-87.0, 0.0, 400_001)
     xd = np.array(x, np.float64)

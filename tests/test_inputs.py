@@ -139,8 +139,8 @@ def test_every_door_checks_token_ids_alike(model):
     data and a server request's token id lists."""
     from types import SimpleNamespace
 
+    from mlx_albert.batching import check_ranges
     from mlx_albert.records import DataError
-    from mlx_albert.runtime import check_ranges
     from mlx_albert.service import RequestError, Settings
     from mlx_albert.service.embeddings import inputs
     from mlx_albert.tasks import Dataset

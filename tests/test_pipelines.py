@@ -335,7 +335,7 @@ def test_embeddings(folders):
 def test_packed_embeddings_equal_each_alone(folders):
     """`embed` packs texts of different lengths into shared rows; every vector must still equal
     the text's own forward (float rounding apart), for every pooling and batch size."""
-    from mlx_albert.runtime import pack
+    from mlx_albert.batching import pack
 
     model, tok = mlx_albert.load(folders.mlm, "base"), mlx_albert.AlbertTokenizer.from_pretrained(folders.mlm)
     texts = [" ".join(SENTENCES[: 1 + i % 5])[: 8 + 9 * i] for i in range(12)]
@@ -430,7 +430,7 @@ def test_load_returns_the_tokenizer_when_asked():
 def test_a_huge_text_is_cut_before_tokenising_with_the_same_answer(monkeypatch):
     """A 10 MB text costs what its first tokens cost: cut to 2*limit+16 words before tokenising,
     which cannot change the first `limit` tokens (each word gives at least one)."""
-    from mlx_albert import runtime as _batching
+    from mlx_albert import batching as _batching
 
     model = mlx_albert.load(TINY, "base")
     tok = mlx_albert.AlbertTokenizer.from_pretrained(TINY)

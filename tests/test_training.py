@@ -1131,8 +1131,8 @@ print(json.dumps([equal, peak_kb()]))
 def test_pretraining_cuts_long_sentences_and_a_record_past_the_bound_names_its_line(tmp_path):
     """A sentence is cut to what a pair of max_length tokens can hold of it (clip_text) before it is
     tokenised; a line past the records' bound is refused with file:line, having read only the bound."""
+    from mlx_albert.batching import clip_text
     from mlx_albert.records import MAX_RECORD
-    from mlx_albert.runtime import clip_text
     from mlx_albert.tasks import get
 
     tok = mlx_albert.AlbertTokenizer.from_pretrained(TINY)

@@ -107,7 +107,7 @@ def run_pipeline(pipe, inputs, records: Records, **call_options):
     group = mx.distributed.init()
     if group.size() == 1:
         return pipe(inputs, **call_options)
-    from ..runtime import CHUNK_BATCHES
+    from ..batching import CHUNK_BATCHES
     from ..sharded import sharded
 
     if group.rank() != 0:

@@ -145,7 +145,7 @@ def _to_folder(args, folder: Path) -> None:
 
 
 def _embed(args, encoder, rows, folder: Path, manifest, group, show_progress: bool) -> None:
-    from ..runtime import Progress
+    from ..batching import Progress
     from ..sentence import vectors
 
     total = vectors.count_lines(args.file) if not args.texts else len(args.texts)

@@ -1,7 +1,7 @@
 """SentenceEncoder: sentence-transformers' SentenceTransformer.encode on MLX, for an ALBERT
 sentence-transformers folder (its pooling, Dense and Normalize modules, max_seq_length, prompts) or
 any ALBERT checkpoint with a pooling choice. Texts of different lengths are packed into shared rows
-(runtime.run_packed); every vector equals the text's own forward. The one path of every embedding:
+(batching.run_packed); every vector equals the text's own forward. The one path of every embedding:
 the embed pipeline and command, the server's /v1/embeddings and export."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from ..batching import Packed, clip_text, run_packed
 from ..checks import integer_in
 from ..hub import Checkpoint
-from ..runtime import Packed, clip_text, run_packed
 from ..tokenizer import AlbertTokenizer
 from .folder import SentenceConfig, check_widths
 from .ops import (  # noqa: F401  (re-exported: mlx_albert.encoder's names before the split)

@@ -23,7 +23,7 @@ _LEGACY_FLAGS = {
     "pooling_mode_weightedmean_tokens": "weightedmean",
     "pooling_mode_lasttoken": "lasttoken",
 }
-# torch activation classes a Dense module may name -> ours (kernels.ACTIVATIONS names, or identity)
+# torch activation classes a Dense module may name -> ours (activations.ACTIVATIONS names, or identity)
 DENSE_ACTIVATIONS = {
     "Tanh": "tanh",
     "Identity": "identity",

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import mlx.core as mx
 import mlx.nn as nn
 
-from ..kernels import ACTIVATIONS
+from ..activations import ACTIVATIONS
 from ..weights import weight_files
 from .folder import POOLING_MODES, Dense, SentenceConfig
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from ..batching import padded_width
 from ..checks import finite
 from ..metrics import pearson, spearman
 from ..records import DataError, read_records
-from ..runtime import padded_width
 from ..tasks.recipe import Recipe
 from ..text import escape
 from .losses import (

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..batching import Progress
 from ..checks import integer_in
 from ..files import LOCK, FolderLock, atomic_write, in_use, read_json
-from ..runtime import Progress
 from ..text import escape
 from .encoder import SentenceEncoder
 from .ops import quantize

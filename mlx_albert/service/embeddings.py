@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..batching import clip_text
 from ..checks import integer_in
 from ..inputs import check_bounds
-from ..runtime import clip_text
 from ..tasks import RequestError
 from .admission import Job, count, pick
 from .batcher import Deferred

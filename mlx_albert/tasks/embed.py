@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..runtime import check_strings, dispatch, max_tokens
+from ..batching import check_strings, dispatch, max_tokens
 from ..sentence.encoder import SentenceEncoder
 from ..sentence.ops import similarity
 from ..sentence.pooling import MODES

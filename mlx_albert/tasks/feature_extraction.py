@@ -3,7 +3,7 @@ transformers' FeatureExtractionPipeline: nested lists [1, L, H], or numpy with r
 
 from __future__ import annotations
 
-from ..runtime import check_strings, clip_text, dispatch, max_tokens, run_batches, to_numpy
+from ..batching import check_strings, clip_text, dispatch, max_tokens, run_batches, to_numpy
 from ..tokenizer import AlbertTokenizer
 from .base import Task
 from .exported import Export

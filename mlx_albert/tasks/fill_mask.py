@@ -8,8 +8,8 @@ import logging
 import mlx.core as mx
 import numpy as np
 
+from ..batching import check_strings, clip_text, dispatch, max_tokens, run_batches, to_numpy
 from ..checks import integer_in
-from ..runtime import check_strings, clip_text, dispatch, max_tokens, run_batches, to_numpy
 from ..text import escape
 from ..tokenizer import AlbertTokenizer
 from .base import Limits, RequestError, Task, scores, softmax, text_of

@@ -8,10 +8,10 @@ import json
 
 import numpy as np
 
+from ..batching import dispatch, max_tokens, run_batches, to_numpy
 from ..metrics import accuracy
 from ..pairs import encode_pairs
 from ..records import DataError
-from ..runtime import dispatch, max_tokens, run_batches, to_numpy
 from ..text import escape
 from ..tokenizer import AlbertTokenizer
 from .base import Limits, RequestError, Task, scores, softmax, text_of, tokens_at_most

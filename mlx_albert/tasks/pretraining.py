@@ -11,10 +11,10 @@ import math
 import mlx.core as mx
 import numpy as np
 
+from ..batching import clip_text, collate
 from ..heads import at_positions
 from ..losses import cross_entropy
 from ..records import DataError, read_documents
-from ..runtime import clip_text, collate
 from ..tokenizer import AlbertTokenizer
 from .base import Task
 from .exported import Export

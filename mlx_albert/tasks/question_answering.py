@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..batching import dispatch, max_tokens, run_batches, to_numpy
 from ..files import read_bytes
 from ..metrics import squad_scores
 from ..records import MAX_RECORD, DataError
-from ..runtime import dispatch, max_tokens, run_batches, to_numpy
 from ..text import escape
 from ..tokenizer import AlbertTokenizer
 from .base import Limits, RequestError, Task, softmax, text_of

@@ -10,9 +10,9 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from ..batching import collate
 from ..inputs import check_bounds
 from ..records import DataError, read_records
-from ..runtime import collate
 from ..text import escape
 
 

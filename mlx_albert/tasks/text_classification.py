@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..batching import dispatch, max_tokens, run_batches, to_numpy
 from ..checks import finite
 from ..metrics import accuracy, macro_f1, pearson, spearman
 from ..pairs import encode_texts
 from ..records import DataError
-from ..runtime import dispatch, max_tokens, run_batches, to_numpy
 from ..tokenizer import AlbertTokenizer
 from .base import Limits, Task, label_name, scores, softmax, text_of, tokens_at_most
 from .labels import class_set, is_vector, label_id, plan

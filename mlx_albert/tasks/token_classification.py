@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..batching import check_strings, clip_text, dispatch, max_tokens, run_batches, to_numpy
 from ..metrics import accuracy, entity_scores
 from ..records import DataError
-from ..runtime import check_strings, clip_text, dispatch, max_tokens, run_batches, to_numpy
 from ..text import escape
 from ..tokenizer import AlbertTokenizer
 from .base import Limits, Task, label_name, softmax, text_of, tokens_at_most

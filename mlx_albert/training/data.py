@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..batching import collate
 from ..records import DataError, read_records
-from ..runtime import collate
 from ..tasks import Dataset, get
 from ..tokenizer import AlbertTokenizer
 

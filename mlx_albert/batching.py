@@ -1,4 +1,4 @@
-"""The runtime of inference and training batches: sequences sorted by length, each batch padded
+"""Batching for inference and training: sequences sorted by length, each batch padded
 only to its own longest rounded up to the backend's bucket (multiples of 8 on the CPU backend, which
 pays for every padded token; of 32 on GPUs, where few distinct shapes mean few compilations), or
 packed several to a row; results handed back in input order; ids range-checked on the host so the

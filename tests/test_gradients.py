@@ -64,11 +64,14 @@ def test_exp_and_softmax_accuracy():
     bound = EXP_REL * np.abs(xd) + 8 * EPS32
     assert (np.abs(np.array(A.exp_nonpositive(x)) - exact) / exact <= bound).all()
     assert np.array(A.exp_nonpositive(mx.array([-1e30, -200.0]))).max() < 2e-38  # underflow, no wrap
+    # exactly 0 where exp underflows (padding): a 2^-126 weight made the backward pass subnormal
+    assert (np.array(A.exp_nonpositive(mx.array([-1e30, -200.0, -87.5]))) == 0).all()
     scores = np.random.default_rng(0).normal(0, 6, (4, 33)).astype(np.float32)
     scores[:, 20:] = np.finfo(np.float32).min  # padding, as attention_bias adds
     ref = np.exp(scores.astype(np.float64) - scores.max(-1, keepdims=True))
     ref /= ref.sum(-1, keepdims=True)
     assert np.abs(np.array(A.softmax(mx.array(scores))) - ref).max() <= SOFTMAX_ERR
+    assert (np.array(A.softmax(mx.array(scores)))[:, 20:] == 0).all()
 
 
 @needs_torch

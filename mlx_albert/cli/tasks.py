@@ -9,7 +9,6 @@ import sys
 
 from ..records import FORMATS
 from ..tasks import Task
-from . import vectors
 from .io import Records, safe_json, write_lines
 
 
@@ -60,6 +59,8 @@ def add_task_parser(sub, task: Task) -> argparse.ArgumentParser:
     )
     task.add_arguments(p)
     if task.vectors:
+        from . import vectors  # which builds on this module's helpers
+
         vectors.add_arguments(p)
     p.set_defaults(run=vectors.run if task.vectors else run, task=task)
     return p

@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import tasks
 from .io import UserError, write_lines
 
 
@@ -38,8 +39,6 @@ def add_arguments(p) -> None:
 
 def run(args) -> None:
     """The command: its records in, vectors printed or written to --output."""
-    from . import tasks
-
     output = Path(args.output) if args.output else None
     if output is not None and output.suffix.lower() != ".npy":
         return _to_folder(args, output)
@@ -86,7 +85,6 @@ def _to_folder(args, folder: Path) -> None:
     from ..sentence import vectors
     from ..sharded import broadcast_json
     from ..tasks.embed import configure
-    from . import tasks
 
     if not 0 < args.shard_size <= vectors.MAX_SHARD:
         raise UserError(f"--shard-size must be between 1 and {vectors.MAX_SHARD}, got {args.shard_size}")
@@ -171,8 +169,6 @@ def _embed(args, encoder, rows, folder: Path, manifest, group, show_progress: bo
 
 
 def _blank_kept(args):
-    from . import tasks
-
     opener = tasks.records_opener(args)
 
     def open_records(required, optional=()):

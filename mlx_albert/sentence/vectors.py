@@ -91,9 +91,9 @@ class Manifest:
         return manifest
 
     def check(self) -> None:
-        if not (integer_in(self.dimension, 1, MAX_DIMENSION)):
+        if not integer_in(self.dimension, 1, MAX_DIMENSION):
             raise ValueError(f"dimension {self.dimension!r}")
-        if not (integer_in(self.shard_size, 1, MAX_SHARD)):
+        if not integer_in(self.shard_size, 1, MAX_SHARD):
             raise ValueError(f"shard_size {self.shard_size!r}")
         if self.precision not in PRECISIONS or self.storage not in STORAGES:
             raise ValueError(f"precision {self.precision!r} or storage {self.storage!r}")
@@ -105,9 +105,9 @@ class Manifest:
             raise ValueError("options or input")
         if self.precision == "int8" and np.asarray(self.ranges, np.float64).shape != (2, self.dimension):
             raise ValueError("int8 ranges")
-        if self.count is not None and not (integer_in(self.count, 0, MAX_COUNT)):
+        if self.count is not None and not integer_in(self.count, 0, MAX_COUNT):
             raise ValueError(f"count {self.count!r}")
-        if not (integer_in(self.batch_size, 1, MAX_SHARD)):
+        if not integer_in(self.batch_size, 1, MAX_SHARD):
             raise ValueError(f"batch_size {self.batch_size!r}")
         if self.run is not None and not (isinstance(self.run, str) and _RUN.match(self.run)):
             raise ValueError("run identity")
